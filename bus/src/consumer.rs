@@ -1,0 +1,231 @@
+//! The at-least-once consumer.
+//!
+//! Contract: an offset is committed only after the message at it was
+//! processed. The consumer runs with `enable.auto.offset.store=false`;
+//! [`Consumer::processed`] stores the offset once the handler is done, and
+//! librdkafka commits stored offsets in the background (and
+//! [`Consumer::commit`] does at shutdown). A process killed between
+//! processing and storing gets the message again: handlers must be
+//! idempotent, which the contract's deterministic ids make easy.
+//!
+//! [`run_decoded`] is the loop every stage uses: decode, dead-letter what
+//! does not decode (with the reason), hand the rest to the handler, retry
+//! retryable handler errors, dead-letter permanent ones.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use serde::de::DeserializeOwned;
+
+use crate::{BusError, BusMetrics, DeadLetterWriter, KafkaConfig};
+
+/// A consumer in a group, committing only processed offsets.
+pub struct Consumer {
+    inner: StreamConsumer,
+    metrics: BusMetrics,
+    max_message_bytes: usize,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Joins `group_id` and subscribes to `topics`.
+    pub fn new(
+        cfg: &KafkaConfig,
+        group_id: &str,
+        topics: &[&str],
+        metrics: BusMetrics,
+    ) -> Result<Consumer, BusError> {
+        let mut c = cfg.client_config()?;
+        c.set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.commit.interval.ms",
+                cfg.consumer.commit_interval_ms.to_string(),
+            )
+            .set(
+                "session.timeout.ms",
+                cfg.consumer.session_timeout_ms.to_string(),
+            )
+            .set("auto.offset.reset", &cfg.consumer.auto_offset_reset)
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false");
+        let inner: StreamConsumer = c.create().map_err(BusError::from_client_creation)?;
+        inner
+            .subscribe(topics)
+            .map_err(|e| BusError::consume("subscribe", &e))?;
+        Ok(Consumer {
+            inner,
+            metrics,
+            max_message_bytes: cfg.max_message_bytes,
+        })
+    }
+
+    /// The next message.
+    pub async fn recv(&self) -> Result<BorrowedMessage<'_>, BusError> {
+        let msg = self
+            .inner
+            .recv()
+            .await
+            .map_err(|e| BusError::consume("receive", &e))?;
+        self.metrics
+            .consumed
+            .get_or_create(&BusMetrics::topic(msg.topic()))
+            .inc();
+        Ok(msg)
+    }
+
+    /// Marks `msg` processed: its offset will be committed.
+    pub fn processed(&self, msg: &BorrowedMessage<'_>) -> Result<(), BusError> {
+        self.inner
+            .store_offset_from_message(msg)
+            .map_err(|e| BusError::consume("store offset", &e))
+    }
+
+    /// Commits every processed offset now, synchronously (at shutdown).
+    pub fn commit(&self) -> Result<(), BusError> {
+        match self.inner.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // Nothing stored since the last commit.
+            Err(e)
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(BusError::consume("commit", &e)),
+        }
+    }
+
+    /// The underlying rdkafka consumer (offsets, positions, lag).
+    pub fn raw(&self) -> &StreamConsumer {
+        &self.inner
+    }
+}
+
+/// What a handler says about a message it could not process.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProcessError {
+    pub message: String,
+    /// Retry the same message (a dependency is down) instead of
+    /// dead-lettering it (the message itself is bad).
+    pub retryable: bool,
+}
+
+impl ProcessError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ProcessError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ProcessError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// Where a message came from, for handlers that need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Consumes until `shutdown` resolves: decodes each message as `T`,
+/// dead-letters what does not decode, runs `handler` on the rest, and marks
+/// each message processed only after it was handled or dead-lettered.
+/// Commits on the way out.
+pub async fn run_decoded<T, H, S>(
+    consumer: &Consumer,
+    dead_letters: &DeadLetterWriter,
+    mut handler: H,
+    shutdown: S,
+) -> Result<(), BusError>
+where
+    T: DeserializeOwned,
+    H: AsyncFnMut(&T, &Origin) -> Result<(), ProcessError>,
+    S: Future<Output = ()>,
+{
+    tokio::pin!(shutdown);
+    loop {
+        let msg = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            msg = consumer.recv() => msg,
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "consumer error, retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let payload = msg.payload().unwrap_or_default();
+        match pitcrew_contract::decode_with_limit::<T>(payload, consumer.max_message_bytes) {
+            Err(e) => {
+                dead_letters
+                    .send(&msg, &e.to_string(), e.reason_label())
+                    .await?;
+            }
+            Ok(value) => {
+                let origin = Origin {
+                    topic: msg.topic().to_owned(),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                };
+                handle_with_retry(&mut handler, value, origin, &msg, dead_letters).await?;
+            }
+        }
+        consumer.processed(&msg)?;
+    }
+    consumer.commit()
+}
+
+async fn handle_with_retry<T, H>(
+    handler: &mut H,
+    value: T,
+    origin: Origin,
+    msg: &BorrowedMessage<'_>,
+    dead_letters: &DeadLetterWriter,
+) -> Result<(), BusError>
+where
+    H: AsyncFnMut(&T, &Origin) -> Result<(), ProcessError>,
+{
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match handler(&value, &origin).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.retryable => {
+                tracing::warn!(
+                    topic = %origin.topic,
+                    partition = origin.partition,
+                    offset = origin.offset,
+                    error = %e,
+                    "handler failed, retrying"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return dead_letters
+                    .send(msg, &format!("processing failed: {e}"), "processing")
+                    .await
+                    .map(drop);
+            }
+        }
+    }
+}

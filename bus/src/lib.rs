@@ -1,0 +1,42 @@
+//! pitcrew's Kafka plumbing (rdkafka).
+//!
+//! - [`Producer`]: idempotent, `acks=all`, keyed, bounded in flight;
+//!   delivery failures are returned, never swallowed.
+//! - [`Consumer`] and [`run_decoded`]: at-least-once; an offset is
+//!   committed only after its message was processed or dead-lettered.
+//! - [`TransactionalStage`]: consume-transform-produce with the outputs and
+//!   the input offsets in one Kafka transaction.
+//! - [`DeadLetterWriter`]: original bytes, source topic/partition/offset
+//!   and the reason, acknowledged before the original is marked processed.
+//! - [`ensure_topics`]: creates pitcrew's topics from config (compaction
+//!   for `pitcrew.state`) and reports existing ones that differ.
+//! - [`BusConfig`]: TOML with `PITCREW__...` environment overrides; TLS and
+//!   SASL settings passed through to librdkafka; secrets read from files or
+//!   the environment and never logged.
+//!
+//! This crate knows the wire contract only to decode into it; it knows
+//! nothing of rules, remediation or collectors.
+
+mod config;
+mod consumer;
+mod dlq;
+mod error;
+mod metrics;
+mod producer;
+mod topics;
+mod transaction;
+
+pub use config::{
+    BusConfig, ConsumerConfig, KafkaConfig, ProducerConfig, Secret, Security, TopicSpec,
+    TopicsConfig, ENV_PREFIX,
+};
+pub use consumer::{run_decoded, Consumer, Origin, ProcessError};
+pub use dlq::{dead_letter_context, DeadLetterWriter};
+pub use error::{code_is_retryable, BusError};
+pub use metrics::BusMetrics;
+pub use producer::{Delivered, PendingDelivery, Producer};
+pub use topics::{cleanup_policy, ensure_topics, TopicReport};
+pub use transaction::{Output, Transaction, TransactionalStage};
+
+/// rdkafka types callers need (messages, headers) without a direct dependency.
+pub use rdkafka;
