@@ -1,1 +1,101 @@
-//! wip
+//! The test harness: provisions real components and runs them on loopback.
+//!
+//! Used by `cargo xtask test` (which starts one of each for the whole run)
+//! and by the integration tests (which start their own when run alone).
+//! Everything downloaded is cached under the workspace's target folder, so
+//! a warm run downloads nothing.
+//!
+//! Contract: a started component is stopped when its handle drops, and also
+//! when the process that started it dies (each child is supervised through
+//! a pipe that closes with its parent), so no run leaves brokers behind.
+
+pub mod kafka;
+mod process;
+
+use std::path::PathBuf;
+
+/// Why a component could not be provisioned or started.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}); last output:\n{output}")]
+    Command {
+        command: String,
+        status: String,
+        output: String,
+    },
+    #[error("{component} did not become ready within {seconds} s; last log lines:\n{log}")]
+    NotReady {
+        component: String,
+        seconds: u64,
+        log: String,
+    },
+    #[error("{component} exited during start-up ({status}); last log lines:\n{log}")]
+    Exited {
+        component: String,
+        status: String,
+        log: String,
+    },
+}
+
+impl HarnessError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        HarnessError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// The workspace's root folder.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where downloads and built helpers are cached: `$CARGO_TARGET_DIR` or
+/// `<workspace>/target`, then `harness-cache/`.
+pub fn cache_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("harness-cache")
+}
+
+/// A fresh folder for one run of one component.
+pub fn run_dir(component: &str) -> Result<PathBuf, HarnessError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!(
+        "pitcrew-it-{component}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| HarnessError::io(format!("create {}", dir.display()), e))?;
+    Ok(dir)
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind promptly).
+pub fn free_port() -> Result<u16, HarnessError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| HarnessError::io("bind 127.0.0.1:0", e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| HarnessError::io("local addr", e))
+}
+
+/// The last `n` lines of a file, for error messages.
+pub fn tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

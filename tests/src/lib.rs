@@ -1,1 +1,104 @@
-//! wip
+//! Shared helpers of the integration tests.
+//!
+//! [`kafka`] gives the bootstrap address of a real Apache Kafka: the one
+//! `cargo xtask test` started (`PITCREW_TEST_KAFKA`), or, when a test
+//! binary runs alone, one this process starts through the harness. Tests
+//! that need Kafka never skip: without either, they fail with the reason.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pitcrew_bus::{BusConfig, KafkaConfig, TopicsConfig};
+use pitcrew_harness::kafka::KafkaBroker;
+
+/// Environment variable naming an already running broker.
+pub const KAFKA_ENV: &str = "PITCREW_TEST_KAFKA";
+
+struct Shared {
+    bootstrap: String,
+    // Kept for the life of the process; the harness's supervisor stops the
+    // broker when the process exits.
+    _owned: Option<KafkaBroker>,
+}
+
+/// The bootstrap address of the test broker.
+pub fn kafka() -> &'static str {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    &SHARED
+        .get_or_init(|| match std::env::var(KAFKA_ENV) {
+            Ok(b) if !b.is_empty() => Shared {
+                bootstrap: b,
+                _owned: None,
+            },
+            _ => {
+                let broker = KafkaBroker::start().unwrap_or_else(|e| {
+                    panic!(
+                        "no {KAFKA_ENV} and starting a broker failed (run `cargo xtask test`): {e}"
+                    )
+                });
+                Shared {
+                    bootstrap: broker.bootstrap().to_owned(),
+                    _owned: Some(broker),
+                }
+            }
+        })
+        .bootstrap
+}
+
+/// A prefix no other test (or run) uses, for topic and group names.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "t{}-{name}-{}-",
+        nanos % 1_000_000_000_000,
+        std::process::id()
+    )
+}
+
+/// A bus config pointing at the test broker, with single-replica topics
+/// named with `prefix`.
+pub fn config(prefix: &str) -> BusConfig {
+    let mut c = BusConfig::default();
+    c.kafka = KafkaConfig {
+        brokers: kafka().to_owned(),
+        ..KafkaConfig::default()
+    };
+    c.kafka.consumer.session_timeout_ms = 6_000;
+    c.kafka.consumer.commit_interval_ms = 200;
+    c.kafka.producer.linger_ms = 1;
+    let mut topics = TopicsConfig::default().with_prefix(prefix);
+    topics.replication_factor = 1;
+    for t in [
+        &mut topics.events,
+        &mut topics.alerts,
+        &mut topics.actions,
+        &mut topics.audit,
+        &mut topics.state,
+        &mut topics.dlq,
+    ] {
+        t.partitions = 1;
+    }
+    c.topics = topics;
+    c
+}
+
+/// Retries `f` until it returns Some or `limit` passes.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,1 +1,179 @@
-fn main() {}
+//! `cargo xtask test`: the README's test command.
+//!
+//! Provisions what the tests need on a fresh machine (Debian packages when
+//! root, Kafka jars from Maven Central, cached under target/), starts the
+//! real components on loopback, runs formatting and lint checks and every
+//! test with the components' addresses in the environment, and stops the
+//! components whatever happened.
+
+#![allow(clippy::print_stdout)]
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use pitcrew_harness::kafka::KafkaBroker;
+
+/// Debian packages the build and the tests need.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "build-essential",
+    "pkg-config",
+    "libssl-dev",
+    "zlib1g-dev",
+    "openjdk-17-jre-headless",
+    "maven",
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("provision") => provision(),
+        Some("kafka") => kafka_shell(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n  test [-- CARGO_TEST_ARGS]  provision, start real components, run all checks and tests\n  provision                  install packages and download Kafka jars only\n  kafka                      start a Kafka broker and wait (Ctrl-C stops it)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn step(name: &str) -> Instant {
+    println!("==> {name}");
+    Instant::now()
+}
+
+fn done(start: Instant) {
+    println!("    ({:.1} s)", start.elapsed().as_secs_f64());
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn provision() -> Result<()> {
+    let t = step("provision: Debian packages");
+    let missing = missing_packages();
+    if missing.is_empty() {
+        println!("    all present");
+    } else if is_root() {
+        println!("    installing {}", missing.join(" "));
+        run(Command::new("apt-get").arg("update").arg("-qq"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    } else {
+        println!(
+            "    not root: cannot install {} (install them, or run as root)",
+            missing.join(" ")
+        );
+    }
+    done(t);
+    let t = step("provision: Apache Kafka jars (Maven Central, cached)");
+    let jars = pitcrew_harness::kafka::ensure_jars().context("fetching Kafka jars")?;
+    println!("    {}", jars.display());
+    done(t);
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let all = Instant::now();
+    provision()?;
+
+    let t = step("check: cargo fmt");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    done(t);
+
+    let t = step("check: cargo clippy");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    done(t);
+
+    let t = step("build: tests");
+    run(cargo().args(["test", "--workspace", "--no-run"]))?;
+    done(t);
+
+    let t = step("start: Apache Kafka (KRaft, loopback)");
+    let broker = KafkaBroker::start().context("starting Kafka")?;
+    println!("    bootstrap {}", broker.bootstrap());
+    done(t);
+
+    let t = step("test: every crate, real Kafka included");
+    let extra: Vec<&String> = extra.iter().skip_while(|a| *a == "--").collect();
+    let status = cargo()
+        .args(["test", "--workspace"])
+        .args(extra)
+        .env("PITCREW_TEST_KAFKA", broker.bootstrap())
+        .status()
+        .context("running cargo test")?;
+    done(t);
+
+    let t = step("stop: Apache Kafka");
+    drop(broker);
+    done(t);
+
+    println!("==> total {:.1} s", all.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("tests failed: {status}");
+    }
+    Ok(())
+}
+
+fn kafka_shell() -> Result<()> {
+    let broker = KafkaBroker::start().context("starting Kafka")?;
+    println!(
+        "Kafka {} on {}",
+        pitcrew_harness::kafka::KAFKA_VERSION,
+        broker.bootstrap()
+    );
+    println!("log: {}", broker.log_path().display());
+    println!("press Enter to stop");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    Ok(())
+}

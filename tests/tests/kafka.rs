@@ -1,0 +1,563 @@
+//! The Kafka plumbing against a real Apache Kafka broker.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pitcrew_bus::rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
+use pitcrew_bus::rdkafka::message::{Headers, Message};
+use pitcrew_bus::rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use pitcrew_bus::{
+    cleanup_policy, dead_letter_context, ensure_topics, run_decoded, BusConfig, BusError,
+    BusMetrics, Consumer, DeadLetterWriter, Output, ProcessError, Producer, TransactionalStage,
+};
+use pitcrew_contract::{encode, examples, Event};
+use pitcrew_tests::{config, eventually, kafka, unique};
+
+async fn setup(name: &str) -> BusConfig {
+    let cfg = config(&unique(name));
+    ensure_topics(&cfg.kafka, &cfg.topics)
+        .await
+        .expect("bootstrap topics");
+    cfg
+}
+
+/// Reads everything a fresh consumer sees on `topic` within `wait`.
+fn read_all(
+    topic: &str,
+    isolation: &str,
+    wait: Duration,
+) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    while std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let mut headers = HashMap::new();
+            if let Some(hs) = m.headers() {
+                for h in hs.iter() {
+                    headers.insert(
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+            out.push((m.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    out
+}
+
+fn committed(group: &str, topic: &str) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    match c.find_partition(topic, 0).unwrap().offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_are_created_once_and_state_is_compacted() {
+    let cfg = config(&unique("topics"));
+    let first = ensure_topics(&cfg.kafka, &cfg.topics).await.unwrap();
+    assert_eq!(first.len(), 6);
+    assert!(first.iter().all(|r| r.created), "{first:?}");
+    assert_eq!(
+        cleanup_policy(&cfg.kafka, &cfg.topics.state.name)
+            .await
+            .unwrap(),
+        "compact"
+    );
+    assert_eq!(
+        cleanup_policy(&cfg.kafka, &cfg.topics.events.name)
+            .await
+            .unwrap(),
+        "delete"
+    );
+
+    let second = ensure_topics(&cfg.kafka, &cfg.topics).await.unwrap();
+    assert!(
+        second.iter().all(|r| !r.created && r.warnings.is_empty()),
+        "{second:?}"
+    );
+
+    // A config that disagrees with what exists is reported, not applied.
+    let mut changed = cfg.topics.clone();
+    changed.events.partitions = 3;
+    changed.state.compact = false;
+    let third = ensure_topics(&cfg.kafka, &changed).await.unwrap();
+    let events = third
+        .iter()
+        .find(|r| r.name == changed.events.name)
+        .unwrap();
+    assert_eq!(events.warnings, ["has 1 partitions, config says 3"]);
+    let state = third.iter().find(|r| r.name == changed.state.name).unwrap();
+    assert_eq!(
+        state.warnings,
+        ["cleanup.policy is `compact`, config says delete"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_kind_round_trips_through_kafka() {
+    let cfg = setup("roundtrip").await;
+    let metrics = BusMetrics::default();
+    let producer = Producer::new(&cfg.kafka, metrics.clone()).unwrap();
+    let sent = examples::all_events();
+    for ev in &sent {
+        producer
+            .send(&cfg.topics.events.name, &ev.node, &encode(ev))
+            .await
+            .unwrap();
+    }
+    let consumer = Consumer::new(
+        &cfg.kafka,
+        &unique("g"),
+        &[&cfg.topics.events.name],
+        metrics.clone(),
+    )
+    .unwrap();
+    let dlq = DeadLetterWriter::new(
+        producer.clone(),
+        &cfg.topics.dlq.name,
+        "test",
+        metrics.clone(),
+    );
+    let received: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut stop_tx = Some(stop_tx);
+    let expected = sent.len();
+    let sink = Arc::clone(&received);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        run_decoded(
+            &consumer,
+            &dlq,
+            async |ev: &Event, _origin: &pitcrew_bus::Origin| {
+                let mut r = sink.lock().unwrap();
+                r.push(ev.clone());
+                if r.len() == expected {
+                    if let Some(tx) = stop_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(())
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ),
+    )
+    .await
+    .expect("consumed every event within 60 s")
+    .unwrap();
+    assert_eq!(*received.lock().unwrap(), sent);
+    // Same key, one partition: order is kept, and every offset committed.
+    let topic = &cfg.topics.events.name;
+    let metrics_text = {
+        let mut reg = prometheus_registry();
+        metrics.register(&mut reg);
+        encode_registry(&reg)
+    };
+    assert!(
+        metrics_text.contains(&format!(
+            "pitcrew_bus_messages_produced_total{{topic=\"{topic}\"}} {expected}"
+        )),
+        "{metrics_text}"
+    );
+}
+
+fn prometheus_registry() -> prometheus_client::registry::Registry {
+    prometheus_client::registry::Registry::default()
+}
+
+fn encode_registry(reg: &prometheus_client::registry::Registry) -> String {
+    let mut s = String::new();
+    prometheus_client::encoding::text::encode(&mut s, reg).unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_goes_to_the_dead_letter_topic_and_the_consumer_goes_on() {
+    let cfg = setup("dlq").await;
+    let metrics = BusMetrics::default();
+    let producer = Producer::new(&cfg.kafka, metrics.clone()).unwrap();
+    let topic = cfg.topics.events.name.clone();
+    let good = encode(&examples::event(pitcrew_contract::EventKind::GpuXid));
+    let not_utf8: Vec<u8> = vec![b'{', 0xff, 0xfe, b'}'];
+    let missing_field = br#"{"v":1,"id":"x","node":"n1","time":"2026-11-24T14:23:32Z","source":"kmsg","kind":"gpu.xid","gpu":{"index":0},"data":{}}"#.to_vec();
+    let inputs = [
+        good.clone(),
+        not_utf8.clone(),
+        missing_field.clone(),
+        good.clone(),
+    ];
+    for p in &inputs {
+        producer.send(&topic, "n1", p).await.unwrap();
+    }
+    let group = unique("g");
+    let consumer = Consumer::new(&cfg.kafka, &group, &[&topic], metrics.clone()).unwrap();
+    let dlq = DeadLetterWriter::new(
+        producer.clone(),
+        &cfg.topics.dlq.name,
+        "rules",
+        metrics.clone(),
+    );
+    let handled = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut stop_tx = Some(stop_tx);
+    let sink = Arc::clone(&handled);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        run_decoded(
+            &consumer,
+            &dlq,
+            async |_ev: &Event, origin: &pitcrew_bus::Origin| {
+                let mut h = sink.lock().unwrap();
+                h.push(origin.offset);
+                if h.len() == 2 {
+                    if let Some(tx) = stop_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(())
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ),
+    )
+    .await
+    .expect("consumer went past the bad messages")
+    .unwrap();
+    assert_eq!(
+        *handled.lock().unwrap(),
+        [0, 3],
+        "the good messages, around the bad ones"
+    );
+
+    let letters = read_all(
+        &cfg.topics.dlq.name,
+        "read_committed",
+        Duration::from_secs(3),
+    );
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(letters[0].0, not_utf8, "original bytes kept");
+    assert_eq!(
+        letters[0].1["pitcrew.dlq.reason"],
+        "invalid utf-8 at byte 1"
+    );
+    assert_eq!(letters[0].1["pitcrew.dlq.reason_kind"], "invalid_utf8");
+    assert_eq!(letters[0].1["pitcrew.dlq.topic"], topic);
+    assert_eq!(letters[0].1["pitcrew.dlq.offset"], "1");
+    assert_eq!(letters[0].1["pitcrew.dlq.partition"], "0");
+    assert_eq!(letters[0].1["pitcrew.dlq.stage"], "rules");
+    assert_eq!(letters[1].0, missing_field);
+    assert_eq!(
+        letters[1].1["pitcrew.dlq.reason"],
+        "missing field `data.code`"
+    );
+    assert_eq!(letters[1].1["pitcrew.dlq.offset"], "2");
+    // Everything, bad messages included, is committed: nothing is redelivered.
+    assert_eq!(committed(&group, &topic), Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letter_context_reads_back() {
+    let cfg = setup("dlqctx").await;
+    let metrics = BusMetrics::default();
+    let producer = Producer::new(&cfg.kafka, metrics.clone()).unwrap();
+    producer
+        .send(&cfg.topics.events.name, "n1", b"nope")
+        .await
+        .unwrap();
+    let consumer = Consumer::new(
+        &cfg.kafka,
+        &unique("g"),
+        &[&cfg.topics.events.name],
+        metrics.clone(),
+    )
+    .unwrap();
+    let msg = consumer.recv().await.unwrap();
+    DeadLetterWriter::new(producer, &cfg.topics.dlq.name, "collect", metrics)
+        .send(&msg, "because", "test")
+        .await
+        .unwrap();
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", unique("r"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&[&cfg.topics.dlq.name]).unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let ctx = dead_letter_context(&letter).unwrap();
+    assert_eq!(ctx.reason, "because");
+    assert_eq!(ctx.stage, "collect");
+    assert_eq!(ctx.topic, cfg.topics.events.name);
+    assert_eq!((ctx.partition, ctx.offset), (0, 0));
+    assert_eq!(letter.key(), Some(&b"n1"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_error_that_is_permanent_is_dead_lettered_and_a_retryable_one_is_retried() {
+    let cfg = setup("handler").await;
+    let metrics = BusMetrics::default();
+    let producer = Producer::new(&cfg.kafka, metrics.clone()).unwrap();
+    let topic = cfg.topics.events.name.clone();
+    let ev = encode(&examples::event(pitcrew_contract::EventKind::NetLink));
+    for _ in 0..2 {
+        producer.send(&topic, "n1", &ev).await.unwrap();
+    }
+    let consumer = Consumer::new(&cfg.kafka, &unique("g"), &[&topic], metrics.clone()).unwrap();
+    let dlq = DeadLetterWriter::new(producer.clone(), &cfg.topics.dlq.name, "t", metrics.clone());
+    let attempts = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut stop_tx = Some(stop_tx);
+    let sink = Arc::clone(&attempts);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        run_decoded(
+            &consumer,
+            &dlq,
+            async |_ev: &Event, origin: &pitcrew_bus::Origin| {
+                let mut a = sink.lock().unwrap();
+                a.push(origin.offset);
+                match (origin.offset, a.len()) {
+                    (0, 1 | 2) => Err(ProcessError::retryable("executor down")),
+                    (0, _) => Ok(()),
+                    _ => {
+                        if let Some(tx) = stop_tx.take() {
+                            let _ = tx.send(());
+                        }
+                        Err(ProcessError::permanent("plan does not exist"))
+                    }
+                }
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(*attempts.lock().unwrap(), [0, 0, 0, 1]);
+    let letters = read_all(
+        &cfg.topics.dlq.name,
+        "read_committed",
+        Duration::from_secs(3),
+    );
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].1["pitcrew.dlq.reason"],
+        "processing failed: plan does not exist"
+    );
+    assert_eq!(letters[0].1["pitcrew.dlq.offset"], "1");
+}
+
+/// Runs the helper consumer process and returns what it printed once it
+/// processed a message, and the child.
+fn spawn_consumer(topic: &str, group: &str, mode: &str) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pitcrew-consume-one"))
+        .args([kafka(), topic, group, mode])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("helper printed").unwrap();
+    if mode == "commit" {
+        assert_eq!(lines.next().unwrap().unwrap(), "committed");
+    }
+    (child, line)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_killed_after_processing_but_before_commit_gets_the_message_again() {
+    let cfg = setup("redeliver").await;
+    let producer = Producer::new(&cfg.kafka, BusMetrics::default()).unwrap();
+    let topic = cfg.topics.events.name.clone();
+    producer.send(&topic, "n1", b"first").await.unwrap();
+    producer.send(&topic, "n1", b"second").await.unwrap();
+    let group = unique("g");
+
+    // Processed, offset stored, then SIGKILL before any commit.
+    let (mut child, line) = spawn_consumer(&topic, &group, "hang-after-processed");
+    assert_eq!(line, "processed offset=0 payload=first");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(committed(&group, &topic), None, "nothing was committed");
+
+    // The next member of the group gets the same message again.
+    let (child, line) = tokio::task::spawn_blocking({
+        let (t, g) = (topic.clone(), group.clone());
+        move || spawn_consumer(&t, &g, "commit")
+    })
+    .await
+    .unwrap();
+    assert_eq!(line, "processed offset=0 payload=first");
+    let _ = child.wait_with_output();
+    assert_eq!(committed(&group, &topic), Some(1));
+
+    // And once committed, it is not delivered a third time.
+    let (child, line) = tokio::task::spawn_blocking({
+        let (t, g) = (topic.clone(), group.clone());
+        move || spawn_consumer(&t, &g, "commit")
+    })
+    .await
+    .unwrap();
+    assert_eq!(line, "processed offset=1 payload=second");
+    let _ = child.wait_with_output();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aborted_transaction_is_invisible_and_commits_no_offsets() {
+    let cfg = setup("txn").await;
+    let producer = Producer::new(&cfg.kafka, BusMetrics::default()).unwrap();
+    let input = cfg.topics.events.name.clone();
+    let output = cfg.topics.alerts.name.clone();
+    for i in 0..3 {
+        producer
+            .send(&input, "n1", format!("in-{i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    let group = unique("rules");
+    let metrics = BusMetrics::default();
+    let stage = TransactionalStage::new(
+        &cfg.kafka,
+        &group,
+        &unique("txn"),
+        &[&input],
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+
+    let batch = tokio::time::timeout(
+        Duration::from_secs(60),
+        stage.next_batch(10, Duration::from_millis(500)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(batch.len(), 3);
+    let outputs: Vec<Output> = batch
+        .iter()
+        .map(|m| Output {
+            topic: output.clone(),
+            key: "k".to_owned(),
+            payload: [b"out-".as_slice(), m.payload().unwrap()].concat(),
+        })
+        .collect();
+    let mut txn = stage.begin(&batch).unwrap();
+    for o in &outputs {
+        txn.produce(o).unwrap();
+    }
+    txn.flush_outputs().await.unwrap();
+    txn.abort().await.unwrap();
+
+    // Written to the log, but invisible to read_committed.
+    let uncommitted = read_all(&output, "read_uncommitted", Duration::from_secs(3));
+    assert_eq!(
+        uncommitted.len(),
+        3,
+        "the aborted outputs were really written"
+    );
+    assert!(read_all(&output, "read_committed", Duration::from_secs(3)).is_empty());
+    assert_eq!(committed(&group, &input), None, "no input offset committed");
+
+    // The stage was rewound: the same inputs come again, and this time the
+    // transaction commits outputs and offsets together.
+    let again = tokio::time::timeout(
+        Duration::from_secs(30),
+        stage.next_batch(10, Duration::from_millis(500)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let payloads: Vec<&[u8]> = again.iter().map(|m| m.payload().unwrap()).collect();
+    assert_eq!(payloads, [b"in-0".as_slice(), b"in-1", b"in-2"]);
+    let mut txn = stage.begin(&again).unwrap();
+    for o in &outputs {
+        txn.produce(o).unwrap();
+    }
+    txn.commit().await.unwrap();
+    let visible = read_all(&output, "read_committed", Duration::from_secs(3));
+    let visible: Vec<Vec<u8>> = visible.into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        visible,
+        [
+            b"out-in-0".to_vec(),
+            b"out-in-1".to_vec(),
+            b"out-in-2".to_vec()
+        ]
+    );
+    assert_eq!(committed(&group, &input), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_failures_are_returned_not_swallowed() {
+    let mut cfg = config(&unique("fail"));
+    cfg.kafka.producer.delivery_timeout_ms = 2_000;
+    let metrics = BusMetrics::default();
+    let producer = Producer::new(&cfg.kafka, metrics.clone()).unwrap();
+    // The broker does not auto-create topics; this one was never created.
+    let err = producer
+        .send("pitcrew.no-such-topic", "n1", b"x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::Produce { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("produce to `pitcrew.no-such-topic` failed"),
+        "{err}"
+    );
+    let mut reg = prometheus_registry();
+    metrics.register(&mut reg);
+    let text = encode_registry(&reg);
+    assert!(
+        text.contains("pitcrew_bus_produce_errors_total{topic=\"pitcrew.no-such-topic\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn harness_broker_answers_metadata() {
+    let found = eventually(Duration::from_secs(30), || async {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", kafka())
+            .create()
+            .ok()?;
+        let md = c.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+        (!md.brokers().is_empty()).then_some(md.brokers().len())
+    })
+    .await;
+    assert_eq!(found, Some(1));
+}
