@@ -23,12 +23,20 @@ pub async fn ensure_topics(
     cfg: &KafkaConfig,
     topics: &TopicsConfig,
 ) -> Result<Vec<TopicReport>, BusError> {
+    ensure_topic_specs(cfg, &topics.all(), topics.replication_factor).await
+}
+
+/// Creates the given topics where missing and checks the others.
+pub async fn ensure_topic_specs(
+    cfg: &KafkaConfig,
+    specs: &[&TopicSpec],
+    replication_factor: i32,
+) -> Result<Vec<TopicReport>, BusError> {
     let admin: AdminClient<DefaultClientContext> = cfg
         .client_config()?
         .create()
         .map_err(BusError::from_client_creation)?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let specs = topics.all();
     let retention: Vec<Option<String>> = specs
         .iter()
         .map(|s| s.retention_ms.map(|r| r.to_string()))
@@ -40,7 +48,7 @@ pub async fn ensure_topics(
             let mut t = NewTopic::new(
                 &s.name,
                 s.partitions,
-                TopicReplication::Fixed(topics.replication_factor),
+                TopicReplication::Fixed(replication_factor),
             )
             .set(
                 "cleanup.policy",
@@ -162,4 +170,19 @@ pub async fn cleanup_policy(cfg: &KafkaConfig, topic: &str) -> Result<String, Bu
             reason: "not described".to_owned(),
         }),
     }
+}
+
+/// How many brokers the cluster has (to cap a replication factor).
+pub async fn broker_count(cfg: &KafkaConfig) -> Result<i32, BusError> {
+    let admin: AdminClient<DefaultClientContext> = cfg
+        .client_config()?
+        .create()
+        .map_err(BusError::from_client_creation)?;
+    let md = tokio::task::spawn_blocking(move || {
+        admin.inner().fetch_metadata(None, Duration::from_secs(10))
+    })
+    .await
+    .map_err(|_| BusError::Closed)?
+    .map_err(|e| BusError::consume("metadata", &e))?;
+    Ok(i32::try_from(md.brokers().len()).unwrap_or(i32::MAX))
 }

@@ -1,5 +1,7 @@
 //! Round trips for every kind and message type, and the decoder's errors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use pitcrew_contract::*;
 use proptest::prelude::*;
 

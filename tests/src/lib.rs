@@ -31,6 +31,7 @@ pub fn kafka() -> &'static str {
                 _owned: None,
             },
             _ => {
+                #[allow(clippy::panic)] // a test helper: failing loudly is the point
                 let broker = KafkaBroker::start().unwrap_or_else(|e| {
                     panic!(
                         "no {KAFKA_ENV} and starting a broker failed (run `cargo xtask test`): {e}"
@@ -61,10 +62,12 @@ pub fn unique(name: &str) -> String {
 /// A bus config pointing at the test broker, with single-replica topics
 /// named with `prefix`.
 pub fn config(prefix: &str) -> BusConfig {
-    let mut c = BusConfig::default();
-    c.kafka = KafkaConfig {
-        brokers: kafka().to_owned(),
-        ..KafkaConfig::default()
+    let mut c = BusConfig {
+        kafka: KafkaConfig {
+            brokers: kafka().to_owned(),
+            ..KafkaConfig::default()
+        },
+        ..BusConfig::default()
     };
     c.kafka.consumer.session_timeout_ms = 6_000;
     c.kafka.consumer.commit_interval_ms = 200;

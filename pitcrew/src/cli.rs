@@ -1,0 +1,227 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// pitcrew keeps GPU training fleets healthy while jobs run: collectors
+/// stream telemetry into Kafka, a rule engine correlates it into incidents,
+/// and remediation workers act inside safety budgets.
+#[derive(Debug, Parser)]
+#[command(name = "pitcrew", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Config file (TOML). Settings can be overridden with
+    /// PITCREW__SECTION__KEY environment variables.
+    #[arg(long, short = 'c', global = true, env = "PITCREW_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Json, env = "PITCREW_LOG_FORMAT")]
+    pub(crate) log_format: LogFormat,
+    /// Log filter, e.g. `info` or `pitcrew_bus=debug,info`.
+    #[arg(long, global = true, default_value = "info", env = "PITCREW_LOG")]
+    pub(crate) log: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Node agent: stream GPU, PCIe, memory, thermal, network and BMC
+    /// telemetry into Kafka.
+    Collect(CollectArgs),
+    /// Streaming rule engine: events in, incidents and action requests out.
+    Rules(RulesArgs),
+    /// Remediation workers: governor, Kubernetes, Slurm, IPMI, paging, audit.
+    Remediate(ServiceArgs),
+    /// Every stage in one process, for small clusters.
+    Run(ServiceArgs),
+    /// Zero-install demo: in-process Kafka, simulated fleet, scripted faults.
+    Demo(DemoArgs),
+    /// Check rule files and print diagnostics as file:line:col.
+    Check(PathsArgs),
+    /// Run the [[test]] blocks of rule files.
+    Test(PathsArgs),
+    /// Backtest rules over recorded events: what would have fired.
+    Replay(ReplayArgs),
+    /// Fleet simulator: produce realistic telemetry with injected faults.
+    Simulate(SimulateArgs),
+    /// Create pitcrew's topics from the config and report differences.
+    Topics(TopicsArgs),
+    /// The wire contract: example messages, validation of your own.
+    Schema(SchemaArgs),
+    /// Measure decode and Kafka throughput on this machine.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CollectArgs {
+    /// Parse this kernel log file instead of following /dev/kmsg.
+    #[arg(long)]
+    pub(crate) kmsg_file: Option<PathBuf>,
+    /// Print events as JSON lines instead of producing to Kafka.
+    #[arg(long)]
+    pub(crate) stdout: bool,
+    /// Sample every source once and exit.
+    #[arg(long)]
+    pub(crate) once: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RulesArgs {
+    /// Rule files or folders.
+    #[arg(long = "rules", default_value = "/etc/pitcrew/rules")]
+    pub(crate) rules: Vec<PathBuf>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9464")]
+    pub(crate) listen: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceArgs {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9464")]
+    pub(crate) listen: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// How long to run, e.g. 30s or 5m.
+    #[arg(long, default_value = "60s")]
+    pub(crate) duration: String,
+    /// Nodes in the simulated fleet (8 GPUs each).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) nodes: u32,
+    /// Fault script to play instead of the built-in one.
+    #[arg(long)]
+    pub(crate) scenario: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PathsArgs {
+    /// Rule files or folders.
+    #[arg(required = true)]
+    pub(crate) paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// Rule files or folders.
+    pub(crate) rules: PathBuf,
+    /// Events as JSON lines.
+    #[arg(long, conflicts_with = "topic")]
+    pub(crate) events: Option<PathBuf>,
+    /// Read events from this Kafka topic.
+    #[arg(long)]
+    pub(crate) topic: Option<String>,
+    /// Start of the time range (RFC 3339).
+    #[arg(long)]
+    pub(crate) from: Option<String>,
+    /// End of the time range (RFC 3339).
+    #[arg(long)]
+    pub(crate) to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    /// Events per second to produce.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) rate: u64,
+    /// Nodes in the simulated fleet.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) nodes: u32,
+    /// Fault script.
+    #[arg(long)]
+    pub(crate) scenario: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopicsArgs {
+    #[command(subcommand)]
+    pub(crate) action: TopicsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicsAction {
+    /// Create missing topics (partitions, retention, compaction of the
+    /// state topic); report existing topics that differ from the config.
+    Bootstrap,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchemaArgs {
+    #[command(subcommand)]
+    pub(crate) action: SchemaAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SchemaAction {
+    /// Print one example message per event kind and message type.
+    Examples,
+    /// Validate messages, one JSON document per line, from a file or stdin.
+    Validate {
+        /// File of JSON lines (stdin when absent).
+        file: Option<PathBuf>,
+        /// What the lines are.
+        #[arg(long, value_enum, default_value_t = MessageType::Event)]
+        r#type: MessageType,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum MessageType {
+    Event,
+    Incident,
+    Action,
+    Audit,
+    State,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    pub(crate) what: BenchWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchWhat {
+    /// Decode throughput of the event contract on one core.
+    Decode {
+        /// Seconds to measure for.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Produce and consume throughput against a Kafka (--config or
+    /// PITCREW__KAFKA__BROKERS); creates and uses a throwaway topic.
+    Kafka {
+        /// Events to produce and consume.
+        #[arg(long, default_value_t = 500_000)]
+        events: u64,
+        /// Partitions of the throwaway topic.
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+    },
+}
+
+pub(crate) fn init_logging(g: &Global) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&g.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match g.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,53 @@
+//! One module per implemented subcommand; the rest say they are not built.
+
+mod bench;
+mod schema;
+mod topics;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// Exit code of a subcommand that is not built yet.
+const NOT_BUILT: u8 = 2;
+
+pub(crate) fn dispatch(cli: Cli) -> ExitCode {
+    let config = cli.global.config.clone();
+    let result = match cli.command {
+        Command::Collect(_) => return not_built("collect", "collectors", 3),
+        Command::Rules(_) => return not_built("rules", "the rule engine", 4),
+        Command::Check(_) => return not_built("check", "the rule compiler", 4),
+        Command::Test(_) => return not_built("test", "rule tests", 4),
+        Command::Replay(_) => return not_built("replay", "rule replay", 4),
+        Command::Remediate(_) => return not_built("remediate", "remediation workers", 5),
+        Command::Run(_) => return not_built("run", "the all-in-one service", 6),
+        Command::Demo(_) => return not_built("demo", "the demo", 6),
+        Command::Simulate(_) => return not_built("simulate", "the fleet simulator", 6),
+        Command::Topics(args) => {
+            runtime().and_then(|rt| rt.block_on(topics::run(config.as_deref(), args)))
+        }
+        Command::Schema(args) => schema::run(args),
+        Command::Bench(args) => {
+            runtime().and_then(|rt| rt.block_on(bench::run(config.as_deref(), args)))
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "pitcrew failed");
+            eprintln!("pitcrew: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn not_built(command: &str, what: &str, issue: u32) -> ExitCode {
+    eprintln!("pitcrew {command}: not built yet ({what} is tracked in issue #{issue})");
+    ExitCode::from(NOT_BUILT)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
