@@ -8,7 +8,8 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::process::{Command, ExitCode};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -145,12 +146,22 @@ fn test(extra: &[String]) -> Result<()> {
 
     let t = step("test: every crate, real Kafka included");
     let extra: Vec<&String> = extra.iter().skip_while(|a| *a == "--").collect();
-    let status = cargo()
+    let mut child = cargo()
         .args(["test", "--workspace"])
         .args(extra)
         .env("PITCREW_TEST_KAFKA", broker.bootstrap())
-        .status()
+        .stdout(Stdio::piped())
+        .spawn()
         .context("running cargo test")?;
+    let mut totals = Totals::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line.context("reading cargo test output")?;
+            println!("{line}");
+            totals.add(&line);
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
     done(t);
 
     let t = step("stop: Apache Kafka");
@@ -158,6 +169,11 @@ fn test(extra: &[String]) -> Result<()> {
     done(t);
 
     println!("==> total {:.1} s", all.elapsed().as_secs_f64());
+    // The closing line CI reads.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     if !status.success() {
         bail!("tests failed: {status}");
     }
@@ -176,4 +192,47 @@ fn kafka_shell() -> Result<()> {
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
     Ok(())
+}
+
+/// Sums cargo test's `test result:` lines.
+#[derive(Debug, Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn sums_cargo_test_result_lines() {
+        let mut t = Totals::default();
+        t.add("test result: ok. 15 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.43s");
+        t.add("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (18, 1, 2));
+    }
 }

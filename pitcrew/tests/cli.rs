@@ -1,0 +1,140 @@
+//! The command line as an operator meets it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn pitcrew(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pitcrew"))
+        .args(args)
+        .env_remove("PITCREW_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+const SUBCOMMANDS: &[&str] = &[
+    "collect",
+    "rules",
+    "remediate",
+    "run",
+    "demo",
+    "check",
+    "test",
+    "replay",
+    "simulate",
+    "topics",
+    "schema",
+    "bench",
+];
+
+#[test]
+fn every_subcommand_has_help() {
+    for cmd in SUBCOMMANDS {
+        let out = pitcrew(&[cmd, "--help"], None);
+        assert!(out.status.success(), "{cmd} --help");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(&format!("Usage: pitcrew {cmd}")),
+            "{cmd}: {text}"
+        );
+    }
+    let top = String::from_utf8(pitcrew(&["--help"], None).stdout).unwrap();
+    for cmd in SUBCOMMANDS {
+        assert!(top.contains(cmd), "top-level help lists {cmd}");
+    }
+}
+
+#[test]
+fn unbuilt_subcommands_say_so_and_exit_2() {
+    let cases: &[&[&str]] = &[
+        &["collect", "--once", "--stdout"],
+        &["rules"],
+        &["remediate"],
+        &["run"],
+        &["demo", "--duration", "30s"],
+        &["check", "rules/"],
+        &["test", "rules/"],
+        &["replay", "rules/", "--events", "e.jsonl"],
+        &["simulate"],
+    ];
+    for args in cases {
+        let out = pitcrew(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: no fake output");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.starts_with(&format!("pitcrew {}: not built yet", args[0])),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn schema_validate_names_the_bad_field() {
+    let good = String::from_utf8(pitcrew_contract::encode(
+        &pitcrew_contract::examples::event(pitcrew_contract::EventKind::PcieAer),
+    ))
+    .unwrap();
+    let bad = good.replace(
+        "\"severity\":\"uncorrected_fatal\"",
+        "\"severity\":\"scary\"",
+    );
+    let out = pitcrew(
+        &["schema", "validate"],
+        Some(&format!("{good}\n\n{bad}\nnot json\n")),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "line 1: ok pcie.aer");
+    assert!(
+        lines[1].starts_with("line 3: error: field `data.severity`: unknown variant `scary`"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("line 4: error: malformed json at line 1 column 2"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3], "1 valid, 2 invalid");
+}
+
+#[test]
+fn schema_examples_cover_every_kind() {
+    let out = pitcrew(&["schema", "examples"], None);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for k in pitcrew_contract::EventKind::ALL {
+        assert!(text.contains(&format!("### `{k}`")), "{k}");
+    }
+}
+
+#[test]
+fn a_bad_config_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("pitcrew-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "[kafka]\nbrokers = 5\n").unwrap();
+    let out = pitcrew(
+        &["--config", cfg.to_str().unwrap(), "topics", "bootstrap"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("bad.toml") && err.contains("invalid type: integer `5`, expected a string"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
