@@ -26,13 +26,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rdkafka::ClientConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::BusError;
 
 /// The whole `[kafka]` and `[topics]` part of a pitcrew config file. Other
 /// sections belong to the stages and are ignored here.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct BusConfig {
     pub kafka: KafkaConfig,
@@ -40,7 +40,7 @@ pub struct BusConfig {
 }
 
 /// Connection and client settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list.
@@ -51,7 +51,9 @@ pub struct KafkaConfig {
     pub security: Security,
     pub producer: ProducerConfig,
     pub consumer: ConsumerConfig,
-    /// Raw librdkafka properties, applied last.
+    /// Raw librdkafka properties, applied last. Numbers and booleans are
+    /// taken as their text (`linger.ms = 5` is `"5"`).
+    #[serde(deserialize_with = "scalars_as_strings")]
     pub librdkafka: BTreeMap<String, String>,
 }
 
@@ -71,7 +73,7 @@ impl Default for KafkaConfig {
 
 /// TLS and SASL, mapped onto librdkafka's `security.protocol`, `ssl.*` and
 /// `sasl.*` properties.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Security {
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
@@ -91,7 +93,7 @@ pub struct Security {
 }
 
 /// Producer tuning.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProducerConfig {
     /// Messages enqueued but not yet acknowledged, at most. Senders wait
@@ -116,7 +118,7 @@ impl Default for ProducerConfig {
 }
 
 /// Consumer tuning.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsumerConfig {
     pub session_timeout_ms: u32,
@@ -137,7 +139,7 @@ impl Default for ConsumerConfig {
 }
 
 /// One topic's name and creation settings.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicSpec {
     pub name: String,
@@ -162,7 +164,7 @@ impl Default for TopicSpec {
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// pitcrew's topics.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicsConfig {
     pub replication_factor: i32,
@@ -233,8 +235,14 @@ impl BusConfig {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<BusConfig, BusError> {
-        let mut doc: toml::Table = toml::from_str(text)
+        let file: toml::Table = toml::from_str(text)
             .map_err(|e| BusError::Config(format!("{origin}: {}", e.message())))?;
+        // Layer file and environment over the defaults, so a partial table
+        // (`[topics.events] partitions = 48`) keeps the other defaults of
+        // that table (its name).
+        let mut doc = toml::Table::try_from(BusConfig::default())
+            .map_err(|e| BusError::Config(format!("defaults: {e}")))?;
+        merge(&mut doc, file);
         apply_env_overrides(&mut doc, env)?;
         BusConfig::deserialize(toml::Value::Table(doc))
             .map_err(|e| BusError::Config(format!("{origin}: {}", e.message())))
@@ -251,6 +259,18 @@ impl BusConfig {
             None => (String::new(), "<defaults>".to_owned()),
         };
         BusConfig::from_toml(&text, &origin, std::env::vars())
+    }
+}
+
+/// Deep-merges `over` into `base`: tables merge, everything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
     }
 }
 
@@ -293,6 +313,23 @@ fn apply_env_overrides(
         table.insert(path[path.len() - 1].clone(), env_value(&value));
     }
     Ok(())
+}
+
+fn scalars_as_strings<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, toml::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| match v {
+            toml::Value::String(s) => Ok((k, s)),
+            toml::Value::Integer(i) => Ok((k, i.to_string())),
+            toml::Value::Float(f) => Ok((k, f.to_string())),
+            toml::Value::Boolean(b) => Ok((k, b.to_string())),
+            _ => Err(serde::de::Error::custom(format_args!(
+                "kafka.librdkafka.{k}: expected a string, number or boolean"
+            ))),
+        })
+        .collect()
 }
 
 /// Environment values are typed like TOML scalars where they look like one.
@@ -480,6 +517,15 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_table_keeps_the_other_defaults() {
+        let c =
+            BusConfig::from_toml("[topics.state]\npartitions = 48\n", "<test>", env(&[])).unwrap();
+        assert_eq!(c.topics.state.partitions, 48);
+        assert_eq!(c.topics.state.name, "pitcrew.state");
+        assert!(c.topics.state.compact);
+    }
+
+    #[test]
     fn unknown_settings_are_errors_with_origin() {
         let err = BusConfig::from_toml("[kafka]\nbrokerz = \"x\"\n", "pitcrew.toml", env(&[]))
             .unwrap_err()
@@ -521,6 +567,39 @@ mod tests {
         assert_eq!(
             err,
             "kafka secret `sasl password`: environment variable PITCREW_TEST_SURELY_UNSET is not set"
+        );
+    }
+
+    /// The example file documents the defaults: keep the two equal.
+    #[test]
+    fn example_file_parses_and_matches_the_defaults() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/pitcrew.example.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let c = BusConfig::from_toml(&text, path, env(&[])).unwrap();
+        let d = BusConfig::default();
+        assert_eq!(c.topics.all(), d.topics.all());
+        assert_eq!(c.topics.replication_factor, d.topics.replication_factor);
+        assert_eq!(c.kafka.brokers, d.kafka.brokers);
+        assert_eq!(c.kafka.max_message_bytes, d.kafka.max_message_bytes);
+        assert_eq!(
+            c.kafka.producer.max_in_flight,
+            d.kafka.producer.max_in_flight
+        );
+        assert_eq!(c.kafka.producer.linger_ms, d.kafka.producer.linger_ms);
+        assert_eq!(
+            c.kafka.producer.delivery_timeout_ms,
+            d.kafka.producer.delivery_timeout_ms
+        );
+        assert_eq!(
+            c.kafka.consumer.commit_interval_ms,
+            d.kafka.consumer.commit_interval_ms
+        );
+        assert_eq!(
+            c.kafka.consumer.session_timeout_ms,
+            d.kafka.consumer.session_timeout_ms
         );
     }
 

@@ -31,9 +31,10 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("provision") => provision(),
         Some("kafka") => kafka_shell(),
+        Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  test [-- CARGO_TEST_ARGS]  provision, start real components, run all checks and tests\n  provision                  install packages and download Kafka jars only\n  kafka                      start a Kafka broker and wait (Ctrl-C stops it)"
+                "usage: cargo xtask <command>\n\n  test [-- CARGO_TEST_ARGS]  provision, start real components, run all checks and tests\n  provision                  install packages and download Kafka jars only\n  kafka                      start a Kafka broker and wait (Enter stops it)\n  fuzz [SECONDS]             fuzz the wire decoder (cargo-fuzz, nightly), 60 s by default"
             );
             return ExitCode::from(2);
         }
@@ -147,7 +148,7 @@ fn test(extra: &[String]) -> Result<()> {
     let t = step("test: every crate, real Kafka included");
     let extra: Vec<&String> = extra.iter().skip_while(|a| *a == "--").collect();
     let mut child = cargo()
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra)
         .env("PITCREW_TEST_KAFKA", broker.bootstrap())
         .stdout(Stdio::piped())
@@ -221,6 +222,45 @@ impl Totals {
             }
         }
     }
+}
+
+/// Seeds the decoder's fuzz corpus with every example message and runs
+/// cargo-fuzz for a while. Needs a nightly toolchain and cargo-fuzz.
+fn fuzz(seconds: Option<&str>) -> Result<()> {
+    let seconds: u64 = seconds
+        .unwrap_or("60")
+        .parse()
+        .context("SECONDS must be a number")?;
+    let fuzz_dir = pitcrew_harness::workspace_root().join("contract/fuzz");
+    let corpus = fuzz_dir.join("corpus/decode");
+    std::fs::create_dir_all(&corpus)?;
+    use pitcrew_contract::{encode, examples};
+    let mut seeds: Vec<Vec<u8>> = examples::all_events().iter().map(encode).collect();
+    seeds.push(encode(&examples::incident()));
+    seeds.push(encode(&examples::action()));
+    seeds.push(encode(&examples::audit()));
+    seeds.push(encode(&examples::state()));
+    for (i, seed) in seeds.iter().enumerate() {
+        std::fs::write(corpus.join(format!("example-{i:02}.json")), seed)?;
+    }
+    if !Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    // cargo fuzz runs from the crate that holds the fuzz/ folder.
+    run(Command::new("cargo")
+        .current_dir(pitcrew_harness::workspace_root().join("contract"))
+        .args([
+            "+nightly",
+            "fuzz",
+            "run",
+            "decode",
+            "--",
+            &format!("-max_total_time={seconds}"),
+        ]))
 }
 
 #[cfg(test)]
