@@ -129,6 +129,11 @@ mod tests {
             PciAddress::parse("0001:05:1f.7").unwrap().to_string(),
             "0001:05:1f.7"
         );
+        // As NVML reported it on a real H100 (ingest/testdata).
+        assert_eq!(
+            PciAddress::parse("00000000:00:06.0").unwrap().to_string(),
+            "0000:00:06.0"
+        );
     }
 
     #[test]
