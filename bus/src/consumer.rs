@@ -103,6 +103,38 @@ impl Consumer {
         }
     }
 
+    /// Lag per assigned partition (messages between the position and the
+    /// partition's end), also published as `pitcrew_bus_consumer_lag_messages`.
+    /// Blocking (a metadata round trip per partition): call it from a
+    /// periodic task, not per message.
+    pub fn record_lag(&self, timeout: Duration) -> Result<Vec<(String, i32, i64)>, BusError> {
+        let positions = self
+            .inner
+            .position()
+            .map_err(|e| BusError::consume("position", &e))?;
+        let mut out = Vec::new();
+        for elem in positions.elements() {
+            let (low, high) = self
+                .inner
+                .fetch_watermarks(elem.topic(), elem.partition(), timeout)
+                .map_err(|e| BusError::consume("watermarks", &e))?;
+            let from = match elem.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => low,
+            };
+            let lag = (high - from).max(0);
+            self.metrics
+                .consumer_lag
+                .get_or_create(&crate::metrics::PartitionLabels {
+                    topic: elem.topic().to_owned(),
+                    partition: elem.partition(),
+                })
+                .set(lag);
+            out.push((elem.topic().to_owned(), elem.partition(), lag));
+        }
+        Ok(out)
+    }
+
     /// The underlying rdkafka consumer (offsets, positions, lag).
     pub fn raw(&self) -> &StreamConsumer {
         &self.inner
@@ -177,8 +209,7 @@ where
         let payload = msg.payload().unwrap_or_default();
         match pitcrew_contract::decode_with_limit::<T>(payload, consumer.max_message_bytes) {
             Err(e) => {
-                dead_letters
-                    .send(&msg, &e.to_string(), e.reason_label())
+                dead_letter_with_retry(dead_letters, &msg, &e.to_string(), e.reason_label())
                     .await?;
             }
             Ok(value) => {
@@ -221,11 +252,36 @@ where
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                return dead_letters
-                    .send(msg, &format!("processing failed: {e}"), "processing")
-                    .await
-                    .map(drop);
+                let reason = format!("processing failed: {e}");
+                return dead_letter_with_retry(dead_letters, msg, &reason, "processing").await;
             }
         }
     }
 }
+
+/// Dead-letter writes are retried while Kafka says the failure is
+/// transient; only then does the loop give up (without marking the message
+/// processed, so it is redelivered, not lost).
+async fn dead_letter_with_retry(
+    dead_letters: &DeadLetterWriter,
+    msg: &BorrowedMessage<'_>,
+    reason: &str,
+    reason_kind: &str,
+) -> Result<(), BusError> {
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 1u32;
+    loop {
+        match dead_letters.send(msg, reason, reason_kind).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_retryable() && attempt < DEAD_LETTER_ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "dead-letter write failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+const DEAD_LETTER_ATTEMPTS: u32 = 10;

@@ -20,6 +20,12 @@ pub struct DeadLetterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
 }
@@ -33,6 +39,7 @@ pub struct BusMetrics {
     pub dead_letters: Family<DeadLetterLabels, Counter>,
     pub in_flight: Gauge,
     pub transactions: Family<OutcomeLabel, Counter>,
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
 }
 
 impl BusMetrics {
@@ -63,6 +70,11 @@ impl BusMetrics {
             "in_flight_messages",
             "Messages enqueued and not yet acknowledged",
             self.in_flight.clone(),
+        );
+        r.register(
+            "consumer_lag_messages",
+            "Messages between the consumer's position and the partition's end",
+            self.consumer_lag.clone(),
         );
         r.register(
             "transactions",

@@ -67,10 +67,17 @@ fn pom_xml() -> String {
     )
 }
 
+/// The SASL/PLAIN user the broker's second listener accepts. Test
+/// credentials only: the broker is on loopback and lives for one run.
+pub const SASL_USER: &str = "pitcrew";
+/// Password of [`SASL_USER`].
+pub const SASL_PASSWORD: &str = "pitcrew-test-secret";
+
 /// A running single-node Kafka. Stopped on drop.
 #[derive(Debug)]
 pub struct KafkaBroker {
     bootstrap: String,
+    sasl_bootstrap: String,
     dir: PathBuf,
     log: PathBuf,
     process: Option<Supervised>,
@@ -83,12 +90,16 @@ impl KafkaBroker {
         let jars = ensure_jars()?;
         let dir = run_dir("kafka")?;
         let port = free_port()?;
+        let sasl_port = free_port()?;
         let controller_port = free_port()?;
         let data = dir.join("data");
         let props = dir.join("server.properties");
         let log4j = dir.join("log4j2.properties");
-        std::fs::write(&props, server_properties(port, controller_port, &data))
-            .map_err(|e| HarnessError::io("write server.properties", e))?;
+        std::fs::write(
+            &props,
+            server_properties(port, sasl_port, controller_port, &data),
+        )
+        .map_err(|e| HarnessError::io("write server.properties", e))?;
         std::fs::write(&log4j, LOG4J2)
             .map_err(|e| HarnessError::io("write log4j2.properties", e))?;
         let log = dir.join("broker.log");
@@ -123,6 +134,7 @@ impl KafkaBroker {
         let process = Supervised::spawn("kafka", "java", &args, &log, Duration::from_secs(15))?;
         let mut broker = KafkaBroker {
             bootstrap: format!("127.0.0.1:{port}"),
+            sasl_bootstrap: format!("127.0.0.1:{sasl_port}"),
             dir,
             log,
             process: Some(process),
@@ -134,6 +146,12 @@ impl KafkaBroker {
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
+    }
+
+    /// `host:port` of the SASL_PLAINTEXT listener (mechanism PLAIN,
+    /// [`SASL_USER`] / [`SASL_PASSWORD`]).
+    pub fn sasl_bootstrap(&self) -> &str {
+        &self.sasl_bootstrap
     }
 
     /// The broker's log file.
@@ -185,16 +203,18 @@ fn cluster_id() -> String {
     "cGl0Y3Jldy10ZXN0LWtyYQ".to_owned()
 }
 
-fn server_properties(port: u16, controller_port: u16, data: &Path) -> String {
+fn server_properties(port: u16, sasl_port: u16, controller_port: u16, data: &Path) -> String {
     format!(
         "process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"{SASL_USER}\" password=\"{SASL_PASSWORD}\" user_{SASL_USER}=\"{SASL_PASSWORD}\";
 log.dirs={}
 num.partitions=1
 offsets.topic.replication.factor=1

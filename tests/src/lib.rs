@@ -13,9 +13,12 @@ use pitcrew_harness::kafka::KafkaBroker;
 
 /// Environment variable naming an already running broker.
 pub const KAFKA_ENV: &str = "PITCREW_TEST_KAFKA";
+/// Environment variable naming that broker's SASL_PLAINTEXT listener.
+pub const KAFKA_SASL_ENV: &str = "PITCREW_TEST_KAFKA_SASL";
 
 struct Shared {
     bootstrap: String,
+    sasl_bootstrap: String,
     // Kept for the life of the process; the harness's supervisor stops the
     // broker when the process exits.
     _owned: Option<KafkaBroker>,
@@ -23,11 +26,22 @@ struct Shared {
 
 /// The bootstrap address of the test broker.
 pub fn kafka() -> &'static str {
+    &shared().bootstrap
+}
+
+/// The test broker's SASL_PLAINTEXT listener (PLAIN; user and password in
+/// [`pitcrew_harness::kafka`]).
+pub fn kafka_sasl() -> &'static str {
+    &shared().sasl_bootstrap
+}
+
+fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
-    &SHARED
-        .get_or_init(|| match std::env::var(KAFKA_ENV) {
-            Ok(b) if !b.is_empty() => Shared {
+    SHARED.get_or_init(|| {
+        match (std::env::var(KAFKA_ENV), std::env::var(KAFKA_SASL_ENV)) {
+            (Ok(b), Ok(s)) if !b.is_empty() && !s.is_empty() => Shared {
                 bootstrap: b,
+                sasl_bootstrap: s,
                 _owned: None,
             },
             _ => {
@@ -39,11 +53,12 @@ pub fn kafka() -> &'static str {
                 });
                 Shared {
                     bootstrap: broker.bootstrap().to_owned(),
+                    sasl_bootstrap: broker.sasl_bootstrap().to_owned(),
                     _owned: Some(broker),
                 }
             }
-        })
-        .bootstrap
+        }
+    })
 }
 
 /// A prefix no other test (or run) uses, for topic and group names.

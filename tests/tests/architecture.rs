@@ -13,7 +13,7 @@ use serde_json::Value;
 fn closures() -> HashMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1"])
         .current_dir(pitcrew_harness::workspace_root())
         .output()
         .unwrap();

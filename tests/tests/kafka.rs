@@ -563,3 +563,36 @@ async fn harness_broker_answers_metadata() {
     .await;
     assert_eq!(found, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_lag_is_measured_per_partition() {
+    let cfg = setup("lag").await;
+    let metrics = BusMetrics::default();
+    let producer = Producer::new(&cfg.kafka, metrics.clone()).unwrap();
+    let topic = cfg.topics.events.name.clone();
+    for i in 0..5 {
+        producer
+            .send(&topic, "n1", format!("m{i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    let consumer = Consumer::new(&cfg.kafka, &unique("g"), &[&topic], metrics.clone()).unwrap();
+    for _ in 0..2 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        consumer.processed(&m).unwrap();
+    }
+    let lag = tokio::task::block_in_place(|| consumer.record_lag(Duration::from_secs(10))).unwrap();
+    assert_eq!(lag, [(topic.clone(), 0, 3)]);
+    let mut reg = prometheus_registry();
+    metrics.register(&mut reg);
+    let text = encode_registry(&reg);
+    assert!(
+        text.contains(&format!(
+            "pitcrew_bus_consumer_lag_messages{{topic=\"{topic}\",partition=\"0\"}} 3"
+        )),
+        "{text}"
+    );
+}

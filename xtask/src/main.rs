@@ -15,15 +15,23 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use pitcrew_harness::kafka::KafkaBroker;
 
-/// Debian packages the build and the tests need.
-const DEBIAN_PACKAGES: &[&str] = &[
-    "build-essential",
-    "pkg-config",
-    "libssl-dev",
-    "zlib1g-dev",
-    "openjdk-17-jre-headless",
-    "maven",
+/// Debian packages the build and the tests need, each with what shows it
+/// is already there: a command on PATH (Java or Maven may come from
+/// elsewhere than Debian) or, for libraries, the package itself.
+const DEBIAN_PACKAGES: &[(&str, Probe)] = &[
+    ("build-essential", Probe::Command("cc")),
+    ("pkg-config", Probe::Command("pkg-config")),
+    ("libssl-dev", Probe::Package),
+    ("zlib1g-dev", Probe::Package),
+    ("openjdk-17-jre-headless", Probe::Command("java")),
+    ("maven", Probe::Command("mvn")),
 ];
+
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    Command(&'static str),
+    Package,
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,14 +76,18 @@ fn is_root() -> bool {
 fn missing_packages() -> Vec<&'static str> {
     DEBIAN_PACKAGES
         .iter()
-        .copied()
-        .filter(|p| {
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
+        .filter(|(package, probe)| match probe {
+            Probe::Command(cmd) => !Command::new("sh")
+                .args(["-c", &format!("command -v {cmd}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            Probe::Package => !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", package])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-                .unwrap_or(false)
+                .unwrap_or(false),
         })
+        .map(|(package, _)| *package)
         .collect()
 }
 
@@ -151,6 +163,7 @@ fn test(extra: &[String]) -> Result<()> {
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra)
         .env("PITCREW_TEST_KAFKA", broker.bootstrap())
+        .env("PITCREW_TEST_KAFKA_SASL", broker.sasl_bootstrap())
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;
