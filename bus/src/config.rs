@@ -455,6 +455,24 @@ impl KafkaConfig {
     }
 }
 
+impl KafkaConfig {
+    /// A consumer in `group_id` that reads only committed transactions and
+    /// never stores an offset by itself: callers store after processing.
+    pub(crate) fn group_consumer_config(&self, group_id: &str) -> Result<ClientConfig, BusError> {
+        let mut c = self.client_config()?;
+        c.set("group.id", group_id)
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set(
+                "session.timeout.ms",
+                self.consumer.session_timeout_ms.to_string(),
+            )
+            .set("auto.offset.reset", &self.consumer.auto_offset_reset)
+            .set("enable.partition.eof", "false");
+        Ok(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

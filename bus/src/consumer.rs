@@ -42,21 +42,12 @@ impl Consumer {
         topics: &[&str],
         metrics: BusMetrics,
     ) -> Result<Consumer, BusError> {
-        let mut c = cfg.client_config()?;
-        c.set("group.id", group_id)
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set(
-                "auto.commit.interval.ms",
-                cfg.consumer.commit_interval_ms.to_string(),
-            )
-            .set(
-                "session.timeout.ms",
-                cfg.consumer.session_timeout_ms.to_string(),
-            )
-            .set("auto.offset.reset", &cfg.consumer.auto_offset_reset)
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "false");
+        let mut c = cfg.group_consumer_config(group_id)?;
+        // Commit in the background, but only offsets stored after processing.
+        c.set("enable.auto.commit", "true").set(
+            "auto.commit.interval.ms",
+            cfg.consumer.commit_interval_ms.to_string(),
+        );
         let inner: StreamConsumer = c.create().map_err(BusError::from_client_creation)?;
         inner
             .subscribe(topics)

@@ -56,17 +56,9 @@ impl TransactionalStage {
         topics: &[&str],
         metrics: BusMetrics,
     ) -> Result<TransactionalStage, BusError> {
-        let mut cc = cfg.client_config()?;
-        cc.set("group.id", group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set(
-                "session.timeout.ms",
-                cfg.consumer.session_timeout_ms.to_string(),
-            )
-            .set("auto.offset.reset", &cfg.consumer.auto_offset_reset)
-            .set("enable.partition.eof", "false");
+        let mut cc = cfg.group_consumer_config(group_id)?;
+        // Offsets are committed by the transaction, never by the consumer.
+        cc.set("enable.auto.commit", "false");
         let consumer: StreamConsumer = cc.create().map_err(BusError::from_client_creation)?;
         consumer
             .subscribe(topics)

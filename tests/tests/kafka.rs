@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pitcrew_bus::rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
@@ -13,7 +12,8 @@ use pitcrew_bus::rdkafka::message::{Headers, Message};
 use pitcrew_bus::rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use pitcrew_bus::{
     cleanup_policy, dead_letter_context, ensure_topics, run_decoded, BusConfig, BusError,
-    BusMetrics, Consumer, DeadLetterWriter, Output, ProcessError, Producer, TransactionalStage,
+    BusMetrics, Consumer, DeadLetterWriter, Origin, Output, ProcessError, Producer,
+    TransactionalStage,
 };
 use pitcrew_contract::{encode, examples, Event};
 use pitcrew_tests::{config, eventually, kafka, unique};
@@ -147,35 +147,14 @@ async fn every_event_kind_round_trips_through_kafka() {
         "test",
         metrics.clone(),
     );
-    let received: Arc<Mutex<Vec<Event>>> = Arc::default();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut stop_tx = Some(stop_tx);
+    let mut received = Vec::new();
+    consume_until(&consumer, &dlq, sent.len(), |ev, _| {
+        received.push(ev.clone());
+        Ok(())
+    })
+    .await;
     let expected = sent.len();
-    let sink = Arc::clone(&received);
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        run_decoded(
-            &consumer,
-            &dlq,
-            async |ev: &Event, _origin: &pitcrew_bus::Origin| {
-                let mut r = sink.lock().unwrap();
-                r.push(ev.clone());
-                if r.len() == expected {
-                    if let Some(tx) = stop_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(())
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        ),
-    )
-    .await
-    .expect("consumed every event within 60 s")
-    .unwrap();
-    assert_eq!(*received.lock().unwrap(), sent);
+    assert_eq!(received, sent);
     // Same key, one partition: order is kept, and every offset committed.
     let topic = &cfg.topics.events.name;
     let metrics_text = {
@@ -189,6 +168,40 @@ async fn every_event_kind_round_trips_through_kafka() {
         )),
         "{metrics_text}"
     );
+}
+
+/// Runs [`run_decoded`] until the handler was called `calls` times.
+async fn consume_until(
+    consumer: &Consumer,
+    dlq: &DeadLetterWriter,
+    calls: usize,
+    mut handler: impl FnMut(&Event, &Origin) -> Result<(), ProcessError>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut stop_tx = Some(stop_tx);
+    let mut n = 0;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        run_decoded(
+            consumer,
+            dlq,
+            async |ev: &Event, origin: &Origin| {
+                n += 1;
+                if n == calls {
+                    if let Some(tx) = stop_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                handler(ev, origin)
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ),
+    )
+    .await
+    .expect("the handler was called often enough within 60 s")
+    .unwrap();
 }
 
 fn prometheus_registry() -> prometheus_client::registry::Registry {
@@ -227,38 +240,13 @@ async fn garbage_goes_to_the_dead_letter_topic_and_the_consumer_goes_on() {
         "rules",
         metrics.clone(),
     );
-    let handled = Arc::new(Mutex::new(Vec::<i64>::new()));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut stop_tx = Some(stop_tx);
-    let sink = Arc::clone(&handled);
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        run_decoded(
-            &consumer,
-            &dlq,
-            async |_ev: &Event, origin: &pitcrew_bus::Origin| {
-                let mut h = sink.lock().unwrap();
-                h.push(origin.offset);
-                if h.len() == 2 {
-                    if let Some(tx) = stop_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(())
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        ),
-    )
-    .await
-    .expect("consumer went past the bad messages")
-    .unwrap();
-    assert_eq!(
-        *handled.lock().unwrap(),
-        [0, 3],
-        "the good messages, around the bad ones"
-    );
+    let mut handled = Vec::new();
+    consume_until(&consumer, &dlq, 2, |_, origin| {
+        handled.push(origin.offset);
+        Ok(())
+    })
+    .await;
+    assert_eq!(handled, [0, 3], "the good messages, around the bad ones");
 
     let letters = read_all(
         &cfg.topics.dlq.name,
@@ -338,38 +326,17 @@ async fn a_handler_error_that_is_permanent_is_dead_lettered_and_a_retryable_one_
     }
     let consumer = Consumer::new(&cfg.kafka, &unique("g"), &[&topic], metrics.clone()).unwrap();
     let dlq = DeadLetterWriter::new(producer.clone(), &cfg.topics.dlq.name, "t", metrics.clone());
-    let attempts = Arc::new(Mutex::new(Vec::<i64>::new()));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut stop_tx = Some(stop_tx);
-    let sink = Arc::clone(&attempts);
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        run_decoded(
-            &consumer,
-            &dlq,
-            async |_ev: &Event, origin: &pitcrew_bus::Origin| {
-                let mut a = sink.lock().unwrap();
-                a.push(origin.offset);
-                match (origin.offset, a.len()) {
-                    (0, 1 | 2) => Err(ProcessError::retryable("executor down")),
-                    (0, _) => Ok(()),
-                    _ => {
-                        if let Some(tx) = stop_tx.take() {
-                            let _ = tx.send(());
-                        }
-                        Err(ProcessError::permanent("plan does not exist"))
-                    }
-                }
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(*attempts.lock().unwrap(), [0, 0, 0, 1]);
+    let mut attempts = Vec::new();
+    consume_until(&consumer, &dlq, 4, |_, origin| {
+        attempts.push(origin.offset);
+        match (origin.offset, attempts.len()) {
+            (0, 1 | 2) => Err(ProcessError::retryable("executor down")),
+            (0, _) => Ok(()),
+            _ => Err(ProcessError::permanent("plan does not exist")),
+        }
+    })
+    .await;
+    assert_eq!(attempts, [0, 0, 0, 1]);
     let letters = read_all(
         &cfg.topics.dlq.name,
         "read_committed",
