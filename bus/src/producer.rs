@@ -177,6 +177,17 @@ impl Producer {
         self.enqueue(topic, key, payload, None).await?.wait().await
     }
 
+    /// Encodes a contract message and sends it under its contract key
+    /// (events by node, actions, audit and state by target, incidents by
+    /// id), waiting for the acknowledgement.
+    pub async fn send_message<M>(&self, topic: &str, message: &M) -> Result<Delivered, BusError>
+    where
+        M: pitcrew_contract::Keyed + serde::Serialize,
+    {
+        let payload = pitcrew_contract::encode(message);
+        self.send(topic, &message.key(), &payload).await
+    }
+
     /// Sends with headers and waits.
     pub async fn send_with_headers(
         &self,

@@ -18,6 +18,7 @@ mod event;
 pub mod examples;
 mod id;
 mod incident;
+mod keyed;
 mod pci;
 mod state;
 mod target;
@@ -30,6 +31,7 @@ pub use decode::{decode, decode_with_limit, encode, DecodeError, DEFAULT_MAX_MES
 pub use event::*;
 pub use id::deterministic_id;
 pub use incident::{Incident, IncidentStatus, PlanRequest, Severity};
+pub use keyed::Keyed;
 pub use pci::{PciAddress, PciAddressError};
 pub use state::{Intent, Owned, Phase, RemediationState};
 pub use target::{Target, TargetKind};

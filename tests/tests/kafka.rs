@@ -26,12 +26,16 @@ async fn setup(name: &str) -> BusConfig {
     cfg
 }
 
+/// One message as a test reader saw it.
+#[derive(Debug)]
+struct Seen {
+    payload: Vec<u8>,
+    headers: HashMap<String, String>,
+    key: Vec<u8>,
+}
+
 /// Reads everything a fresh consumer sees on `topic` within `wait`.
-fn read_all(
-    topic: &str,
-    isolation: &str,
-    wait: Duration,
-) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+fn read_all(topic: &str, isolation: &str, wait: Duration) -> Vec<Seen> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka())
         .set("group.id", unique("reader"))
@@ -57,7 +61,11 @@ fn read_all(
                     );
                 }
             }
-            out.push((m.payload().unwrap_or_default().to_vec(), headers));
+            out.push(Seen {
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+                key: m.key().unwrap_or_default().to_vec(),
+            });
         }
     }
     out
@@ -130,10 +138,20 @@ async fn every_event_kind_round_trips_through_kafka() {
     let sent = examples::all_events();
     for ev in &sent {
         producer
-            .send(&cfg.topics.events.name, &ev.node, &encode(ev))
+            .send_message(&cfg.topics.events.name, ev)
             .await
             .unwrap();
     }
+    // Keyed by node, as the contract says.
+    let keys: Vec<Vec<u8>> = read_all(
+        &cfg.topics.events.name,
+        "read_committed",
+        Duration::from_secs(3),
+    )
+    .into_iter()
+    .map(|seen| seen.key)
+    .collect();
+    assert_eq!(keys, vec![b"n17".to_vec(); sent.len()]);
     let consumer = Consumer::new(
         &cfg.kafka,
         &unique("g"),
@@ -254,22 +272,25 @@ async fn garbage_goes_to_the_dead_letter_topic_and_the_consumer_goes_on() {
         Duration::from_secs(3),
     );
     assert_eq!(letters.len(), 2, "{letters:?}");
-    assert_eq!(letters[0].0, not_utf8, "original bytes kept");
+    assert_eq!(letters[0].payload, not_utf8, "original bytes kept");
     assert_eq!(
-        letters[0].1["pitcrew.dlq.reason"],
+        letters[0].headers["pitcrew.dlq.reason"],
         "invalid utf-8 at byte 1"
     );
-    assert_eq!(letters[0].1["pitcrew.dlq.reason_kind"], "invalid_utf8");
-    assert_eq!(letters[0].1["pitcrew.dlq.topic"], topic);
-    assert_eq!(letters[0].1["pitcrew.dlq.offset"], "1");
-    assert_eq!(letters[0].1["pitcrew.dlq.partition"], "0");
-    assert_eq!(letters[0].1["pitcrew.dlq.stage"], "rules");
-    assert_eq!(letters[1].0, missing_field);
     assert_eq!(
-        letters[1].1["pitcrew.dlq.reason"],
+        letters[0].headers["pitcrew.dlq.reason_kind"],
+        "invalid_utf8"
+    );
+    assert_eq!(letters[0].headers["pitcrew.dlq.topic"], topic);
+    assert_eq!(letters[0].headers["pitcrew.dlq.offset"], "1");
+    assert_eq!(letters[0].headers["pitcrew.dlq.partition"], "0");
+    assert_eq!(letters[0].headers["pitcrew.dlq.stage"], "rules");
+    assert_eq!(letters[1].payload, missing_field);
+    assert_eq!(
+        letters[1].headers["pitcrew.dlq.reason"],
         "missing field `data.code`"
     );
-    assert_eq!(letters[1].1["pitcrew.dlq.offset"], "2");
+    assert_eq!(letters[1].headers["pitcrew.dlq.offset"], "2");
     // Everything, bad messages included, is committed: nothing is redelivered.
     assert_eq!(committed(&group, &topic), Some(4));
 }
@@ -344,10 +365,10 @@ async fn a_handler_error_that_is_permanent_is_dead_lettered_and_a_retryable_one_
     );
     assert_eq!(letters.len(), 1);
     assert_eq!(
-        letters[0].1["pitcrew.dlq.reason"],
+        letters[0].headers["pitcrew.dlq.reason"],
         "processing failed: plan does not exist"
     );
-    assert_eq!(letters[0].1["pitcrew.dlq.offset"], "1");
+    assert_eq!(letters[0].headers["pitcrew.dlq.offset"], "1");
 }
 
 /// Runs the helper consumer process and returns what it printed once it
@@ -479,7 +500,7 @@ async fn an_aborted_transaction_is_invisible_and_commits_no_offsets() {
     }
     txn.commit().await.unwrap();
     let visible = read_all(&output, "read_committed", Duration::from_secs(3));
-    let visible: Vec<Vec<u8>> = visible.into_iter().map(|(p, _)| p).collect();
+    let visible: Vec<Vec<u8>> = visible.into_iter().map(|seen| seen.payload).collect();
     assert_eq!(
         visible,
         [
