@@ -34,8 +34,16 @@ struct Seen {
     key: Vec<u8>,
 }
 
-/// Reads everything a fresh consumer sees on `topic` within `wait`.
-fn read_all(topic: &str, isolation: &str, wait: Duration) -> Vec<Seen> {
+/// Reads `topic` from the start with a fresh consumer until it saw `want`
+/// messages (then goes on for a short grace period, so a surplus shows), or
+/// for 3 s when `want` is 0 (checking that nothing is there).
+fn read_all(topic: &str, isolation: &str, want: usize) -> Vec<Seen> {
+    let wait = if want == 0 {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(30)
+    };
+    let mut grace_until: Option<std::time::Instant> = None;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka())
         .set("group.id", unique("reader"))
@@ -51,6 +59,9 @@ fn read_all(topic: &str, isolation: &str, wait: Duration) -> Vec<Seen> {
     let deadline = std::time::Instant::now() + wait;
     let mut out = Vec::new();
     while std::time::Instant::now() < deadline {
+        if grace_until.is_some_and(|g| std::time::Instant::now() > g) {
+            break;
+        }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let mut headers = HashMap::new();
             if let Some(hs) = m.headers() {
@@ -66,6 +77,9 @@ fn read_all(topic: &str, isolation: &str, wait: Duration) -> Vec<Seen> {
                 headers,
                 key: m.key().unwrap_or_default().to_vec(),
             });
+            if want > 0 && out.len() == want {
+                grace_until = Some(std::time::Instant::now() + Duration::from_millis(500));
+            }
         }
     }
     out
@@ -143,14 +157,10 @@ async fn every_event_kind_round_trips_through_kafka() {
             .unwrap();
     }
     // Keyed by node, as the contract says.
-    let keys: Vec<Vec<u8>> = read_all(
-        &cfg.topics.events.name,
-        "read_committed",
-        Duration::from_secs(3),
-    )
-    .into_iter()
-    .map(|seen| seen.key)
-    .collect();
+    let keys: Vec<Vec<u8>> = read_all(&cfg.topics.events.name, "read_committed", sent.len())
+        .into_iter()
+        .map(|seen| seen.key)
+        .collect();
     assert_eq!(keys, vec![b"n17".to_vec(); sent.len()]);
     let consumer = Consumer::new(
         &cfg.kafka,
@@ -266,11 +276,7 @@ async fn garbage_goes_to_the_dead_letter_topic_and_the_consumer_goes_on() {
     .await;
     assert_eq!(handled, [0, 3], "the good messages, around the bad ones");
 
-    let letters = read_all(
-        &cfg.topics.dlq.name,
-        "read_committed",
-        Duration::from_secs(3),
-    );
+    let letters = read_all(&cfg.topics.dlq.name, "read_committed", 2);
     assert_eq!(letters.len(), 2, "{letters:?}");
     assert_eq!(letters[0].payload, not_utf8, "original bytes kept");
     assert_eq!(
@@ -358,11 +364,7 @@ async fn a_handler_error_that_is_permanent_is_dead_lettered_and_a_retryable_one_
     })
     .await;
     assert_eq!(attempts, [0, 0, 0, 1]);
-    let letters = read_all(
-        &cfg.topics.dlq.name,
-        "read_committed",
-        Duration::from_secs(3),
-    );
+    let letters = read_all(&cfg.topics.dlq.name, "read_committed", 1);
     assert_eq!(letters.len(), 1);
     assert_eq!(
         letters[0].headers["pitcrew.dlq.reason"],
@@ -474,13 +476,13 @@ async fn an_aborted_transaction_is_invisible_and_commits_no_offsets() {
     txn.abort().await.unwrap();
 
     // Written to the log, but invisible to read_committed.
-    let uncommitted = read_all(&output, "read_uncommitted", Duration::from_secs(3));
+    let uncommitted = read_all(&output, "read_uncommitted", 3);
     assert_eq!(
         uncommitted.len(),
         3,
         "the aborted outputs were really written"
     );
-    assert!(read_all(&output, "read_committed", Duration::from_secs(3)).is_empty());
+    assert!(read_all(&output, "read_committed", 0).is_empty());
     assert_eq!(committed(&group, &input), None, "no input offset committed");
 
     // The stage was rewound: the same inputs come again, and this time the
@@ -499,7 +501,7 @@ async fn an_aborted_transaction_is_invisible_and_commits_no_offsets() {
         txn.produce(o).unwrap();
     }
     txn.commit().await.unwrap();
-    let visible = read_all(&output, "read_committed", Duration::from_secs(3));
+    let visible = read_all(&output, "read_committed", 3);
     let visible: Vec<Vec<u8>> = visible.into_iter().map(|seen| seen.payload).collect();
     assert_eq!(
         visible,
