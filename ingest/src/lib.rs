@@ -1,5 +1,14 @@
 //! Collectors: the sources of `pitcrew collect`, one module per source.
 //!
-//! Not built yet (issue #3). Contract for what lands here: every source
-//! turns what it reads into [`pitcrew_contract::Event`]s and knows nothing
-//! about Kafka; the binary wires sources to the bus.
+//! Contract: every source turns what it reads into
+//! [`pitcrew_contract::Event`]s and knows nothing about Kafka; the binary
+//! wires sources to the bus. Sources that read hardware do it behind a
+//! trait, so their logic is tested with fakes and the real thing is tested
+//! where the hardware is.
+//!
+//! Built so far (issue #3 in progress): [`counters`] (deltas, resets) and
+//! [`nvml`] (GPU counters and Xid events).
+
+pub mod counters;
+pub mod heartbeat;
+pub mod nvml;

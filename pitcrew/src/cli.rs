@@ -76,6 +76,12 @@ pub(crate) struct CollectArgs {
     /// Sample every source once and exit.
     #[arg(long)]
     pub(crate) once: bool,
+    /// This node's inventory name (default: the host name).
+    #[arg(long, env = "PITCREW_NODE")]
+    pub(crate) node: Option<String>,
+    /// Where /proc is (tests and containers with a host mount).
+    #[arg(long, default_value = "/proc")]
+    pub(crate) proc_root: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -57,7 +57,8 @@ fn every_subcommand_has_help() {
 #[test]
 fn unbuilt_subcommands_say_so_and_exit_2() {
     let cases: &[&[&str]] = &[
-        &["collect", "--once", "--stdout"],
+        &["collect"],
+        &["collect", "--kmsg-file", "kern.log", "--stdout"],
         &["rules"],
         &["remediate"],
         &["run"],
@@ -137,4 +138,50 @@ fn a_bad_config_is_a_clear_error() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn collect_once_prints_decodable_events_with_a_heartbeat() {
+    let root = std::env::temp_dir().join(format!("pitcrew-cli-proc-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("sys/kernel/random")).unwrap();
+    std::fs::write(root.join("sys/kernel/random/boot_id"), "boot-xyz\n").unwrap();
+    std::fs::write(root.join("uptime"), "120.5 200.1\n").unwrap();
+    let out = pitcrew(
+        &[
+            "--log",
+            "error",
+            "collect",
+            "--once",
+            "--stdout",
+            "--node",
+            "n17",
+            "--proc-root",
+            root.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let events: Vec<pitcrew_contract::Event> = text
+        .lines()
+        .map(|l| pitcrew_contract::decode(l.as_bytes()).unwrap())
+        .collect();
+    let hb = events.last().unwrap();
+    assert_eq!(hb.node, "n17");
+    match &hb.data {
+        pitcrew_contract::EventData::NodeHeartbeat(h) => {
+            assert_eq!((h.boot_id.as_str(), h.uptime_s), ("boot-xyz", 120));
+        }
+        other => panic!("{other:?}"),
+    }
+    if !std::path::Path::new("/dev/nvidia0").exists() {
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("nvml is absent"), "{err}");
+        assert_eq!(events.len(), 1);
+    }
+    std::fs::remove_dir_all(&root).unwrap();
 }
