@@ -6,9 +6,11 @@
 //! trait, so their logic is tested with fakes and the real thing is tested
 //! where the hardware is.
 //!
-//! Built so far (issue #3 in progress): [`counters`] (deltas, resets) and
-//! [`nvml`] (GPU counters and Xid events).
+//! Built so far (issue #3 in progress): [`counters`] (deltas, resets),
+//! [`nvml`] (GPU counters and Xid events), [`kmsg`] (the kernel log) and
+//! [`heartbeat`].
 
 pub mod counters;
 pub mod heartbeat;
+pub mod kmsg;
 pub mod nvml;

@@ -208,6 +208,12 @@ pub(crate) enum BenchWhat {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// Kernel-log parser throughput on one core, over a realistic mix.
+    Kmsg {
+        /// Seconds to measure for.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// Produce and consume throughput against a Kafka (--config or
     /// PITCREW__KAFKA__BROKERS); creates and uses a throwaway topic.
     Kafka {

@@ -58,7 +58,7 @@ fn every_subcommand_has_help() {
 fn unbuilt_subcommands_say_so_and_exit_2() {
     let cases: &[&[&str]] = &[
         &["collect"],
-        &["collect", "--kmsg-file", "kern.log", "--stdout"],
+        &["collect", "--kmsg-file", "kern.log"],
         &["rules"],
         &["remediate"],
         &["run"],
@@ -184,4 +184,56 @@ fn collect_once_prints_decodable_events_with_a_heartbeat() {
         assert_eq!(events.len(), 1);
     }
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn collect_kmsg_file_prints_one_event_per_fault() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ingest/testdata/kmsg/gpu-off-the-bus-fatal.log"
+    );
+    let out = pitcrew(
+        &["collect", "--kmsg-file", file, "--stdout", "--node", "n17"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kinds: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            pitcrew_contract::decode::<pitcrew_contract::Event>(l.as_bytes())
+                .unwrap()
+                .kind()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "gpu.xid",
+            "pcie.aer",
+            "pcie.link_down",
+            "pcie.dpc",
+            "gpu.xid"
+        ]
+    );
+    let missing = pitcrew(
+        &[
+            "collect",
+            "--kmsg-file",
+            "/nonexistent/kern.log",
+            "--stdout",
+            "--node",
+            "n1",
+        ],
+        None,
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8(missing.stderr)
+        .unwrap()
+        .contains("/nonexistent/kern.log"));
 }

@@ -20,6 +20,7 @@ use crate::cli::{BenchArgs, BenchWhat};
 pub(crate) async fn run(config: Option<&Path>, args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.what {
         BenchWhat::Decode { seconds } => decode_bench(seconds),
+        BenchWhat::Kmsg { seconds } => kmsg_bench(seconds),
         BenchWhat::Kafka { events, partitions } => kafka_bench(config, events, partitions).await?,
     }
     Ok(ExitCode::SUCCESS)
@@ -91,6 +92,39 @@ fn decode_bench(seconds: f64) {
     let avg = mix.iter().map(Vec::len).sum::<usize>() / mix.len();
     let (rate, mbps) = measure(&mix, seconds);
     println!("decode all kinds (avg {avg} B): {rate:>9.0} events/s  {mbps:>7.1} MB/s  (one core)");
+}
+
+fn kmsg_bench(seconds: f64) {
+    let corpus = pitcrew_ingest::kmsg::benchmark_corpus();
+    let bytes: usize = corpus.iter().map(|l| l.len() + 1).sum();
+    let budget = Duration::from_secs_f64(seconds);
+    let now = Timestamp::now();
+    let mut events = Vec::new();
+    let mut lines = 0u64;
+    let mut produced = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        let mut src = pitcrew_ingest::kmsg::KmsgSource::new("n17", "boot", Some(now));
+        for line in &corpus {
+            src.push(black_box(line), now, &mut events);
+            produced += events.len() as u64;
+            events.clear();
+        }
+        src.flush(now, &mut events);
+        produced += events.len() as u64;
+        events.clear();
+        lines += corpus.len() as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let passes = lines as f64 / corpus.len() as f64;
+    println!(
+        "kmsg parse: {:.0} lines/s ({:.1} MB/s, one core) over a mix of {} lines, {:.1}% of them fault lines; {:.0} events per pass",
+        lines as f64 / secs,
+        passes * bytes as f64 / secs / 1e6,
+        corpus.len(),
+        100.0 * corpus.len().div_ceil(10) as f64 / corpus.len() as f64,
+        produced as f64 / passes,
+    );
 }
 
 /// CPU seconds used by this process so far (all threads, librdkafka's too).

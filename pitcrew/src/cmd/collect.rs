@@ -1,5 +1,5 @@
 //! `pitcrew collect`: the node agent. Built so far: `--once --stdout`
-//! with the NVML source and the heartbeat.
+//! (NVML and the heartbeat) and `--kmsg-file FILE --stdout`.
 
 #![allow(clippy::print_stdout)]
 
@@ -14,19 +14,17 @@ use crate::cli::CollectArgs;
 
 /// What `collect` cannot do yet (the rest of issue #3).
 pub(crate) const NOT_YET: &str =
-    "the kafka agent, the kernel-log, sysfs, ipmi, dcgm and kubernetes sources";
+    "the kafka agent, /dev/kmsg following, the sysfs, ipmi, dcgm and kubernetes sources";
 
 /// `Ok(None)`: the requested mode is not built yet.
 pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<Option<ExitCode>> {
-    if !(args.once && args.stdout) || args.kmsg_file.is_some() {
+    if let (Some(file), true) = (&args.kmsg_file, args.stdout) {
+        return kmsg_file(args, file).map(Some);
+    }
+    if !(args.once && args.stdout) {
         return Ok(None);
     }
-    let node = match &args.node {
-        Some(n) => n.clone(),
-        None => std::fs::read_to_string(args.proc_root.join("sys/kernel/hostname"))?
-            .trim()
-            .to_owned(),
-    };
+    let node = node_name(args)?;
     let facts = HostFacts::read(&args.proc_root)?;
     let now = Timestamp::now();
     let mut events: Vec<Event> = Vec::new();
@@ -48,10 +46,50 @@ pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<Option<ExitCode>> {
         Err(e) => return Err(e.into()),
     };
     events.push(heartbeat(&node, &facts, driver, gpu_count, now));
+    print_events(&events)?;
+    Ok(Some(ExitCode::SUCCESS))
+}
+
+fn node_name(args: &CollectArgs) -> anyhow::Result<String> {
+    Ok(match &args.node {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string(args.proc_root.join("sys/kernel/hostname"))?
+            .trim()
+            .to_owned(),
+    })
+}
+
+fn print_events(events: &[Event]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    for ev in &events {
+    for ev in events {
         out.write_all(&encode(ev))?;
         out.write_all(b"\n")?;
     }
-    Ok(Some(ExitCode::SUCCESS))
+    out.flush()?;
+    Ok(())
+}
+
+/// `--kmsg-file FILE --stdout`: the events a saved kernel log produces.
+/// Lines are read as bytes (a log may hold invalid UTF-8); monotonic
+/// stamps cannot be placed on the wall clock for a file from an unknown
+/// boot, so events carry the time they were read.
+fn kmsg_file(args: &CollectArgs, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use std::io::BufRead;
+    let node = node_name(args)?;
+    let boot_id = HostFacts::read(&args.proc_root)
+        .map(|f| f.boot_id)
+        .unwrap_or_default();
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+    );
+    let mut src = pitcrew_ingest::kmsg::KmsgSource::new(&node, &boot_id, None);
+    let now = Timestamp::now();
+    let mut events = Vec::new();
+    for line in reader.split(b'\n') {
+        let line = line?;
+        src.push(&String::from_utf8_lossy(&line), now, &mut events);
+    }
+    src.flush(now, &mut events);
+    print_events(&events)?;
+    Ok(ExitCode::SUCCESS)
 }

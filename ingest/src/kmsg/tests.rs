@@ -1,0 +1,331 @@
+use pitcrew_contract::{
+    AerSeverity, EventData, EventKind, MemoryErrorSeverity, PcieLayer, ThermalScope, ThermalState,
+};
+
+use super::*;
+
+const BOOT: Timestamp = Timestamp::from_unix_millis(1_795_528_000_000);
+const NOW: Timestamp = Timestamp::from_unix_millis(1_795_530_000_000);
+
+fn run(text: &str) -> Vec<Event> {
+    let mut src = KmsgSource::new("n17", "boot-1", Some(BOOT));
+    let mut out = Vec::new();
+    for line in text.lines() {
+        src.push(line, NOW, &mut out);
+    }
+    src.flush(NOW, &mut out);
+    out
+}
+
+fn aers(events: &[Event]) -> Vec<&pitcrew_contract::Aer> {
+    events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::PcieAer(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn corrected_aer_in_the_old_spelling_is_one_event_per_record() {
+    let ev = run(include_str!(
+        "../../testdata/kmsg/aer-corrected-old-spelling.log"
+    ));
+    let a = aers(&ev);
+    assert_eq!(ev.len(), 2, "{ev:#?}");
+    assert_eq!(a.len(), 2);
+    for r in a {
+        assert_eq!(r.device.to_string(), "0000:00:1d.0");
+        assert_eq!(r.severity, AerSeverity::Corrected);
+        assert_eq!(r.layer, Some(PcieLayer::Physical));
+        assert_eq!(r.agent.as_deref(), Some("Receiver ID"));
+        assert_eq!(r.vendor_device.as_deref(), Some("8086:a29a"));
+        assert_eq!((r.status, r.mask), (Some(1), Some(0x2000)));
+        assert_eq!(r.errors, ["RxErr"], "long name normalised");
+    }
+    // Monotonic stamp placed on the wall clock from boot time.
+    assert_eq!(ev[0].time, BOOT.add_nanos(3_499_123_000));
+}
+
+#[test]
+fn interleaved_records_of_two_devices_stay_apart() {
+    let ev = run(include_str!(
+        "../../testdata/kmsg/aer-corrected-new-prefix-interleaved.log"
+    ));
+    let a = aers(&ev);
+    assert_eq!(a.len(), 3, "{a:#?}");
+    let by_dev = |d: &str| a.iter().filter(|r| r.device.to_string() == d).count();
+    assert_eq!(by_dev("0000:00:1d.0"), 2);
+    assert_eq!(by_dev("0000:03:00.0"), 1);
+    let nvme = a
+        .iter()
+        .find(|r| r.device.to_string() == "0000:03:00.0")
+        .unwrap();
+    assert_eq!(nvme.vendor_device.as_deref(), Some("144d:a808"));
+    assert_eq!(nvme.mask, Some(0xe000));
+    assert_eq!(nvme.errors, ["RxErr"]);
+    for r in &a {
+        assert_eq!(r.errors.len(), 1, "no bits leak between devices: {r:?}");
+    }
+}
+
+#[test]
+fn uncorrected_non_fatal_with_first_error() {
+    let ev = run(include_str!(
+        "../../testdata/kmsg/aer-uncorrected-nonfatal.log"
+    ));
+    let a = aers(&ev);
+    assert_eq!(ev.len(), 1, "{ev:#?}");
+    assert_eq!(a[0].severity, AerSeverity::UncorrectedNonFatal);
+    assert_eq!(a[0].layer, Some(PcieLayer::Transaction));
+    assert_eq!(a[0].agent.as_deref(), Some("Requester ID"));
+    assert_eq!(a[0].errors, ["CmpltTO", "MalfTLP"]);
+    assert_eq!(a[0].first.as_deref(), Some("MalfTLP"));
+    assert_eq!(a[0].status, Some(0x0004_4000));
+}
+
+#[test]
+fn data_link_layer_timeout() {
+    let ev = run(include_str!(
+        "../../testdata/kmsg/aer-data-link-timeout.log"
+    ));
+    let a = aers(&ev);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].layer, Some(PcieLayer::DataLink));
+    assert_eq!(a[0].agent.as_deref(), Some("Transmitter ID"));
+    assert_eq!(a[0].errors, ["Timeout"]);
+}
+
+#[test]
+fn scenario_one_gpu_off_the_bus_with_fatal_aer_dpc_and_link_down() {
+    let ev = run(include_str!(
+        "../../testdata/kmsg/gpu-off-the-bus-fatal.log"
+    ));
+    let kinds: Vec<EventKind> = ev.iter().map(Event::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::GpuXid,
+            EventKind::PcieAer,
+            EventKind::PcieLinkDown,
+            EventKind::PcieDpc,
+            EventKind::GpuXid
+        ],
+        "{ev:#?}"
+    );
+    match &ev[0].data {
+        EventData::GpuXid(x) => {
+            assert_eq!(
+                (x.code, x.pid, x.process.as_deref()),
+                (79, Some(2211), Some("python"))
+            );
+            assert_eq!(x.message.as_deref(), Some("GPU has fallen off the bus."));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        ev[0].gpu.as_ref().unwrap().pci.unwrap().to_string(),
+        "0000:2b:00.0"
+    );
+    let aer = aers(&ev)[0];
+    assert_eq!(aer.severity, AerSeverity::UncorrectedFatal, "new spelling");
+    assert_eq!(aer.errors, ["SDES", "CmpltTO"]);
+    assert_eq!(aer.first.as_deref(), Some("SDES"));
+    match &ev[2].data {
+        EventData::PcieLinkDown(l) => assert_eq!(l.slot.as_deref(), Some("400")),
+        other => panic!("{other:?}"),
+    }
+    match &ev[3].data {
+        EventData::PcieDpc(d) => {
+            assert_eq!(d.port.to_string(), "0000:00:1c.4");
+            assert_eq!(d.source.unwrap().to_string(), "0000:2b:00.0");
+        }
+        other => panic!("{other:?}"),
+    }
+    // kmsg sequence numbers give stable ids and monotonic time.
+    assert_eq!(ev[0].time, BOOT.add_nanos(1_843_300_001_000));
+    let again = run(include_str!(
+        "../../testdata/kmsg/gpu-off-the-bus-fatal.log"
+    ));
+    assert_eq!(
+        ev.iter().map(|e| &e.id).collect::<Vec<_>>(),
+        again.iter().map(|e| &e.id).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn nvrm_xids_in_both_tag_forms_and_154_values() {
+    let ev = run(include_str!("../../testdata/kmsg/nvrm.log"));
+    let xids: Vec<&pitcrew_contract::Xid> = ev
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::GpuXid(x) => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        xids.iter().map(|x| x.code).collect::<Vec<_>>(),
+        [13, 109, 79, 63, 154, 154]
+    );
+    assert_eq!((xids[0].pid, xids[0].process.as_deref()), (None, None));
+    assert_eq!(
+        (xids[1].pid, xids[1].process.as_deref()),
+        (Some(1_797_828), Some("pt_main_thread"))
+    );
+    assert_eq!(
+        xids[2].message.as_deref(),
+        Some("GPU has fallen off the bus")
+    );
+    let r1 = xids[4].recovery_action.as_ref().unwrap();
+    assert_eq!((r1.previous, r1.action), (Some(0), 1));
+    let r2 = xids[5].recovery_action.as_ref().unwrap();
+    assert_eq!((r2.previous, r2.action), (Some(1), 2));
+    let pcis: Vec<String> = ev
+        .iter()
+        .filter(|e| e.kind() == EventKind::GpuXid)
+        .map(|e| e.gpu.as_ref().unwrap().pci.unwrap().to_string())
+        .collect();
+    assert_eq!(
+        pcis,
+        [
+            "0000:cb:00.0",
+            "0000:cb:00.0",
+            "0000:44:00.0",
+            "0000:10:1c.0",
+            "0000:01:00.0",
+            "0000:01:00.0"
+        ]
+    );
+
+    let sxid = ev
+        .iter()
+        .find(|e| e.kind() == EventKind::NvswitchSxid)
+        .unwrap();
+    match &sxid.data {
+        EventData::NvswitchSxid(s) => {
+            assert_eq!(
+                (s.switch.as_str(), s.code, s.fatal, s.link),
+                ("nvidia-nvswitch3", 12028, false, Some(32))
+            );
+            assert_eq!(s.pci.to_string(), "0000:05:00.0");
+        }
+        other => panic!("{other:?}"),
+    }
+    let lost: Vec<&Event> = ev
+        .iter()
+        .filter(|e| e.kind() == EventKind::GpuLost)
+        .collect();
+    assert_eq!(lost.len(), 1, "the three-line notice is one event");
+    assert_eq!(
+        lost[0].gpu.as_ref().unwrap().pci.unwrap().to_string(),
+        "0000:b3:00.0"
+    );
+    assert_eq!(ev.len(), 8);
+}
+
+#[test]
+fn host_memory_mce_and_thermal() {
+    let ev = run(include_str!("../../testdata/kmsg/host.log"));
+    let kinds: Vec<EventKind> = ev.iter().map(Event::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::HostEdac,
+            EventKind::HostEdac,
+            EventKind::HostMce,
+            EventKind::HostMce,
+            EventKind::HostThermal,
+            EventKind::HostThermal,
+            EventKind::HostThermal,
+            EventKind::HostThermal
+        ]
+    );
+    match (&ev[0].data, &ev[1].data) {
+        (EventData::HostEdac(ce), EventData::HostEdac(ue)) => {
+            assert_eq!(
+                (ce.controller, ce.severity, ce.count),
+                (3, MemoryErrorSeverity::Ce, 1)
+            );
+            assert_eq!(ce.location.as_deref(), Some("CPU_SrcID#0_Channel#0_DIMM#0"));
+            assert_eq!((ue.controller, ue.severity), (0, MemoryErrorSeverity::Ue));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &ev[3].data {
+        EventData::HostMce(m) => assert_eq!((m.cpu, m.bank), (Some(2), Some(7))),
+        other => panic!("{other:?}"),
+    }
+    let thermal: Vec<(ThermalScope, ThermalState, Option<u64>)> = ev[4..]
+        .iter()
+        .map(|e| match &e.data {
+            EventData::HostThermal(t) => (t.scope, t.state, t.total_events),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        thermal,
+        [
+            (ThermalScope::Core, ThermalState::Throttled, Some(12)),
+            (ThermalScope::Package, ThermalState::Throttled, Some(13)),
+            (ThermalScope::Core, ThermalState::Normal, None),
+            (ThermalScope::Package, ThermalState::Normal, None),
+        ]
+    );
+}
+
+#[test]
+fn look_alike_lines_produce_no_fault() {
+    for corpus in [
+        include_str!("../../testdata/kmsg/lookalikes.log"),
+        include_str!("../../testdata/kmsg/h100-vm-boot-nvrm-lookalikes.txt"),
+    ] {
+        let ev = run(corpus);
+        assert!(ev.is_empty(), "{ev:#?}");
+    }
+}
+
+#[test]
+fn every_event_is_valid_on_the_wire() {
+    let mut all = Vec::new();
+    for corpus in [
+        include_str!("../../testdata/kmsg/aer-corrected-old-spelling.log"),
+        include_str!("../../testdata/kmsg/aer-corrected-new-prefix-interleaved.log"),
+        include_str!("../../testdata/kmsg/aer-uncorrected-nonfatal.log"),
+        include_str!("../../testdata/kmsg/gpu-off-the-bus-fatal.log"),
+        include_str!("../../testdata/kmsg/nvrm.log"),
+        include_str!("../../testdata/kmsg/host.log"),
+    ] {
+        all.extend(run(corpus));
+    }
+    for ev in all {
+        let back: Event = pitcrew_contract::decode(&pitcrew_contract::encode(&ev)).unwrap();
+        assert_eq!(back, ev);
+    }
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn on_arbitrary_lines(lines in proptest::collection::vec("\\PC{0,120}", 0..20)) {
+            run(&lines.join("\n"));
+        }
+
+        #[test]
+        fn on_mutated_corpus_lines(pos in 0usize..4000, byte in 0u8..128, cut in 0usize..200) {
+            let corpus = include_str!("../../testdata/kmsg/gpu-off-the-bus-fatal.log");
+            let mut bytes = corpus.as_bytes().to_vec();
+            let p = pos % bytes.len();
+            bytes[p] = byte;
+            let text = String::from_utf8_lossy(&bytes);
+            let end = text.len().saturating_sub(cut);
+            let end = (0..=end).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            run(&text[..end]);
+        }
+    }
+}
