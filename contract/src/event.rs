@@ -217,6 +217,8 @@ event_kinds! {
     HostMce(Mce) = "host.mce";
     /// CPU thermal throttling and its return to normal.
     HostThermal(HostThermal) = "host.thermal";
+    /// A host sensor (hwmon) reading and its threshold state.
+    HostSensor(Sensor) = "host.sensor";
     /// InfiniBand port error counter.
     NetIbCounter(IbCounter) = "net.ib_counter";
     /// Network link carrier change.

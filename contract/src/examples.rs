@@ -193,6 +193,16 @@ pub fn event(kind: EventKind) -> Event {
                 total_events: Some(12),
             }),
         ),
+        EventKind::HostSensor => (
+            Source::Sysfs,
+            None,
+            EventData::HostSensor(Sensor {
+                sensor: "coretemp/Package id 0".to_owned(),
+                value: Some(101.0),
+                unit: Some("degrees C".to_owned()),
+                state: SensorState::Critical,
+            }),
+        ),
         EventKind::NetIbCounter => (
             Source::Sysfs,
             None,

@@ -14,3 +14,4 @@ pub mod counters;
 pub mod heartbeat;
 pub mod kmsg;
 pub mod nvml;
+pub mod sysfs;

@@ -82,6 +82,9 @@ pub(crate) struct CollectArgs {
     /// Where /proc is (tests and containers with a host mount).
     #[arg(long, default_value = "/proc")]
     pub(crate) proc_root: PathBuf,
+    /// Where /sys is.
+    #[arg(long, default_value = "/sys")]
+    pub(crate) sys_root: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -146,6 +146,8 @@ fn collect_once_prints_decodable_events_with_a_heartbeat() {
     std::fs::create_dir_all(root.join("sys/kernel/random")).unwrap();
     std::fs::write(root.join("sys/kernel/random/boot_id"), "boot-xyz\n").unwrap();
     std::fs::write(root.join("uptime"), "120.5 200.1\n").unwrap();
+    std::fs::create_dir_all(root.join("sys/class/net/ib0")).unwrap();
+    std::fs::write(root.join("sys/class/net/ib0/carrier"), "0\n").unwrap();
     let out = pitcrew(
         &[
             "--log",
@@ -157,6 +159,8 @@ fn collect_once_prints_decodable_events_with_a_heartbeat() {
             "n17",
             "--proc-root",
             root.to_str().unwrap(),
+            "--sys-root",
+            root.join("sys").to_str().unwrap(),
         ],
         None,
     );
@@ -178,10 +182,14 @@ fn collect_once_prints_decodable_events_with_a_heartbeat() {
         }
         other => panic!("{other:?}"),
     }
+    assert!(
+        events.iter().any(|e| matches!(&e.data, pitcrew_contract::EventData::NetLink(l) if l.interface == "ib0" && !l.up)),
+        "the sysfs source ran on --sys-root"
+    );
     if !std::path::Path::new("/dev/nvidia0").exists() {
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(err.contains("nvml is absent"), "{err}");
-        assert_eq!(events.len(), 1);
+        assert_eq!(events.len(), 2);
     }
     std::fs::remove_dir_all(&root).unwrap();
 }

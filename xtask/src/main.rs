@@ -39,10 +39,10 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("provision") => provision(),
         Some("kafka") => kafka_shell(),
-        Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  test [-- CARGO_TEST_ARGS]  provision, start real components, run all checks and tests\n  provision                  install packages and download Kafka jars only\n  kafka                      start a Kafka broker and wait (Enter stops it)\n  fuzz [SECONDS]             fuzz the wire decoder (cargo-fuzz, nightly), 60 s by default"
+                "usage: cargo xtask <command>\n\n  test [-- CARGO_TEST_ARGS]  provision, start real components, run all checks and tests\n  provision                  install packages and download Kafka jars only\n  kafka                      start a Kafka broker and wait (Enter stops it)\n  fuzz [decode|kmsg] [SECONDS]  fuzz a parser (cargo-fuzz, nightly): the wire decoder (default) or the kernel-log parser, 60 s by default"
             );
             return ExitCode::from(2);
         }
@@ -237,24 +237,43 @@ impl Totals {
     }
 }
 
-/// Seeds the decoder's fuzz corpus with every example message and runs
+/// Seeds a fuzz target's corpus with the project's own examples and runs
 /// cargo-fuzz for a while. Needs a nightly toolchain and cargo-fuzz.
-fn fuzz(seconds: Option<&str>) -> Result<()> {
-    let seconds: u64 = seconds
-        .unwrap_or("60")
-        .parse()
-        .context("SECONDS must be a number")?;
-    let fuzz_dir = pitcrew_harness::workspace_root().join("contract/fuzz");
-    let corpus = fuzz_dir.join("corpus/decode");
+fn fuzz(args: &[String]) -> Result<()> {
+    let (target, seconds) = match args {
+        [] => ("decode", "60"),
+        [t] if t.parse::<u64>().is_ok() => ("decode", t.as_str()),
+        [t] => (t.as_str(), "60"),
+        [t, s, ..] => (t.as_str(), s.as_str()),
+    };
+    let seconds: u64 = seconds.parse().context("SECONDS must be a number")?;
+    let root = pitcrew_harness::workspace_root();
+    let (krate, seeds): (&str, Vec<Vec<u8>>) = match target {
+        "decode" => {
+            use pitcrew_contract::{encode, examples};
+            let mut seeds: Vec<Vec<u8>> = examples::all_events().iter().map(encode).collect();
+            seeds.push(encode(&examples::incident()));
+            seeds.push(encode(&examples::action()));
+            seeds.push(encode(&examples::audit()));
+            seeds.push(encode(&examples::state()));
+            ("contract", seeds)
+        }
+        "kmsg" => {
+            let mut seeds = Vec::new();
+            for entry in std::fs::read_dir(root.join("ingest/testdata/kmsg"))? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "log" || e == "txt") {
+                    seeds.push(std::fs::read(path)?);
+                }
+            }
+            ("ingest", seeds)
+        }
+        other => bail!("unknown fuzz target `{other}`: decode or kmsg"),
+    };
+    let corpus = root.join(krate).join("fuzz/corpus").join(target);
     std::fs::create_dir_all(&corpus)?;
-    use pitcrew_contract::{encode, examples};
-    let mut seeds: Vec<Vec<u8>> = examples::all_events().iter().map(encode).collect();
-    seeds.push(encode(&examples::incident()));
-    seeds.push(encode(&examples::action()));
-    seeds.push(encode(&examples::audit()));
-    seeds.push(encode(&examples::state()));
     for (i, seed) in seeds.iter().enumerate() {
-        std::fs::write(corpus.join(format!("example-{i:02}.json")), seed)?;
+        std::fs::write(corpus.join(format!("seed-{i:02}")), seed)?;
     }
     if !Command::new("cargo")
         .args(["fuzz", "--version"])
@@ -264,16 +283,14 @@ fn fuzz(seconds: Option<&str>) -> Result<()> {
         run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
     // cargo fuzz runs from the crate that holds the fuzz/ folder.
-    run(Command::new("cargo")
-        .current_dir(pitcrew_harness::workspace_root().join("contract"))
-        .args([
-            "+nightly",
-            "fuzz",
-            "run",
-            "decode",
-            "--",
-            &format!("-max_total_time={seconds}"),
-        ]))
+    run(Command::new("cargo").current_dir(root.join(krate)).args([
+        "+nightly",
+        "fuzz",
+        "run",
+        target,
+        "--",
+        &format!("-max_total_time={seconds}"),
+    ]))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `pitcrew collect`: the node agent. Built so far: `--once --stdout`
-//! (NVML and the heartbeat) and `--kmsg-file FILE --stdout`.
+//! (NVML, sysfs and the heartbeat) and `--kmsg-file FILE --stdout`.
 
 #![allow(clippy::print_stdout)]
 
@@ -14,7 +14,7 @@ use crate::cli::CollectArgs;
 
 /// What `collect` cannot do yet (the rest of issue #3).
 pub(crate) const NOT_YET: &str =
-    "the kafka agent, /dev/kmsg following, the sysfs, ipmi, dcgm and kubernetes sources";
+    "the kafka agent, /dev/kmsg following, the ipmi, dcgm and kubernetes sources";
 
 /// `Ok(None)`: the requested mode is not built yet.
 pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<Option<ExitCode>> {
@@ -45,6 +45,12 @@ pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<Option<ExitCode>> {
         }
         Err(e) => return Err(e.into()),
     };
+    let mut sysfs = pitcrew_ingest::sysfs::SysfsSource::new(&args.sys_root, &node, &facts.boot_id);
+    let (evs, errors) = sysfs.sample(now);
+    for e in errors {
+        tracing::warn!(source = "sysfs", error = %e, "sample failed");
+    }
+    events.extend(evs);
     events.push(heartbeat(&node, &facts, driver, gpu_count, now));
     print_events(&events)?;
     Ok(Some(ExitCode::SUCCESS))
