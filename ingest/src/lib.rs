@@ -11,6 +11,7 @@
 //! [`heartbeat`].
 
 pub mod counters;
+pub mod dcgm;
 pub mod heartbeat;
 pub mod kmsg;
 pub mod nvml;

@@ -108,8 +108,11 @@ enum CounterId {
 }
 
 /// Turns samples into events. Holds the counter baselines of every GPU.
+/// Used for NVML and, with [`NvmlSource::with_source`], for readings that
+/// came from elsewhere (the dcgm-exporter adapter).
 #[derive(Debug)]
 pub struct NvmlSource {
+    source: Source,
     node: String,
     boot_id: String,
     counters: Counters<(String, CounterId)>,
@@ -121,9 +124,15 @@ pub struct NvmlSource {
 
 impl NvmlSource {
     pub fn new(node: &str, boot_id: &str) -> NvmlSource {
+        NvmlSource::with_source(Source::Nvml, node, boot_id)
+    }
+
+    /// A sampler whose events say they came from `source`.
+    pub fn with_source(source: Source, node: &str, boot_id: &str) -> NvmlSource {
         let mut counters = Counters::default();
         counters.observe_boot(boot_id);
         NvmlSource {
+            source,
             node: node.to_owned(),
             boot_id: boot_id.to_owned(),
             counters,
@@ -208,10 +217,10 @@ impl NvmlSource {
         let mut parts: Vec<&str> = vec![&self.node, &self.boot_id, data.kind().as_str()];
         parts.extend_from_slice(id_parts);
         Event {
-            id: deterministic_id("nvml", &parts),
+            id: deterministic_id(self.source.as_str(), &parts),
             node: self.node.clone(),
             time,
-            source: Source::Nvml,
+            source: self.source.clone(),
             gpu: Some(gpu),
             count: 1,
             labels: Default::default(),

@@ -85,6 +85,9 @@ pub(crate) struct CollectArgs {
     /// Where /sys is.
     #[arg(long, default_value = "/sys")]
     pub(crate) sys_root: PathBuf,
+    /// Also scrape this dcgm-exporter endpoint (http://host:9400/metrics).
+    #[arg(long)]
+    pub(crate) dcgm_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! `pitcrew collect`: the node agent. Built so far: `--once --stdout`
-//! (NVML, sysfs and the heartbeat) and `--kmsg-file FILE --stdout`.
+//! (NVML, sysfs, dcgm-exporter and the heartbeat) and
+//! `--kmsg-file FILE --stdout`.
 
 #![allow(clippy::print_stdout)]
 
@@ -14,7 +15,7 @@ use crate::cli::CollectArgs;
 
 /// What `collect` cannot do yet (the rest of issue #3).
 pub(crate) const NOT_YET: &str =
-    "the kafka agent, /dev/kmsg following, the ipmi, dcgm and kubernetes sources";
+    "the kafka agent, /dev/kmsg following, the ipmi and kubernetes sources";
 
 /// `Ok(None)`: the requested mode is not built yet.
 pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<Option<ExitCode>> {
@@ -51,6 +52,21 @@ pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<Option<ExitCode>> {
         tracing::warn!(source = "sysfs", error = %e, "sample failed");
     }
     events.extend(evs);
+    if let Some(url) = &args.dcgm_url {
+        let body = pitcrew_ingest::dcgm::scrape(url, std::time::Duration::from_secs(5))?;
+        let (samples, bad) = pitcrew_ingest::dcgm::parse_prometheus(&body);
+        if bad > 0 {
+            tracing::warn!(
+                source = "dcgm",
+                lines = bad,
+                "unparsable metric lines skipped"
+            );
+        }
+        let scrape = pitcrew_ingest::dcgm::DcgmScrape::from_samples(&samples);
+        events.extend(
+            pitcrew_ingest::dcgm::DcgmAdapter::new(&node, &facts.boot_id).ingest(&scrape, now),
+        );
+    }
     events.push(heartbeat(&node, &facts, driver, gpu_count, now));
     print_events(&events)?;
     Ok(Some(ExitCode::SUCCESS))
