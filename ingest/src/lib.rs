@@ -15,4 +15,5 @@ pub mod dcgm;
 pub mod heartbeat;
 pub mod kmsg;
 pub mod nvml;
+pub mod spool;
 pub mod sysfs;
