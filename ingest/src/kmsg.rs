@@ -4,9 +4,11 @@
 //! [`Parser`] turns messages into findings; [`KmsgSource`] gives findings
 //! their node, time and stable id.
 
+mod follow;
 mod line;
 mod parse;
 
+pub use follow::{KmsgFollower, SeqFile};
 pub use line::Line;
 pub use parse::{Finding, Parser};
 
