@@ -80,6 +80,8 @@ pub struct KafkaBroker {
     sasl_bootstrap: String,
     dir: PathBuf,
     log: PathBuf,
+    port: u16,
+    args: Vec<String>,
     process: Option<Supervised>,
 }
 
@@ -137,6 +139,8 @@ impl KafkaBroker {
             sasl_bootstrap: format!("127.0.0.1:{sasl_port}"),
             dir,
             log,
+            port,
+            args,
             process: Some(process),
         };
         broker.wait_ready(port, Duration::from_secs(90))?;
@@ -181,6 +185,29 @@ impl KafkaBroker {
             seconds: limit.as_secs(),
             log: tail(&self.log, 40),
         })
+    }
+
+    /// Stops the broker process but keeps its data, ports and config, for
+    /// outage tests; [`KafkaBroker::resume`] starts it again.
+    pub fn pause(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop(Duration::from_secs(20));
+        }
+    }
+
+    /// Starts a paused broker again on the same ports with the same data.
+    pub fn resume(&mut self) -> Result<(), HarnessError> {
+        if self.process.is_some() {
+            return Ok(());
+        }
+        self.process = Some(Supervised::spawn(
+            "kafka",
+            "java",
+            &self.args,
+            &self.log,
+            Duration::from_secs(15),
+        )?);
+        self.wait_ready(self.port, Duration::from_secs(90))
     }
 
     /// Stops the broker (also done on drop).

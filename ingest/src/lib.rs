@@ -10,6 +10,7 @@
 //! [`nvml`] (GPU counters and Xid events), [`kmsg`] (the kernel log) and
 //! [`heartbeat`].
 
+pub mod agent;
 pub mod counters;
 pub mod dcgm;
 pub mod heartbeat;

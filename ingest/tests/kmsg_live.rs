@@ -14,7 +14,10 @@ use pitcrew_ingest::kmsg::{KmsgFollower, KmsgSource};
 const KMSG: &str = "/dev/kmsg";
 
 fn write_kmsg(text: &str) {
-    let mut f = std::fs::OpenOptions::new().write(true).open(KMSG).expect("root can write /dev/kmsg");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(KMSG)
+        .expect("root can write /dev/kmsg");
     f.write_all(text.as_bytes()).unwrap();
 }
 
@@ -41,13 +44,17 @@ fn read_until(f: &mut KmsgFollower, marker: &str) -> Vec<String> {
 fn follows_dev_kmsg_from_now_and_resumes_without_repeats() {
     assert!(Path::new(KMSG).exists(), "this machine has no /dev/kmsg");
     let tag = format!("{}", std::process::id());
-    write_kmsg(&format!("pitcrew-test-{tag}: written before the follower started\n"));
+    write_kmsg(&format!(
+        "pitcrew-test-{tag}: written before the follower started\n"
+    ));
 
     let mut f = KmsgFollower::open(Path::new(KMSG), None).unwrap();
     write_kmsg(&format!("NVRM: Xid (PCI:0000:2b:00): 79, pid={tag}, name=pitcrew-test, GPU has fallen off the bus.\n"));
     let records = read_until(&mut f, &format!("pid={tag}"));
     assert!(
-        !records.iter().any(|r| r.contains("written before the follower started") && r.contains(&tag)),
+        !records
+            .iter()
+            .any(|r| r.contains("written before the follower started") && r.contains(&tag)),
         "a fresh follower starts at the end: {records:?}"
     );
     let mut src = KmsgSource::new("n17", "boot", Some(Timestamp::EPOCH));
@@ -68,7 +75,13 @@ fn follows_dev_kmsg_from_now_and_resumes_without_repeats() {
     // A restart within the boot resumes after `seq`: the Xid is not read again.
     write_kmsg(&format!("pitcrew-test-{tag}: after the restart\n"));
     let mut again = KmsgFollower::open(Path::new(KMSG), Some(seq)).unwrap();
-    let records = read_until(&mut again, &format!("pitcrew-test-{tag}: after the restart"));
-    assert!(!records.iter().any(|r| r.contains(&format!("pid={tag}"))), "{records:?}");
+    let records = read_until(
+        &mut again,
+        &format!("pitcrew-test-{tag}: after the restart"),
+    );
+    assert!(
+        !records.iter().any(|r| r.contains(&format!("pid={tag}"))),
+        "{records:?}"
+    );
     assert!(again.last_seq().unwrap() > seq);
 }

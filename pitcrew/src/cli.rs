@@ -88,6 +88,27 @@ pub(crate) struct CollectArgs {
     /// Also scrape this dcgm-exporter endpoint (http://host:9400/metrics).
     #[arg(long)]
     pub(crate) dcgm_url: Option<String>,
+    /// Kernel log device to follow.
+    #[arg(long, default_value = "/dev/kmsg")]
+    pub(crate) kmsg: PathBuf,
+    /// Do not follow the kernel log.
+    #[arg(long)]
+    pub(crate) no_kmsg: bool,
+    /// Do not load NVML.
+    #[arg(long)]
+    pub(crate) no_nvml: bool,
+    /// Sampling interval of the periodic sources, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) interval_ms: u64,
+    /// Where the spool and the kernel-log position live.
+    #[arg(long, default_value = "/var/lib/pitcrew")]
+    pub(crate) state_dir: PathBuf,
+    /// Upper bound of the on-disk spool, in bytes.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    pub(crate) spool_max_bytes: u64,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9465")]
+    pub(crate) listen: String,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod http;
 
 use std::process::ExitCode;
 

@@ -30,11 +30,20 @@ impl KmsgFollower {
     /// Opens `path` (`/dev/kmsg`); `resume_after` is the last sequence
     /// number handled in this boot, if any.
     pub fn open(path: &Path, resume_after: Option<u64>) -> std::io::Result<KmsgFollower> {
-        let mut file = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(path)?;
         if resume_after.is_none() {
             file.seek(SeekFrom::End(0))?;
         }
-        Ok(KmsgFollower { file, resume_after, last_seq: resume_after, lost: 0, buf: vec![0; 16 * 1024] })
+        Ok(KmsgFollower {
+            file,
+            resume_after,
+            last_seq: resume_after,
+            lost: 0,
+            buf: vec![0; 16 * 1024],
+        })
     }
 
     /// The next record's message line (`prio,seq,usec,flags;message`), or

@@ -13,17 +13,14 @@ use pitcrew_ingest::nvml::{Gpus, NvmlError, NvmlGpus, NvmlSource};
 
 use crate::cli::CollectArgs;
 
-/// What `collect` cannot do yet (the rest of issue #3).
-pub(crate) const NOT_YET: &str =
-    "the kafka agent, /dev/kmsg following, the ipmi and kubernetes sources";
-
-/// `Ok(None)`: the requested mode is not built yet.
-pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<Option<ExitCode>> {
+/// The one-shot modes: `--kmsg-file FILE --stdout` and `--once --stdout`.
+pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<ExitCode> {
     if let (Some(file), true) = (&args.kmsg_file, args.stdout) {
-        return kmsg_file(args, file).map(Some);
+        return kmsg_file(args, file);
     }
-    if !(args.once && args.stdout) {
-        return Ok(None);
+    if args.kmsg_file.is_some() || args.stdout != args.once {
+        // --kmsg-file without --stdout, or only one of --once/--stdout.
+        anyhow::bail!("use --kmsg-file FILE --stdout, --once --stdout, or neither (the agent)");
     }
     let node = node_name(args)?;
     let facts = HostFacts::read(&args.proc_root)?;
@@ -69,7 +66,7 @@ pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<Option<ExitCode>> {
     }
     events.push(heartbeat(&node, &facts, driver, gpu_count, now));
     print_events(&events)?;
-    Ok(Some(ExitCode::SUCCESS))
+    Ok(ExitCode::SUCCESS)
 }
 
 fn node_name(args: &CollectArgs) -> anyhow::Result<String> {
@@ -114,4 +111,157 @@ fn kmsg_file(args: &CollectArgs, file: &std::path::Path) -> anyhow::Result<ExitC
     src.flush(now, &mut events);
     print_events(&events)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent: every source into the spool, the spool into Kafka.
+pub(crate) async fn agent(
+    config: Option<&std::path::Path>,
+    args: &CollectArgs,
+) -> anyhow::Result<ExitCode> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use pitcrew_bus::{BusConfig, BusMetrics, Producer};
+    use pitcrew_ingest::agent::{AgentConfig, CollectMetrics, Collector};
+    use pitcrew_ingest::spool::Spool;
+
+    let bus = BusConfig::load(config)?;
+    let node = node_name(args)?;
+    let spool = Arc::new(Mutex::new(Spool::open(
+        &args.state_dir.join("spool"),
+        args.spool_max_bytes,
+    )?));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let bus_metrics = BusMetrics::default();
+    bus_metrics.register(&mut registry);
+    let metrics = CollectMetrics::default();
+    metrics.register(&mut registry);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let collector = Collector::new(
+        AgentConfig {
+            node: node.clone(),
+            proc_root: args.proc_root.clone(),
+            sys_root: args.sys_root.clone(),
+            kmsg: (!args.no_kmsg).then(|| args.kmsg.clone()),
+            state_dir: args.state_dir.clone(),
+            interval: std::time::Duration::from_millis(args.interval_ms.max(10)),
+            dcgm_url: args.dcgm_url.clone(),
+            nvml: !args.no_nvml,
+        },
+        Arc::clone(&spool),
+        metrics,
+        Arc::clone(&stop),
+    )?;
+    let collector_thread = std::thread::Builder::new()
+        .name("collector".to_owned())
+        .spawn(move || collector.run())?;
+
+    let producer = Producer::new(&bus.kafka, bus_metrics)?;
+    let last_delivery = Arc::new(Mutex::new(std::time::Instant::now()));
+    let health: crate::http::Health = {
+        let spool = Arc::clone(&spool);
+        let last = Arc::clone(&last_delivery);
+        Arc::new(move || {
+            let pending = spool.lock().map(|s| s.pending_bytes()).unwrap_or(0);
+            let since = last.lock().map(|t| t.elapsed()).unwrap_or_default();
+            // Spooling through an outage is working as designed; a spool
+            // that has not moved for minutes is worth a look.
+            if pending > 0 && since > std::time::Duration::from_secs(300) {
+                Err(format!(
+                    "kafka has taken nothing for {} s; {pending} bytes spooled",
+                    since.as_secs()
+                ))
+            } else {
+                Ok(())
+            }
+        })
+    };
+    let (addr, _server) = crate::http::serve(&args.listen, Arc::new(registry), health).await?;
+    tracing::info!(node = %node, listen = %addr, topic = %bus.topics.events.name, "collect agent running");
+
+    let topic = bus.topics.events.name.clone();
+    let drain = {
+        let spool = Arc::clone(&spool);
+        let stop = Arc::clone(&stop);
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut backoff = std::time::Duration::from_millis(200);
+            loop {
+                let batch = match spool.lock().map(|s| s.peek(500)) {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "spool read failed");
+                        Vec::new()
+                    }
+                    Err(_) => return,
+                };
+                if batch.is_empty() {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                let mut pending = Vec::with_capacity(batch.len());
+                let mut ok = true;
+                for entry in &batch {
+                    match producer.enqueue(&topic, &node, &entry.payload, None).await {
+                        Ok(p) => pending.push(p),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "enqueue failed");
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                for p in pending {
+                    if let Err(e) = p.wait().await {
+                        tracing::warn!(error = %e, "delivery failed; events stay spooled");
+                        ok = false;
+                    }
+                }
+                if ok {
+                    if let (Some(last), Ok(mut s)) = (batch.last(), spool.lock()) {
+                        if let Err(e) = s.ack(last, batch.len() as u64) {
+                            tracing::error!(error = %e, "spool ack failed");
+                        }
+                    }
+                    if let Ok(mut t) = last_delivery.lock() {
+                        *t = std::time::Instant::now();
+                    }
+                    backoff = std::time::Duration::from_millis(200);
+                } else {
+                    // Unacknowledged events are sent again: consumers drop
+                    // the duplicates by event id.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+
+    shutdown_signal().await;
+    tracing::info!("stopping: draining what kafka will take");
+    stop.store(true, Ordering::Relaxed);
+    let _ = collector_thread.join();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

@@ -15,11 +15,10 @@ const NOT_BUILT: u8 = 2;
 pub(crate) fn dispatch(cli: Cli) -> ExitCode {
     let config = cli.global.config.clone();
     let result = match cli.command {
-        Command::Collect(args) => match collect::run(&args) {
-            Ok(Some(code)) => Ok(code),
-            Ok(None) => return not_built("collect", collect::NOT_YET, 3),
-            Err(e) => Err(e),
-        },
+        Command::Collect(args) if !args.stdout && args.kmsg_file.is_none() && !args.once => {
+            runtime().and_then(|rt| rt.block_on(collect::agent(config.as_deref(), &args)))
+        }
+        Command::Collect(args) => collect::run(&args),
         Command::Rules(_) => return not_built("rules", "the rule engine", 4),
         Command::Check(_) => return not_built("check", "the rule compiler", 4),
         Command::Test(_) => return not_built("test", "rule tests", 4),
@@ -46,7 +45,7 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
     }
 }
 
-pub(crate) fn not_built(command: &str, what: &str, issue: u32) -> ExitCode {
+fn not_built(command: &str, what: &str, issue: u32) -> ExitCode {
     eprintln!("pitcrew {command}: not built yet ({what} is tracked in issue #{issue})");
     ExitCode::from(NOT_BUILT)
 }
