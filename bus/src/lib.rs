@@ -1,7 +1,8 @@
 //! pitcrew's Kafka plumbing (rdkafka).
 //!
 //! - [`Producer`]: idempotent, `acks=all`, keyed, bounded in flight;
-//!   delivery failures are returned, never swallowed.
+//!   delivery failures are returned, never swallowed. [`BatchProducer`]:
+//!   the same guarantees a batch at a time, without a polling thread.
 //! - [`Consumer`] and [`run_decoded`]: at-least-once; an offset is
 //!   committed only after its message was processed or dead-lettered.
 //! - [`TransactionalStage`]: consume-transform-produce with the outputs and
@@ -17,6 +18,7 @@
 //! This crate knows the wire contract only to decode into it; it knows
 //! nothing of rules, remediation or collectors.
 
+mod batch;
 mod config;
 mod consumer;
 mod dlq;
@@ -26,6 +28,7 @@ mod producer;
 mod topics;
 mod transaction;
 
+pub use batch::BatchProducer;
 pub use config::{
     BusConfig, ConsumerConfig, KafkaConfig, ProducerConfig, Secret, Security, TopicSpec,
     TopicsConfig, ENV_PREFIX,

@@ -89,7 +89,7 @@ impl PendingDelivery {
 
 /// Settings every pitcrew producer has, whatever the config says: these
 /// are what make delivery safe.
-fn producer_config(cfg: &KafkaConfig) -> Result<rdkafka::ClientConfig, BusError> {
+pub(crate) fn producer_config(cfg: &KafkaConfig) -> Result<rdkafka::ClientConfig, BusError> {
     let mut c = cfg.client_config()?;
     c.set("enable.idempotence", "true")
         .set("acks", "all")

@@ -40,6 +40,9 @@ impl Supervised {
         log: &Path,
         grace: Duration,
     ) -> Result<Supervised, HarnessError> {
+        // A pid file left by an earlier run of the same component (a
+        // restart) would make the new one look dead before it started.
+        let _ = std::fs::remove_file(format!("{}.pid", log.display()));
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(SUPERVISOR)

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,8 @@ pub struct AgentConfig {
     pub dcgm_url: Option<String>,
     /// Load NVML (false on machines where it must not be touched).
     pub nvml: bool,
+    /// Sample this many simulated GPUs instead of NVML.
+    pub simulated_gpus: Option<u32>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,21 +107,37 @@ impl CollectMetrics {
     }
 }
 
-/// Every source of one node.
+/// What the reader threads hand the collector.
+#[derive(Debug)]
+enum Input {
+    /// A kernel-log record and its sequence number.
+    Kmsg(String, Option<u64>),
+    /// Records were overwritten before they were read.
+    KmsgLost(u64),
+    Xid(XidReport),
+}
+
+/// Every source of one node. Blocking readers (the kernel log, NVML's Xid
+/// events) run on their own threads and wake the collector through one
+/// channel; the periodic sources run on the collector's schedule. An idle
+/// node costs one wake-up per sampling interval.
 pub struct Collector {
     cfg: AgentConfig,
     facts: HostFacts,
     spool: Arc<Mutex<Spool>>,
     metrics: CollectMetrics,
-    gpus: Option<NvmlGpus>,
+    gpus: Option<Box<dyn Gpus + Send>>,
     gpu_sampler: NvmlSource,
-    xids: Option<Receiver<XidReport>>,
     sysfs: SysfsSource,
     dcgm: DcgmAdapter,
-    kmsg: Option<(KmsgFollower, KmsgSource, SeqFile)>,
-    kmsg_quiet_since: Option<Instant>,
+    inputs: Receiver<Input>,
+    kmsg: Option<(KmsgSource, SeqFile)>,
+    /// Last kmsg sequence read, and whether a record may still be open.
+    kmsg_seq: Option<u64>,
+    kmsg_open: bool,
     next_sample: Instant,
     stop: Arc<AtomicBool>,
+    on_spooled: Box<dyn Fn() + Send>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -130,37 +148,54 @@ impl std::fmt::Debug for Collector {
     }
 }
 
+/// How long the kernel log must be quiet before an open multi-line record
+/// (an AER record waiting for more lines) is completed.
+const KMSG_QUIET: Duration = Duration::from_millis(200);
+
 impl Collector {
     /// Opens every source. A source that cannot start is logged and left
-    /// out; the agent runs with the others.
+    /// out; the agent runs with the others. `on_spooled` is called after
+    /// events were written to the spool (the binary wakes its drainer).
     pub fn new(
         cfg: AgentConfig,
         spool: Arc<Mutex<Spool>>,
         metrics: CollectMetrics,
         stop: Arc<AtomicBool>,
+        on_spooled: Box<dyn Fn() + Send>,
     ) -> Result<Collector, crate::heartbeat::HostFactsError> {
         let facts = HostFacts::read(&cfg.proc_root)?;
         let boot_time = Timestamp::now()
             .add_nanos(-(i64::try_from(facts.uptime_s).unwrap_or(0) * 1_000_000_000));
-        let mut xids = None;
-        let gpus = if cfg.nvml {
+        let (tx, inputs) = channel::<Input>();
+        let gpus: Option<Box<dyn Gpus + Send>> = if let Some(n) = cfg.simulated_gpus {
+            Some(Box::new(crate::nvml::SimulatedGpus::new(n)))
+        } else if cfg.nvml {
             match NvmlGpus::load() {
                 Ok(g) => {
-                    let (tx, rx) = channel();
-                    match spawn_xid_watcher(g.handle(), tx, Arc::clone(&stop)) {
+                    let (xid_tx, xid_rx) = channel::<XidReport>();
+                    match spawn_xid_watcher(g.handle(), xid_tx, Arc::clone(&stop)) {
                         Ok((_handle, n)) => {
                             tracing::info!(
                                 source = "nvml",
                                 gpus_with_xid_events = n,
                                 "nvml loaded"
                             );
-                            xids = Some(rx);
+                            let tx = tx.clone();
+                            let _ = std::thread::Builder::new()
+                                .name("xid-forward".to_owned())
+                                .spawn(move || {
+                                    while let Ok(r) = xid_rx.recv() {
+                                        if tx.send(Input::Xid(r)).is_err() {
+                                            return;
+                                        }
+                                    }
+                                });
                         }
                         Err(e) => {
                             tracing::warn!(source = "nvml", error = %e, "xid watcher not started")
                         }
                     }
-                    Some(g)
+                    Some(Box::new(g))
                 }
                 Err(NvmlError::Absent(why)) => {
                     tracing::warn!(source = "nvml", reason = %why, "nvml is absent: no gpu telemetry from this node");
@@ -177,8 +212,37 @@ impl Collector {
         let kmsg = cfg.kmsg.as_ref().and_then(|path| {
             let seq_file = SeqFile::new(&cfg.state_dir);
             let resume = seq_file.load(&facts.boot_id);
-            match KmsgFollower::open(path, resume) {
-                Ok(f) => Some((f, KmsgSource::new(&cfg.node, &facts.boot_id, Some(boot_time)), seq_file)),
+            match KmsgFollower::open_blocking(path, resume) {
+                Ok(mut follower) => {
+                    let tx = tx.clone();
+                    // Blocking reads: no wake-ups while the log is quiet. The
+                    // thread is not joined at shutdown; it ends with the process.
+                    let spawned = std::thread::Builder::new().name("kmsg".to_owned()).spawn(move || {
+                        let mut lost = 0;
+                        loop {
+                            match follower.next_record() {
+                                Ok(Some(r)) => {
+                                    if follower.lost() > lost {
+                                        lost = follower.lost();
+                                        let _ = tx.send(Input::KmsgLost(lost));
+                                    }
+                                    if tx.send(Input::Kmsg(r, follower.last_seq())).is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+                                Err(e) => {
+                                    tracing::warn!(source = "kmsg", error = %e, "read failed");
+                                    std::thread::sleep(Duration::from_secs(1));
+                                }
+                            }
+                        }
+                    });
+                    if let Err(e) = spawned {
+                        tracing::warn!(source = "kmsg", error = %e, "kernel-log thread not started");
+                    }
+                    Some((KmsgSource::new(&cfg.node, &facts.boot_id, Some(boot_time)), seq_file))
+                }
                 Err(e) => {
                     tracing::warn!(source = "kmsg", path = %path.display(), error = %e, "kernel log not followed");
                     None
@@ -193,88 +257,88 @@ impl Collector {
             spool,
             metrics,
             gpus,
-            xids,
+            inputs,
             kmsg,
-            kmsg_quiet_since: None,
+            kmsg_seq: None,
+            kmsg_open: false,
             next_sample: Instant::now(),
             stop,
+            on_spooled,
             cfg,
         })
     }
 
-    /// Runs until the stop flag is set.
+    /// Runs until the stop flag is set (checked at least every second).
     pub fn run(mut self) {
         while !self.stop.load(Ordering::Relaxed) {
-            self.tick(Timestamp::now());
-            std::thread::sleep(Duration::from_millis(50));
+            let now = Instant::now();
+            let mut wait = self
+                .next_sample
+                .saturating_duration_since(now)
+                .min(Duration::from_secs(1));
+            if self.kmsg_open {
+                wait = wait.min(KMSG_QUIET);
+            }
+            let mut events = Vec::new();
+            match self.inputs.recv_timeout(wait) {
+                Ok(input) => {
+                    self.handle(input, &mut events);
+                    // Take whatever else is queued, then write once.
+                    while let Ok(more) = self.inputs.try_recv() {
+                        self.handle(more, &mut events);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => self.kmsg_quiet(&mut events),
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+            }
+            if Instant::now() >= self.next_sample {
+                self.next_sample = Instant::now() + self.cfg.interval;
+                self.sample(Timestamp::now(), &mut events);
+            }
+            self.spool_all(&events);
         }
     }
 
-    /// One round: new kernel-log records and Xids always; the periodic
-    /// sources when their interval has passed.
-    pub fn tick(&mut self, now: Timestamp) {
-        let mut events = Vec::new();
-        self.read_kmsg(now, &mut events);
-        if let Some(rx) = &self.xids {
-            let before = events.len();
-            while let Ok(r) = rx.try_recv() {
+    fn handle(&mut self, input: Input, events: &mut Vec<Event>) {
+        let now = Timestamp::now();
+        match input {
+            Input::Kmsg(record, seq) => {
+                if let Some((source, _)) = self.kmsg.as_mut() {
+                    let before = events.len();
+                    source.push(&record, now, events);
+                    self.metrics.ok("kmsg", events.len() - before, now);
+                    self.kmsg_seq = seq.or(self.kmsg_seq);
+                    self.kmsg_open = true;
+                }
+            }
+            Input::KmsgLost(total) => {
+                let seen = self.metrics.kmsg_lost.get();
+                if total > seen {
+                    self.metrics.kmsg_lost.inc_by(total - seen);
+                }
+            }
+            Input::Xid(r) => {
                 events.push(self.gpu_sampler.xid_event(&r));
-            }
-            if events.len() > before {
-                self.metrics.ok("nvml_xid", events.len() - before, now);
+                self.metrics.ok("nvml_xid", 1, now);
             }
         }
-        if Instant::now() >= self.next_sample {
-            self.next_sample = Instant::now() + self.cfg.interval;
-            self.sample(now, &mut events);
-        }
-        self.spool_all(&events);
     }
 
-    fn read_kmsg(&mut self, now: Timestamp, events: &mut Vec<Event>) {
-        let Some((follower, source, seq_file)) = self.kmsg.as_mut() else {
+    /// The kernel log went quiet: complete open records and remember how
+    /// far we read.
+    fn kmsg_quiet(&mut self, events: &mut Vec<Event>) {
+        if !self.kmsg_open {
+            return;
+        }
+        self.kmsg_open = false;
+        let Some((source, seq_file)) = self.kmsg.as_mut() else {
             return;
         };
-        let before = events.len();
-        let mut read_any = false;
-        for _ in 0..10_000 {
-            match follower.next_record() {
-                Ok(Some(r)) => {
-                    read_any = true;
-                    source.push(&r, now, events);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(source = "kmsg", error = %e, "read failed");
-                    self.metrics.error("kmsg");
-                    break;
-                }
+        source.flush(Timestamp::now(), events);
+        if let Some(seq) = self.kmsg_seq {
+            if let Err(e) = seq_file.save(&self.facts.boot_id, seq) {
+                tracing::warn!(source = "kmsg", error = %e, "cannot save the kmsg position");
             }
-        }
-        // A record still open (AER waiting for more lines) is completed
-        // once the log has been quiet for a moment.
-        if read_any {
-            self.kmsg_quiet_since = Some(Instant::now());
-        } else if self
-            .kmsg_quiet_since
-            .is_some_and(|t| t.elapsed() > Duration::from_millis(200))
-        {
-            source.flush(now, events);
-            self.kmsg_quiet_since = None;
-            if let Some(seq) = follower.last_seq() {
-                if let Err(e) = seq_file.save(&self.facts.boot_id, seq) {
-                    tracing::warn!(source = "kmsg", error = %e, "cannot save the kmsg position");
-                }
-            }
-        }
-        let lost = follower.lost();
-        if lost > self.metrics.kmsg_lost.get() {
-            self.metrics
-                .kmsg_lost
-                .inc_by(lost - self.metrics.kmsg_lost.get());
-        }
-        if read_any {
-            self.metrics.ok("kmsg", events.len() - before, now);
         }
     }
 
@@ -282,7 +346,7 @@ impl Collector {
         let mut driver = None;
         let mut gpu_count = None;
         if let Some(g) = &self.gpus {
-            let (evs, errors) = self.gpu_sampler.sample(g, now);
+            let (evs, errors) = self.gpu_sampler.sample(g.as_ref(), now);
             for e in &errors {
                 tracing::warn!(source = "nvml", error = %e, "sample failed");
                 self.metrics.error("nvml");
@@ -355,5 +419,7 @@ impl Collector {
         self.metrics
             .spool_pending_bytes
             .set(i64::try_from(spool.pending_bytes()).unwrap_or(i64::MAX));
+        drop(spool);
+        (self.on_spooled)();
     }
 }

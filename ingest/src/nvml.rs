@@ -408,3 +408,65 @@ pub use real::{spawn_xid_watcher, NvmlGpus, XidReport};
 
 #[cfg(test)]
 mod tests;
+
+/// A simulated box of GPUs: healthy H100-like readings whose ECC and PCIe
+/// replay counters creep up now and then. For the simulator, the demo and
+/// measuring the agent on machines without GPUs.
+#[derive(Debug)]
+pub struct SimulatedGpus {
+    count: u32,
+    tick: std::sync::atomic::AtomicU64,
+}
+
+impl SimulatedGpus {
+    pub fn new(count: u32) -> SimulatedGpus {
+        SimulatedGpus {
+            count,
+            tick: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Gpus for SimulatedGpus {
+    fn driver_version(&self) -> Result<String, NvmlError> {
+        Ok("580.159.04".to_owned())
+    }
+
+    fn count(&self) -> Result<u32, NvmlError> {
+        Ok(self.count)
+    }
+
+    fn sample(&self, index: u32) -> Result<GpuSample, NvmlError> {
+        let t = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            / u64::from(self.count.max(1));
+        let creep = |every: u64| t / every;
+        Ok(GpuSample {
+            index,
+            uuid: format!("GPU-5a3c1f0e-8d2b-4c1e-9f4a-{index:012x}"),
+            pci: Some(PciAddress {
+                domain: 0,
+                bus: 0x18 + u8::try_from(index % 200).unwrap_or(0),
+                device: 0,
+                function: 0,
+            }),
+            ecc_volatile: Some(EccCounts {
+                corrected: creep(300),
+                uncorrected: 0,
+            }),
+            ecc_aggregate: Some(EccCounts {
+                corrected: 40 + creep(300),
+                uncorrected: 0,
+            }),
+            remapped_rows: Some(RemappedRows::default()),
+            retired_pages: None,
+            pcie_replay: Some(creep(120)),
+            gpu_temp_c: Some(55.0 + f64::from(index)),
+            memory_temp_c: Some(60.0 + f64::from(index)),
+            power_w: Some(450.0 + f64::from(index) * 3.0),
+            clock_event_reasons: Some(0),
+            nvlink: (0..18)
+                .map(|l| (l, NvlinkCounter::CrcFlit, creep(600)))
+                .collect(),
+        })
+    }
+}

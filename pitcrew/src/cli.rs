@@ -97,6 +97,9 @@ pub(crate) struct CollectArgs {
     /// Do not load NVML.
     #[arg(long)]
     pub(crate) no_nvml: bool,
+    /// Sample this many simulated GPUs instead of NVML (benchmarks, demos).
+    #[arg(long)]
+    pub(crate) simulate_gpus: Option<u32>,
     /// Sampling interval of the periodic sources, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub(crate) interval_ms: u64,

@@ -30,9 +30,23 @@ impl KmsgFollower {
     /// Opens `path` (`/dev/kmsg`); `resume_after` is the last sequence
     /// number handled in this boot, if any.
     pub fn open(path: &Path, resume_after: Option<u64>) -> std::io::Result<KmsgFollower> {
+        Self::open_with(path, resume_after, O_NONBLOCK)
+    }
+
+    /// Like [`KmsgFollower::open`], but reads wait for the next record
+    /// (for a dedicated reader thread: no polling while the log is quiet).
+    pub fn open_blocking(path: &Path, resume_after: Option<u64>) -> std::io::Result<KmsgFollower> {
+        Self::open_with(path, resume_after, 0)
+    }
+
+    fn open_with(
+        path: &Path,
+        resume_after: Option<u64>,
+        flags: i32,
+    ) -> std::io::Result<KmsgFollower> {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(O_NONBLOCK)
+            .custom_flags(flags)
             .open(path)?;
         if resume_after.is_none() {
             file.seek(SeekFrom::End(0))?;

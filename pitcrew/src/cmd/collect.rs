@@ -121,7 +121,7 @@ pub(crate) async fn agent(
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
 
-    use pitcrew_bus::{BusConfig, BusMetrics, Producer};
+    use pitcrew_bus::{BatchProducer, BusConfig, BusMetrics};
     use pitcrew_ingest::agent::{AgentConfig, CollectMetrics, Collector};
     use pitcrew_ingest::spool::Spool;
 
@@ -137,6 +137,7 @@ pub(crate) async fn agent(
     let metrics = CollectMetrics::default();
     metrics.register(&mut registry);
     let stop = Arc::new(AtomicBool::new(false));
+    let spooled = Arc::new(tokio::sync::Notify::new());
 
     let collector = Collector::new(
         AgentConfig {
@@ -148,16 +149,23 @@ pub(crate) async fn agent(
             interval: std::time::Duration::from_millis(args.interval_ms.max(10)),
             dcgm_url: args.dcgm_url.clone(),
             nvml: !args.no_nvml,
+            simulated_gpus: args.simulate_gpus,
         },
         Arc::clone(&spool),
         metrics,
         Arc::clone(&stop),
+        {
+            let spooled = Arc::clone(&spooled);
+            Box::new(move || spooled.notify_one())
+        },
     )?;
     let collector_thread = std::thread::Builder::new()
         .name("collector".to_owned())
         .spawn(move || collector.run())?;
 
-    let producer = Producer::new(&bus.kafka, bus_metrics)?;
+    let producer = Arc::new(BatchProducer::new(&bus.kafka, bus_metrics)?);
+    let delivery_timeout =
+        std::time::Duration::from_millis(u64::from(bus.kafka.producer.delivery_timeout_ms) + 1000);
     let last_delivery = Arc::new(Mutex::new(std::time::Instant::now()));
     let health: crate::http::Health = {
         let spool = Arc::clone(&spool);
@@ -182,6 +190,7 @@ pub(crate) async fn agent(
 
     let topic = bus.topics.events.name.clone();
     let drain = {
+        let spooled = Arc::clone(&spooled);
         let spool = Arc::clone(&spool);
         let stop = Arc::clone(&stop);
         let node = node.clone();
@@ -200,27 +209,28 @@ pub(crate) async fn agent(
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // Woken when the collector spools something.
+                    let _ =
+                        tokio::time::timeout(std::time::Duration::from_secs(1), spooled.notified())
+                            .await;
                     continue;
                 }
-                let mut pending = Vec::with_capacity(batch.len());
-                let mut ok = true;
-                for entry in &batch {
-                    match producer.enqueue(&topic, &node, &entry.payload, None).await {
-                        Ok(p) => pending.push(p),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "enqueue failed");
-                            ok = false;
-                            break;
-                        }
+                let producer = Arc::clone(&producer);
+                let (topic, node) = (topic.clone(), node.clone());
+                let payloads: Vec<Vec<u8>> = batch.iter().map(|e| e.payload.clone()).collect();
+                let sent = tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+                    producer.send_batch(&topic, &node, &refs, delivery_timeout)
+                })
+                .await;
+                let ok = match sent {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, events = batch.len(), "delivery failed; events stay spooled");
+                        false
                     }
-                }
-                for p in pending {
-                    if let Err(e) = p.wait().await {
-                        tracing::warn!(error = %e, "delivery failed; events stay spooled");
-                        ok = false;
-                    }
-                }
+                    Err(_) => false,
+                };
                 if ok {
                     if let (Some(last), Ok(mut s)) = (batch.last(), spool.lock()) {
                         if let Err(e) = s.ack(last, batch.len() as u64) {
