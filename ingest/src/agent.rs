@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use pitcrew_contract::{encode, Event, Timestamp};
 
+use crate::coalesce::Coalescer;
 use crate::dcgm::{parse_prometheus, scrape, DcgmAdapter, DcgmScrape};
 use crate::heartbeat::{heartbeat, HostFacts};
 use crate::kmsg::{KmsgFollower, KmsgSource, SeqFile};
@@ -135,6 +136,7 @@ pub struct Collector {
     /// Last kmsg sequence read, and whether a record may still be open.
     kmsg_seq: Option<u64>,
     kmsg_open: bool,
+    coalescer: Coalescer,
     next_sample: Instant,
     stop: Arc<AtomicBool>,
     on_spooled: Box<dyn Fn() + Send>,
@@ -147,6 +149,10 @@ impl std::fmt::Debug for Collector {
             .finish_non_exhaustive()
     }
 }
+
+/// Identical kernel-log events within this window become one event with a
+/// count (the first is sent at once).
+const COALESCE_WINDOW: Duration = Duration::from_secs(1);
 
 /// How long the kernel log must be quiet before an open multi-line record
 /// (an AER record waiting for more lines) is completed.
@@ -261,6 +267,7 @@ impl Collector {
             kmsg,
             kmsg_seq: None,
             kmsg_open: false,
+            coalescer: Coalescer::new(COALESCE_WINDOW, 4096),
             next_sample: Instant::now(),
             stop,
             on_spooled,
@@ -291,6 +298,7 @@ impl Collector {
                 Err(RecvTimeoutError::Timeout) => self.kmsg_quiet(&mut events),
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
             }
+            self.coalescer.expire(Timestamp::now(), &mut events);
             if Instant::now() >= self.next_sample {
                 self.next_sample = Instant::now() + self.cfg.interval;
                 self.sample(Timestamp::now(), &mut events);
@@ -304,8 +312,12 @@ impl Collector {
         match input {
             Input::Kmsg(record, seq) => {
                 if let Some((source, _)) = self.kmsg.as_mut() {
+                    let mut parsed = Vec::new();
+                    source.push(&record, now, &mut parsed);
                     let before = events.len();
-                    source.push(&record, now, events);
+                    for ev in parsed {
+                        self.coalescer.push(ev, events);
+                    }
                     self.metrics.ok("kmsg", events.len() - before, now);
                     self.kmsg_seq = seq.or(self.kmsg_seq);
                     self.kmsg_open = true;
@@ -334,7 +346,11 @@ impl Collector {
         let Some((source, seq_file)) = self.kmsg.as_mut() else {
             return;
         };
-        source.flush(Timestamp::now(), events);
+        let mut parsed = Vec::new();
+        source.flush(Timestamp::now(), &mut parsed);
+        for ev in parsed {
+            self.coalescer.push(ev, events);
+        }
         if let Some(seq) = self.kmsg_seq {
             if let Err(e) = seq_file.save(&self.facts.boot_id, seq) {
                 tracing::warn!(source = "kmsg", error = %e, "cannot save the kmsg position");

@@ -109,7 +109,16 @@ fn kmsg_file(args: &CollectArgs, file: &std::path::Path) -> anyhow::Result<ExitC
         src.push(&String::from_utf8_lossy(&line), now, &mut events);
     }
     src.flush(now, &mut events);
-    print_events(&events)?;
+    // Identical records of the file (same text, stamps aside) are coalesced
+    // as the agent would.
+    let mut coalescer =
+        pitcrew_ingest::coalesce::Coalescer::new(std::time::Duration::from_secs(1), 4096);
+    let mut out = Vec::new();
+    for ev in events {
+        coalescer.push(ev, &mut out);
+    }
+    coalescer.flush(&mut out);
+    print_events(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 
