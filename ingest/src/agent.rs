@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub nvml: bool,
     /// Sample this many simulated GPUs instead of NVML.
     pub simulated_gpus: Option<u32>,
+    /// The node's BMC, polled over IPMI lanplus (SEL and sensors).
+    pub bmc: Option<crate::ipmi::BmcTarget>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,6 +139,7 @@ pub struct Collector {
     kmsg_seq: Option<u64>,
     kmsg_open: bool,
     coalescer: Coalescer,
+    bmc: Option<BmcPoller>,
     next_sample: Instant,
     stop: Arc<AtomicBool>,
     on_spooled: Box<dyn Fn() + Send>,
@@ -255,6 +258,10 @@ impl Collector {
                 }
             }
         });
+        let bmc = cfg
+            .bmc
+            .clone()
+            .map(|target| BmcPoller::new(target, &cfg, &facts));
         Ok(Collector {
             gpu_sampler: NvmlSource::new(&cfg.node, &facts.boot_id),
             sysfs: SysfsSource::new(&cfg.sys_root, &cfg.node, &facts.boot_id),
@@ -268,6 +275,7 @@ impl Collector {
             kmsg_seq: None,
             kmsg_open: false,
             coalescer: Coalescer::new(COALESCE_WINDOW, 4096),
+            bmc,
             next_sample: Instant::now(),
             stop,
             on_spooled,
@@ -395,6 +403,19 @@ impl Collector {
                 }
             }
         }
+        if let Some(bmc) = self.bmc.as_mut() {
+            match bmc.poll(now) {
+                Ok(Some(evs)) => {
+                    self.metrics.ok("ipmi", evs.len(), now);
+                    events.extend(evs);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(source = "ipmi", error = %e, "bmc poll failed");
+                    self.metrics.error("ipmi");
+                }
+            }
+        }
         if let Ok(f) = HostFacts::read(&self.cfg.proc_root) {
             self.facts.uptime_s = f.uptime_s;
         }
@@ -437,5 +458,71 @@ impl Collector {
             .set(i64::try_from(spool.pending_bytes()).unwrap_or(i64::MAX));
         drop(spool);
         (self.on_spooled)();
+    }
+}
+
+/// How often the BMC is asked, at most: BMCs are slow and share a
+/// management network.
+const BMC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The BMC side of the agent: one session, reopened after a failure, and
+/// the SEL position saved across restarts (`<state dir>/ipmi-sel-last`).
+struct BmcPoller {
+    target: crate::ipmi::BmcTarget,
+    connection: Option<crate::ipmi::BmcConnection>,
+    source: crate::ipmi::IpmiSource,
+    position_file: PathBuf,
+    next: Instant,
+}
+
+impl BmcPoller {
+    fn new(target: crate::ipmi::BmcTarget, cfg: &AgentConfig, facts: &HostFacts) -> BmcPoller {
+        let position_file = cfg.state_dir.join("ipmi-sel-last");
+        let saved = std::fs::read_to_string(&position_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        BmcPoller {
+            source: crate::ipmi::IpmiSource::new(&cfg.node, &facts.boot_id, saved),
+            target,
+            connection: None,
+            position_file,
+            next: Instant::now(),
+        }
+    }
+
+    /// Events of one poll, or None when it is not time yet.
+    fn poll(&mut self, now: Timestamp) -> Result<Option<Vec<Event>>, crate::ipmi::IpmiSourceError> {
+        if Instant::now() < self.next {
+            return Ok(None);
+        }
+        self.next = Instant::now() + BMC_INTERVAL;
+        let result = self.read(now);
+        if result.is_err() {
+            // Reconnect next time: the session may be what broke.
+            self.connection = None;
+        }
+        result.map(Some)
+    }
+
+    fn read(&mut self, now: Timestamp) -> Result<Vec<Event>, crate::ipmi::IpmiSourceError> {
+        if self.connection.is_none() {
+            self.connection = Some(crate::ipmi::BmcConnection::connect(
+                &self.target,
+                Duration::from_secs(5),
+            )?);
+        }
+        let Some(conn) = self.connection.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let sel = conn.sel_entries()?;
+        let sensors = conn.threshold_sensors()?;
+        let mut events = self.source.sel_events(&sel, now);
+        events.extend(self.source.sensor_events(&sensors, now));
+        if let Some(last) = self.source.last_sel() {
+            if let Err(e) = std::fs::write(&self.position_file, format!("{last}\n")) {
+                tracing::warn!(source = "ipmi", error = %e, "cannot save the sel position");
+            }
+        }
+        Ok(events)
     }
 }

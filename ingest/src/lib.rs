@@ -15,6 +15,7 @@ pub mod coalesce;
 pub mod counters;
 pub mod dcgm;
 pub mod heartbeat;
+pub mod ipmi;
 pub mod kmsg;
 pub mod nvml;
 pub mod spool;

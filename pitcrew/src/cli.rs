@@ -112,6 +112,16 @@ pub(crate) struct CollectArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:9465")]
     pub(crate) listen: String,
+    /// The node's BMC for IPMI lanplus (host:port; 623 is standard).
+    #[arg(long)]
+    pub(crate) bmc_address: Option<String>,
+    /// BMC user.
+    #[arg(long, default_value = "admin")]
+    pub(crate) bmc_user: String,
+    /// File holding the BMC password (a mounted Secret). Without it the
+    /// password is read from PITCREW_BMC_PASSWORD. Never on the command line.
+    #[arg(long)]
+    pub(crate) bmc_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

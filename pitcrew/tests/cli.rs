@@ -245,3 +245,73 @@ fn collect_kmsg_file_prints_one_event_per_fault() {
         .unwrap()
         .contains("/nonexistent/kern.log"));
 }
+
+#[test]
+fn collect_once_reads_a_real_simulated_bmc() {
+    let bmc = pitcrew_harness::ipmi::SimulatedBmc::start().unwrap();
+    let root = std::env::temp_dir().join(format!("pitcrew-cli-bmc-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("sys/kernel/random")).unwrap();
+    std::fs::write(root.join("sys/kernel/random/boot_id"), "boot-bmc\n").unwrap();
+    std::fs::write(root.join("uptime"), "5.0 5.0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pitcrew"))
+        .args([
+            "--log",
+            "error",
+            "collect",
+            "--once",
+            "--stdout",
+            "--no-nvml",
+            "--node",
+            "n17",
+        ])
+        .arg("--proc-root")
+        .arg(&root)
+        .arg("--sys-root")
+        .arg(root.join("nosys"))
+        .args([
+            "--bmc-address",
+            &bmc.address(),
+            "--bmc-user",
+            pitcrew_harness::ipmi::USER,
+        ])
+        .env("PITCREW_BMC_PASSWORD", pitcrew_harness::ipmi::PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(pitcrew_harness::ipmi::PASSWORD));
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| {
+            pitcrew_contract::decode::<pitcrew_contract::Event>(l.as_bytes())
+                .unwrap()
+                .kind()
+                .to_string()
+        })
+        .collect();
+    assert!(kinds.contains(&"bmc.sel".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"bmc.sensor".to_owned()), "{kinds:?}");
+    std::fs::remove_dir_all(&root).unwrap();
+
+    let missing = pitcrew(
+        &[
+            "collect",
+            "--once",
+            "--stdout",
+            "--no-nvml",
+            "--node",
+            "n1",
+            "--bmc-address",
+            &bmc.address(),
+        ],
+        None,
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8(missing.stderr)
+        .unwrap()
+        .contains("PITCREW_BMC_PASSWORD"));
+}

@@ -25,6 +25,8 @@ const DEBIAN_PACKAGES: &[(&str, Probe)] = &[
     ("zlib1g-dev", Probe::Package),
     ("openjdk-17-jre-headless", Probe::Command("java")),
     ("maven", Probe::Command("mvn")),
+    ("openipmi", Probe::Command("ipmi_sim")),
+    ("ipmitool", Probe::Command("ipmitool")),
 ];
 
 #[derive(Debug, Clone, Copy)]

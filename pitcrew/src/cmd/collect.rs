@@ -26,7 +26,12 @@ pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<ExitCode> {
     let facts = HostFacts::read(&args.proc_root)?;
     let now = Timestamp::now();
     let mut events: Vec<Event> = Vec::new();
-    let (driver, gpu_count) = match NvmlGpus::load() {
+    let nvml = if args.no_nvml {
+        Err(NvmlError::Absent("--no-nvml".to_owned()))
+    } else {
+        NvmlGpus::load()
+    };
+    let (driver, gpu_count) = match nvml {
         Ok(gpus) => {
             let mut src = NvmlSource::new(&node, &facts.boot_id);
             let (evs, errors) = src.sample(&gpus, now);
@@ -63,6 +68,16 @@ pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<ExitCode> {
         events.extend(
             pitcrew_ingest::dcgm::DcgmAdapter::new(&node, &facts.boot_id).ingest(&scrape, now),
         );
+    }
+    if let Some(target) = bmc_target(args)? {
+        let mut conn = pitcrew_ingest::ipmi::BmcConnection::connect(
+            &target,
+            std::time::Duration::from_secs(5),
+        )?;
+        // --once has no history: every SEL entry and sensor is reported.
+        let mut src = pitcrew_ingest::ipmi::IpmiSource::new(&node, &facts.boot_id, Some(0));
+        events.extend(src.sel_events(&conn.sel_entries()?, now));
+        events.extend(src.sensor_events(&conn.threshold_sensors()?, now));
     }
     events.push(heartbeat(&node, &facts, driver, gpu_count, now));
     print_events(&events)?;
@@ -159,6 +174,7 @@ pub(crate) async fn agent(
             dcgm_url: args.dcgm_url.clone(),
             nvml: !args.no_nvml,
             simulated_gpus: args.simulate_gpus,
+            bmc: bmc_target(args)?,
         },
         Arc::clone(&spool),
         metrics,
@@ -283,4 +299,25 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// The BMC target from flags; the password from a file or the environment.
+fn bmc_target(args: &CollectArgs) -> anyhow::Result<Option<pitcrew_ingest::ipmi::BmcTarget>> {
+    let Some(address) = &args.bmc_address else {
+        return Ok(None);
+    };
+    let password = match &args.bmc_password_file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("bmc password file {}: {}", p.display(), e.kind()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        None => std::env::var("PITCREW_BMC_PASSWORD").map_err(|_| {
+            anyhow::anyhow!("--bmc-address needs --bmc-password-file or PITCREW_BMC_PASSWORD")
+        })?,
+    };
+    Ok(Some(pitcrew_ingest::ipmi::BmcTarget {
+        address: address.clone(),
+        username: args.bmc_user.clone(),
+        password,
+    }))
 }
