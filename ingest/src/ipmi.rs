@@ -295,11 +295,6 @@ impl BmcConnection {
         }
         Ok(records)
     }
-
-    /// The underlying connection (remediation sends chassis commands).
-    pub fn connection(&mut self) -> &mut impl IpmiConnection {
-        self.ipmi.inner_mut()
-    }
 }
 
 /// Turns BMC reads into events for one node.

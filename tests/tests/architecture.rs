@@ -90,14 +90,44 @@ fn dependency_absences_hold() {
         "pitcrew-rules",
         &["rdkafka", "rdkafka-sys", "pitcrew-bus", "tokio"],
     );
-    for krate in [
-        "pitcrew-contract",
-        "pitcrew-bus",
-        "pitcrew-rules",
-        "pitcrew-ingest",
-    ] {
+    for krate in ["pitcrew-contract", "pitcrew-bus", "pitcrew-rules"] {
         assert_absent(&c, krate, EXECUTOR_CRATES);
     }
+    // Sources know no Kafka; the binary moves their events.
+    assert_absent(
+        &c,
+        "pitcrew-ingest",
+        &["rdkafka", "rdkafka-sys", "pitcrew-bus"],
+    );
+    // The collectors read the BMC (SEL, sensors) but act on nothing.
+    assert_absent(
+        &c,
+        "pitcrew-ingest",
+        &["kube", "kube-client", "reqwest", "hyper"],
+    );
     // The check itself can fail: the bus does depend on rdkafka.
     assert!(c["pitcrew-bus"].contains("rdkafka"));
+}
+
+/// Reading a BMC is the collectors' job; acting on it (chassis power) is
+/// remediation's alone.
+#[test]
+fn collectors_send_no_chassis_commands() {
+    let src = pitcrew_harness::workspace_root().join("ingest/src");
+    let mut stack = vec![src];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    !text.contains("NetFn::Chassis"),
+                    "{} sends a chassis command",
+                    path.display()
+                );
+            }
+        }
+    }
 }
