@@ -323,7 +323,10 @@ impl Collector {
                     let mut parsed = Vec::new();
                     source.push(&record, now, &mut parsed);
                     let before = events.len();
-                    for ev in parsed {
+                    for mut ev in parsed {
+                        if let Some(gpu) = ev.gpu.as_mut() {
+                            self.gpu_sampler.enrich(gpu);
+                        }
                         self.coalescer.push(ev, events);
                     }
                     self.metrics.ok("kmsg", events.len() - before, now);
@@ -356,7 +359,10 @@ impl Collector {
         };
         let mut parsed = Vec::new();
         source.flush(Timestamp::now(), &mut parsed);
-        for ev in parsed {
+        for mut ev in parsed {
+            if let Some(gpu) = ev.gpu.as_mut() {
+                self.gpu_sampler.enrich(gpu);
+            }
             self.coalescer.push(ev, events);
         }
         if let Some(seq) = self.kmsg_seq {

@@ -185,6 +185,19 @@ impl NvmlSource {
         (events, errors)
     }
 
+    /// Fills in the index and UUID of a GPU known only by its PCI address
+    /// (kernel-log events), from the identities NVML reported, so every GPU
+    /// event names its GPU all three ways where NVML is present.
+    pub fn enrich(&self, gpu: &mut GpuRef) {
+        let Some(pci) = gpu.pci else { return };
+        if let Some(known) = self.identity.values().find(|g| g.pci == Some(pci)) {
+            gpu.index = gpu.index.or(known.index);
+            if gpu.uuid.is_none() {
+                gpu.uuid.clone_from(&known.uuid);
+            }
+        }
+    }
+
     /// The event for an Xid NVML delivered.
     pub fn xid_event(&self, r: &XidReport) -> Event {
         let gpu = GpuRef {

@@ -308,3 +308,25 @@ fn every_event_encodes_and_decodes() {
         assert_eq!(back, ev);
     }
 }
+
+#[test]
+fn kernel_log_gpus_are_enriched_with_index_and_uuid() {
+    let gpus = FakeGpus::new(vec![vec![Ok(h100(0))], vec![Ok(h100(1))]]);
+    let mut src = NvmlSource::new("n17", "boot-1");
+    src.sample(&gpus, t(0));
+    let mut from_kmsg = GpuRef {
+        index: None,
+        uuid: None,
+        pci: PciAddress::parse("0000:19:00").ok(),
+    };
+    src.enrich(&mut from_kmsg);
+    assert_eq!(from_kmsg.index, Some(1));
+    assert_eq!(from_kmsg.uuid.as_deref(), Some("GPU-00000001"));
+    let mut unknown = GpuRef {
+        index: None,
+        uuid: None,
+        pci: PciAddress::parse("0000:99:00").ok(),
+    };
+    src.enrich(&mut unknown);
+    assert_eq!(unknown.index, None);
+}
