@@ -39,8 +39,8 @@ pub struct AgentConfig {
     pub nvml: bool,
     /// Sample this many simulated GPUs instead of NVML.
     pub simulated_gpus: Option<u32>,
-    /// The node's BMC, polled over IPMI lanplus (SEL and sensors).
-    pub bmc: Option<crate::ipmi::BmcTarget>,
+    /// The node's BMC, polled for SEL entries and sensors.
+    pub bmc: Option<crate::ipmi::BmcEndpoint>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -474,22 +474,22 @@ const BMC_INTERVAL: Duration = Duration::from_secs(10);
 /// The BMC side of the agent: one session, reopened after a failure, and
 /// the SEL position saved across restarts (`<state dir>/ipmi-sel-last`).
 struct BmcPoller {
-    target: crate::ipmi::BmcTarget,
-    connection: Option<crate::ipmi::BmcConnection>,
+    endpoint: crate::ipmi::BmcEndpoint,
+    connection: Option<crate::ipmi::Bmc>,
     source: crate::ipmi::IpmiSource,
     position_file: PathBuf,
     next: Instant,
 }
 
 impl BmcPoller {
-    fn new(target: crate::ipmi::BmcTarget, cfg: &AgentConfig, facts: &HostFacts) -> BmcPoller {
+    fn new(endpoint: crate::ipmi::BmcEndpoint, cfg: &AgentConfig, facts: &HostFacts) -> BmcPoller {
         let position_file = cfg.state_dir.join("ipmi-sel-last");
         let saved = std::fs::read_to_string(&position_file)
             .ok()
             .and_then(|s| s.trim().parse().ok());
         BmcPoller {
             source: crate::ipmi::IpmiSource::new(&cfg.node, &facts.boot_id, saved),
-            target,
+            endpoint,
             connection: None,
             position_file,
             next: Instant::now(),
@@ -512,8 +512,8 @@ impl BmcPoller {
 
     fn read(&mut self, now: Timestamp) -> Result<Vec<Event>, crate::ipmi::IpmiSourceError> {
         if self.connection.is_none() {
-            self.connection = Some(crate::ipmi::BmcConnection::connect(
-                &self.target,
+            self.connection = Some(crate::ipmi::Bmc::open(
+                &self.endpoint,
                 Duration::from_secs(5),
             )?);
         }

@@ -51,6 +51,45 @@ impl fmt::Debug for BmcTarget {
     }
 }
 
+/// How to reach a node's BMC.
+#[derive(Clone, Debug)]
+pub enum BmcEndpoint {
+    /// IPMI over LAN (RMCP+), from anywhere.
+    Lan(BmcTarget),
+    /// The kernel's IPMI device (`/dev/ipmi0`), from the node itself.
+    Local(std::path::PathBuf),
+}
+
+/// An open session of either kind.
+#[derive(Debug)]
+pub enum Bmc {
+    Lan(Box<BmcConnection<Rmcp>>),
+    Local(BmcConnection<ipmi_rs::File>),
+}
+
+impl Bmc {
+    pub fn open(endpoint: &BmcEndpoint, timeout: Duration) -> Result<Bmc, IpmiSourceError> {
+        Ok(match endpoint {
+            BmcEndpoint::Lan(t) => Bmc::Lan(Box::new(BmcConnection::connect(t, timeout)?)),
+            BmcEndpoint::Local(p) => Bmc::Local(BmcConnection::open_local(p, timeout)?),
+        })
+    }
+
+    pub fn sel_entries(&mut self) -> Result<Vec<SelRecord>, IpmiSourceError> {
+        match self {
+            Bmc::Lan(c) => c.sel_entries(),
+            Bmc::Local(c) => c.sel_entries(),
+        }
+    }
+
+    pub fn threshold_sensors(&mut self) -> Result<Vec<SensorRead>, IpmiSourceError> {
+        match self {
+            Bmc::Lan(c) => c.threshold_sensors(),
+            Bmc::Local(c) => c.threshold_sensors(),
+        }
+    }
+}
+
 /// Why the BMC could not be read. Every variant is retryable (the BMC may
 /// be rebooting); the caller escalates after repeated failures.
 #[derive(Debug, thiserror::Error)]
@@ -84,13 +123,14 @@ pub struct SensorRead {
     pub state: SensorState,
 }
 
-/// An open RMCP+ session to one BMC.
-pub struct BmcConnection {
+/// An open session to one BMC: RMCP+ over the network (the default), or
+/// the local `/dev/ipmi0` of the node the agent runs on.
+pub struct BmcConnection<C = Rmcp> {
     address: String,
-    ipmi: Ipmi<Rmcp>,
+    ipmi: Ipmi<C>,
 }
 
-impl fmt::Debug for BmcConnection {
+impl<C> fmt::Debug for BmcConnection<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BmcConnection")
             .field("address", &self.address)
@@ -106,7 +146,21 @@ impl fmt::Display for Description<'_> {
     }
 }
 
-impl BmcConnection {
+impl BmcConnection<ipmi_rs::File> {
+    /// Opens the node's own BMC through the kernel's IPMI device.
+    pub fn open_local(path: &std::path::Path, timeout: Duration) -> Result<Self, IpmiSourceError> {
+        let file = ipmi_rs::File::new(path, timeout).map_err(|e| IpmiSourceError::Connect {
+            address: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(BmcConnection {
+            address: path.display().to_string(),
+            ipmi: Ipmi::new(file),
+        })
+    }
+}
+
+impl BmcConnection<Rmcp> {
     /// Opens an RMCP+ session (blocking: run it off the async runtime).
     pub fn connect(
         target: &BmcTarget,
@@ -129,7 +183,9 @@ impl BmcConnection {
             ipmi: Ipmi::new(rmcp),
         })
     }
+}
 
+impl<C: IpmiConnection> BmcConnection<C> {
     fn command_err(&self, what: &str, reason: String) -> IpmiSourceError {
         IpmiSourceError::Command {
             address: self.address.clone(),
@@ -485,6 +541,20 @@ mod tests {
             src.sensor_events(&[read(SensorState::Critical)], Timestamp::EPOCH)
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn a_missing_local_device_is_a_clear_error() {
+        let err = Bmc::open(
+            &BmcEndpoint::Local("/nonexistent/ipmi0".into()),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("bmc /nonexistent/ipmi0: cannot connect"),
+            "{err}"
         );
     }
 

@@ -113,8 +113,11 @@ pub(crate) struct CollectArgs {
     #[arg(long, default_value = "0.0.0.0:9465")]
     pub(crate) listen: String,
     /// The node's BMC for IPMI lanplus (host:port; 623 is standard).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bmc_device")]
     pub(crate) bmc_address: Option<String>,
+    /// Read the node's own BMC through this IPMI device (e.g. /dev/ipmi0).
+    #[arg(long)]
+    pub(crate) bmc_device: Option<PathBuf>,
     /// BMC user.
     #[arg(long, default_value = "admin")]
     pub(crate) bmc_user: String,

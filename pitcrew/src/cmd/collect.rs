@@ -70,10 +70,7 @@ pub(crate) fn run(args: &CollectArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(target) = bmc_target(args)? {
-        let mut conn = pitcrew_ingest::ipmi::BmcConnection::connect(
-            &target,
-            std::time::Duration::from_secs(5),
-        )?;
+        let mut conn = pitcrew_ingest::ipmi::Bmc::open(&target, std::time::Duration::from_secs(5))?;
         // --once has no history: every SEL entry and sensor is reported.
         let mut src = pitcrew_ingest::ipmi::IpmiSource::new(&node, &facts.boot_id, Some(0));
         events.extend(src.sel_events(&conn.sel_entries()?, now));
@@ -301,8 +298,14 @@ async fn shutdown_signal() {
     }
 }
 
-/// The BMC target from flags; the password from a file or the environment.
-fn bmc_target(args: &CollectArgs) -> anyhow::Result<Option<pitcrew_ingest::ipmi::BmcTarget>> {
+/// The BMC from flags: a local IPMI device, or lanplus with the password
+/// from a file or the environment.
+fn bmc_target(args: &CollectArgs) -> anyhow::Result<Option<pitcrew_ingest::ipmi::BmcEndpoint>> {
+    if let Some(device) = &args.bmc_device {
+        return Ok(Some(pitcrew_ingest::ipmi::BmcEndpoint::Local(
+            device.clone(),
+        )));
+    }
     let Some(address) = &args.bmc_address else {
         return Ok(None);
     };
@@ -315,9 +318,11 @@ fn bmc_target(args: &CollectArgs) -> anyhow::Result<Option<pitcrew_ingest::ipmi:
             anyhow::anyhow!("--bmc-address needs --bmc-password-file or PITCREW_BMC_PASSWORD")
         })?,
     };
-    Ok(Some(pitcrew_ingest::ipmi::BmcTarget {
-        address: address.clone(),
-        username: args.bmc_user.clone(),
-        password,
-    }))
+    Ok(Some(pitcrew_ingest::ipmi::BmcEndpoint::Lan(
+        pitcrew_ingest::ipmi::BmcTarget {
+            address: address.clone(),
+            username: args.bmc_user.clone(),
+            password,
+        },
+    )))
 }
