@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
@@ -24,9 +25,33 @@ pub(crate) struct BatchContext {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<RDKafkaErrorCode>>,
+    quiet: crate::ratelimit::LogLimiter,
 }
 
-impl ClientContext for BatchContext {}
+/// A node agent waits out Kafka outages; librdkafka reports every failed
+/// reconnect. One line per kind of problem every 30 s says as much.
+impl ClientContext for BatchContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if matches!(
+            level,
+            RDKafkaLogLevel::Debug | RDKafkaLogLevel::Info | RDKafkaLogLevel::Notice
+        ) {
+            return;
+        }
+        if let Some(suppressed) = self.quiet.allow(fac) {
+            tracing::warn!(target: "librdkafka", facility = fac, suppressed, "{log_message}");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let key = error
+            .rdkafka_error_code()
+            .map_or_else(|| "other".to_owned(), |c| format!("{c:?}"));
+        if let Some(suppressed) = self.quiet.allow(&key) {
+            tracing::warn!(target: "librdkafka", error = %error, suppressed, "{reason}");
+        }
+    }
+}
 
 impl ProducerContext for BatchContext {
     type DeliveryOpaque = usize;

@@ -25,6 +25,7 @@ mod dlq;
 mod error;
 mod metrics;
 mod producer;
+mod ratelimit;
 mod topics;
 mod transaction;
 
