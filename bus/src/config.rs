@@ -209,6 +209,24 @@ impl TopicsConfig {
         ]
     }
 
+    /// The same topics for a single broker: one replica and one partition
+    /// each (local development, tests, the demo).
+    pub fn single_broker(&self) -> TopicsConfig {
+        let mut t = self.clone();
+        t.replication_factor = 1;
+        for spec in [
+            &mut t.events,
+            &mut t.alerts,
+            &mut t.actions,
+            &mut t.audit,
+            &mut t.state,
+            &mut t.dlq,
+        ] {
+            spec.partitions = 1;
+        }
+        t
+    }
+
     /// The same topics with `prefix` in front of every name (tests use a
     /// fresh prefix per test so they never see each other's data).
     pub fn with_prefix(&self, prefix: &str) -> TopicsConfig {

@@ -54,20 +54,7 @@ fn metric(text: &str, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_spool_carries_every_event_through_a_broker_outage() {
     let mut broker = KafkaBroker::start().unwrap();
-    let mut topics = TopicsConfig {
-        replication_factor: 1,
-        ..TopicsConfig::default()
-    };
-    for t in [
-        &mut topics.events,
-        &mut topics.alerts,
-        &mut topics.actions,
-        &mut topics.audit,
-        &mut topics.state,
-        &mut topics.dlq,
-    ] {
-        t.partitions = 1;
-    }
+    let topics = TopicsConfig::default().single_broker();
     let kafka = KafkaConfig {
         brokers: broker.bootstrap().to_owned(),
         ..KafkaConfig::default()

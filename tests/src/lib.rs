@@ -87,19 +87,7 @@ pub fn config(prefix: &str) -> BusConfig {
     c.kafka.consumer.session_timeout_ms = 6_000;
     c.kafka.consumer.commit_interval_ms = 200;
     c.kafka.producer.linger_ms = 1;
-    let mut topics = TopicsConfig::default().with_prefix(prefix);
-    topics.replication_factor = 1;
-    for t in [
-        &mut topics.events,
-        &mut topics.alerts,
-        &mut topics.actions,
-        &mut topics.audit,
-        &mut topics.state,
-        &mut topics.dlq,
-    ] {
-        t.partitions = 1;
-    }
-    c.topics = topics;
+    c.topics = TopicsConfig::default().with_prefix(prefix).single_broker();
     c
 }
 
