@@ -17,6 +17,14 @@ fn a_simulated_bmc_answers_and_takes_injected_sel_entries() {
         "sel_add 0x20 0x02 0x00 0x00 0x00 0x00 0x20 0x00 0x04 0x13 0x90 0x6f 0x0a 0xff 0xff",
     )
     .unwrap();
-    let after = bmc.ipmitool(&["sel", "list"]).unwrap();
-    assert_eq!(after.lines().count(), before + 1, "{after}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let after = bmc.ipmitool(&["sel", "list"]).unwrap();
+        if after.lines().count() == before + 1 {
+            assert!(after.contains("Critical Interrupt"), "{after}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{after}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -25,6 +25,22 @@ fn target(bmc: &SimulatedBmc, password: &str) -> BmcTarget {
     }
 }
 
+/// Polls `f` until it returns Some (the simulator applies console
+/// commands asynchronously), for up to 10 s.
+fn until<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the simulator did not apply the console command"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn sel_entries_and_sensor_thresholds_from_a_simulated_bmc() {
     let bmc = SimulatedBmc::start().unwrap();
@@ -44,7 +60,10 @@ fn sel_entries_and_sensor_thresholds_from_a_simulated_bmc() {
         "sel_add 0x20 0x02 0x00 0x00 0x00 0x00 0x20 0x00 0x04 0x13 0x90 0x6f 0x0a 0xff 0xff",
     )
     .unwrap();
-    let now = conn.sel_entries().unwrap();
+    let now = until(|| {
+        let entries = conn.sel_entries().unwrap();
+        (entries.len() > existing.len()).then_some(entries)
+    });
     let events = src.sel_events(&now, Timestamp::EPOCH);
     assert_eq!(events.len(), 1, "{now:?}");
     match &events[0].data {
@@ -79,7 +98,12 @@ fn sel_entries_and_sensor_thresholds_from_a_simulated_bmc() {
         sensors.len()
     );
     bmc.console("sensor_set_value 0x20 0 1 0x95 1").unwrap();
-    let hot = conn.threshold_sensors().unwrap();
+    let hot = until(|| {
+        let read = conn.threshold_sensors().unwrap();
+        read.iter()
+            .any(|s| s.state != SensorState::Ok)
+            .then_some(read)
+    });
     let events = src.sensor_events(&hot, Timestamp::EPOCH);
     let states: Vec<(String, SensorState, Option<f64>)> = events
         .iter()
