@@ -11,6 +11,7 @@
 
 pub mod ipmi;
 pub mod kafka;
+pub mod kube;
 mod process;
 
 use std::path::PathBuf;

@@ -41,6 +41,9 @@ pub struct AgentConfig {
     pub simulated_gpus: Option<u32>,
     /// The node's BMC, polled for SEL entries and sensors.
     pub bmc: Option<crate::ipmi::BmcEndpoint>,
+    /// Read this node's conditions from the Kubernetes API: the access and
+    /// the node's Kubernetes name.
+    pub kubernetes: Option<(crate::k8s::KubeAccess, String)>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -140,6 +143,12 @@ pub struct Collector {
     kmsg_open: bool,
     coalescer: Coalescer,
     bmc: Option<BmcPoller>,
+    kubernetes: Option<(
+        crate::k8s::KubeAccess,
+        String,
+        crate::k8s::NodeConditions,
+        Instant,
+    )>,
     next_sample: Instant,
     stop: Arc<AtomicBool>,
     on_spooled: Box<dyn Fn() + Send>,
@@ -276,6 +285,14 @@ impl Collector {
             kmsg_open: false,
             coalescer: Coalescer::new(COALESCE_WINDOW, 4096),
             bmc,
+            kubernetes: cfg.kubernetes.clone().map(|(access, name)| {
+                (
+                    access,
+                    name,
+                    crate::k8s::NodeConditions::new(&cfg.node),
+                    Instant::now(),
+                )
+            }),
             next_sample: Instant::now(),
             stop,
             on_spooled,
@@ -422,6 +439,27 @@ impl Collector {
                 }
             }
         }
+        if let Some((access, name, conditions, next)) = self.kubernetes.as_mut() {
+            if Instant::now() >= *next {
+                *next = Instant::now() + K8S_INTERVAL;
+                let read = access
+                    .get(
+                        &crate::k8s::NodeConditions::path(name),
+                        Duration::from_secs(10),
+                    )
+                    .and_then(|body| conditions.events(&body, now));
+                match read {
+                    Ok(evs) => {
+                        self.metrics.ok("k8s", evs.len(), now);
+                        events.extend(evs);
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = "k8s", error = %e, "node conditions not read");
+                        self.metrics.error("k8s");
+                    }
+                }
+            }
+        }
         if let Ok(f) = HostFacts::read(&self.cfg.proc_root) {
             self.facts.uptime_s = f.uptime_s;
         }
@@ -466,6 +504,9 @@ impl Collector {
         (self.on_spooled)();
     }
 }
+
+/// How often the node's conditions are read from the API server.
+const K8S_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How often the BMC is asked, at most: BMCs are slow and share a
 /// management network.

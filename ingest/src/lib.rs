@@ -16,6 +16,7 @@ pub mod counters;
 pub mod dcgm;
 pub mod heartbeat;
 pub mod ipmi;
+pub mod k8s;
 pub mod kmsg;
 pub mod nvml;
 pub mod spool;

@@ -40,7 +40,7 @@ pub(crate) enum LogFormat {
 pub(crate) enum Command {
     /// Node agent: stream GPU, PCIe, memory, thermal, network and BMC
     /// telemetry into Kafka.
-    Collect(CollectArgs),
+    Collect(Box<CollectArgs>),
     /// Streaming rule engine: events in, incidents and action requests out.
     Rules(RulesArgs),
     /// Remediation workers: governor, Kubernetes, Slurm, IPMI, paging, audit.
@@ -115,6 +115,13 @@ pub(crate) struct CollectArgs {
     /// The node's BMC for IPMI lanplus (host:port; 623 is standard).
     #[arg(long, conflicts_with = "bmc_device")]
     pub(crate) bmc_address: Option<String>,
+    /// Read this node's conditions (Ready, node-problem-detector's) from the
+    /// Kubernetes API with the pod's service account.
+    #[arg(long)]
+    pub(crate) k8s_node_conditions: bool,
+    /// The node's Kubernetes name, when it differs from --node.
+    #[arg(long)]
+    pub(crate) k8s_node_name: Option<String>,
     /// Read the node's own BMC through this IPMI device (e.g. /dev/ipmi0).
     #[arg(long)]
     pub(crate) bmc_device: Option<PathBuf>,

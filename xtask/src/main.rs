@@ -27,6 +27,8 @@ const DEBIAN_PACKAGES: &[(&str, Probe)] = &[
     ("maven", Probe::Command("mvn")),
     ("openipmi", Probe::Command("ipmi_sim")),
     ("ipmitool", Probe::Command("ipmitool")),
+    ("etcd-server", Probe::Command("etcd")),
+    ("curl", Probe::Command("curl")),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +117,11 @@ fn provision() -> Result<()> {
     let t = step("provision: Apache Kafka jars (Maven Central, cached)");
     let jars = pitcrew_harness::kafka::ensure_jars().context("fetching Kafka jars")?;
     println!("    {}", jars.display());
+    done(t);
+    let t = step("provision: kube-apiserver (built with Go from k8s.io/kubernetes, cached)");
+    let apiserver = pitcrew_harness::kube::ensure_binary()
+        .context("building kube-apiserver (needs Go >= 1.24)")?;
+    println!("    {}", apiserver.display());
     done(t);
     Ok(())
 }

@@ -172,6 +172,14 @@ pub(crate) async fn agent(
             nvml: !args.no_nvml,
             simulated_gpus: args.simulate_gpus,
             bmc: bmc_target(args)?,
+            kubernetes: if args.k8s_node_conditions {
+                Some((
+                    pitcrew_ingest::k8s::KubeAccess::in_cluster()?,
+                    args.k8s_node_name.clone().unwrap_or_else(|| node.clone()),
+                ))
+            } else {
+                None
+            },
         },
         Arc::clone(&spool),
         metrics,

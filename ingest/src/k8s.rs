@@ -1,0 +1,276 @@
+//! Kubernetes node conditions as events: `Ready` and the conditions
+//! node-problem-detector sets (`KernelDeadlock`, `GpuProblem`...), read
+//! from the API server (read-only: GET of this node's object).
+//!
+//! Which events a read gives (`node.condition`):
+//! - on the first read, the conditions that say something is wrong:
+//!   `Ready` not `True`, and any other condition that is `True` (problem
+//!   conditions are phrased so that `True` is bad);
+//! - afterwards, every change of a condition's status or reason.
+//!
+//! The token is held in [`KubeAccess`], whose Debug hides it.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use openssl::ssl::{SslConnector, SslMethod};
+use pitcrew_contract::{
+    deterministic_id, ConditionStatus, Event, EventData, NodeCondition, Source, Timestamp,
+};
+
+/// Why the API server could not be read (retryable: it may be restarting).
+#[derive(Debug, thiserror::Error)]
+#[error("kubernetes api {what}: {reason}")]
+pub struct K8sError {
+    pub what: String,
+    pub reason: String,
+}
+
+fn err(what: &str, reason: impl ToString) -> K8sError {
+    K8sError {
+        what: what.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// How to reach the API server.
+#[derive(Clone)]
+pub struct KubeAccess {
+    /// `host:port`
+    pub address: String,
+    pub token: String,
+    pub ca_file: PathBuf,
+}
+
+impl std::fmt::Debug for KubeAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeAccess")
+            .field("address", &self.address)
+            .field("token", &"***")
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+impl KubeAccess {
+    /// The pod's own service account (the agent as a DaemonSet).
+    pub fn in_cluster() -> Result<KubeAccess, K8sError> {
+        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
+            err(
+                "config",
+                "KUBERNETES_SERVICE_HOST is not set (not in a pod)",
+            )
+        })?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".to_owned());
+        let token = std::fs::read_to_string(format!("{SERVICE_ACCOUNT}/token"))
+            .map_err(|e| err("service account token", e.kind()))?;
+        let address = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(KubeAccess {
+            address,
+            token: token.trim().to_owned(),
+            ca_file: PathBuf::from(format!("{SERVICE_ACCOUNT}/ca.crt")),
+        })
+    }
+
+    /// GETs `path` and returns the body (HTTP/1.0 over TLS, the server's
+    /// certificate checked against `ca_file` and the host name).
+    pub fn get(&self, path: &str, timeout: Duration) -> Result<String, K8sError> {
+        let mut builder =
+            SslConnector::builder(SslMethod::tls_client()).map_err(|e| err("tls", e))?;
+        builder
+            .set_ca_file(&self.ca_file)
+            .map_err(|e| err("ca file", e))?;
+        let connector = builder.build();
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let addr = self
+            .address
+            .to_socket_addrs()
+            .map_err(|e| err("address", e))?
+            .next()
+            .ok_or_else(|| err("address", "no address"))?;
+        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| err("connect", e))?;
+        tcp.set_read_timeout(Some(timeout))
+            .map_err(|e| err("connect", e))?;
+        tcp.set_write_timeout(Some(timeout))
+            .map_err(|e| err("connect", e))?;
+        let mut tls = connector
+            .connect(host, tcp)
+            .map_err(|e| err("tls handshake", e))?;
+        let request = format!(
+            "GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\n\r\n",
+            self.token
+        );
+        tls.write_all(request.as_bytes())
+            .map_err(|e| err("request", e))?;
+        let mut response = Vec::new();
+        tls.take(16 * 1024 * 1024)
+            .read_to_end(&mut response)
+            .map_err(|e| err("response", e))?;
+        let text = String::from_utf8_lossy(&response);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| err("response", "malformed http"))?;
+        let status = head.lines().next().unwrap_or("").to_owned();
+        if status.split_whitespace().nth(1) != Some("200") {
+            return Err(err(&format!("GET {path}"), status));
+        }
+        Ok(body.to_owned())
+    }
+}
+
+/// Node condition tracking for one node.
+#[derive(Debug)]
+pub struct NodeConditions {
+    node: String,
+    last: HashMap<String, (String, Option<String>)>,
+}
+
+impl NodeConditions {
+    pub fn new(node: &str) -> NodeConditions {
+        NodeConditions {
+            node: node.to_owned(),
+            last: HashMap::new(),
+        }
+    }
+
+    /// The API path of the node's object.
+    pub fn path(k8s_node_name: &str) -> String {
+        format!("/api/v1/nodes/{k8s_node_name}")
+    }
+
+    /// Events for one read of the Node object (JSON).
+    pub fn events(&mut self, node_json: &str, now: Timestamp) -> Result<Vec<Event>, K8sError> {
+        let v: serde_json::Value =
+            serde_json::from_str(node_json).map_err(|e| err("node object", e))?;
+        let conditions = v["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for c in conditions {
+            let Some(kind) = c["type"].as_str() else {
+                continue;
+            };
+            let status_text = c["status"].as_str().unwrap_or("Unknown").to_owned();
+            let reason = c["reason"].as_str().map(str::to_owned);
+            let status = match status_text.as_str() {
+                "True" => ConditionStatus::True,
+                "False" => ConditionStatus::False,
+                _ => ConditionStatus::Unknown,
+            };
+            let previous = self
+                .last
+                .insert(kind.to_owned(), (status_text.clone(), reason.clone()));
+            let news = match previous {
+                Some(p) => p != (status_text.clone(), reason.clone()),
+                None => {
+                    if kind == "Ready" {
+                        status != ConditionStatus::True
+                    } else {
+                        status == ConditionStatus::True
+                    }
+                }
+            };
+            if !news {
+                continue;
+            }
+            let transition = c["lastTransitionTime"].as_str().unwrap_or("");
+            out.push(Event {
+                id: deterministic_id(
+                    "k8s",
+                    &[
+                        &self.node,
+                        kind,
+                        &status_text,
+                        reason.as_deref().unwrap_or(""),
+                        transition,
+                    ],
+                ),
+                node: self.node.clone(),
+                time: Timestamp::parse_rfc3339(transition).unwrap_or(now),
+                source: Source::K8s,
+                gpu: None,
+                count: 1,
+                labels: Default::default(),
+                data: EventData::NodeCondition(NodeCondition {
+                    condition: kind.to_owned(),
+                    status,
+                    reason,
+                    message: c["message"].as_str().map(|m| m.chars().take(512).collect()),
+                }),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(conditions: &str) -> String {
+        format!(
+            r#"{{"kind":"Node","metadata":{{"name":"n17"}},"status":{{"conditions":[{conditions}]}}}}"#
+        )
+    }
+
+    #[test]
+    fn first_read_reports_problems_then_changes() {
+        let mut c = NodeConditions::new("n17");
+        let healthy = r#"{"type":"Ready","status":"True","reason":"KubeletReady","lastTransitionTime":"2026-11-24T16:00:00Z"},{"type":"MemoryPressure","status":"False"}"#;
+        assert!(c
+            .events(&node(healthy), Timestamp::EPOCH)
+            .unwrap()
+            .is_empty());
+        let down = r#"{"type":"Ready","status":"False","reason":"KubeletNotReady","lastTransitionTime":"2026-11-24T16:05:00Z"},{"type":"MemoryPressure","status":"False"}"#;
+        let ev = c.events(&node(down), Timestamp::EPOCH).unwrap();
+        assert_eq!(ev.len(), 1);
+        match &ev[0].data {
+            EventData::NodeCondition(n) => {
+                assert_eq!(
+                    (n.condition.as_str(), n.status, n.reason.as_deref()),
+                    ("Ready", ConditionStatus::False, Some("KubeletNotReady"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            ev[0].time,
+            Timestamp::parse_rfc3339("2026-11-24T16:05:00Z").unwrap()
+        );
+        assert!(c.events(&node(down), Timestamp::EPOCH).unwrap().is_empty());
+    }
+
+    #[test]
+    fn problem_conditions_that_are_true_on_first_read() {
+        let mut c = NodeConditions::new("n17");
+        let ev = c
+            .events(&node(r#"{"type":"Ready","status":"True"},{"type":"KernelDeadlock","status":"True","reason":"DockerHung"}"#), Timestamp::EPOCH)
+            .unwrap();
+        assert_eq!(ev.len(), 1);
+        assert!(c.events("not json", Timestamp::EPOCH).is_err());
+    }
+
+    #[test]
+    fn the_token_stays_out_of_debug() {
+        let a = KubeAccess {
+            address: "127.0.0.1:6443".to_owned(),
+            token: "sekrit-token".to_owned(),
+            ca_file: "/ca".into(),
+        };
+        assert!(!format!("{a:?}").contains("sekrit"));
+    }
+}
