@@ -214,14 +214,7 @@ impl TopicsConfig {
     pub fn single_broker(&self) -> TopicsConfig {
         let mut t = self.clone();
         t.replication_factor = 1;
-        for spec in [
-            &mut t.events,
-            &mut t.alerts,
-            &mut t.actions,
-            &mut t.audit,
-            &mut t.state,
-            &mut t.dlq,
-        ] {
+        for spec in t.all_mut() {
             spec.partitions = 1;
         }
         t
@@ -231,17 +224,21 @@ impl TopicsConfig {
     /// fresh prefix per test so they never see each other's data).
     pub fn with_prefix(&self, prefix: &str) -> TopicsConfig {
         let mut t = self.clone();
-        for spec in [
-            &mut t.events,
-            &mut t.alerts,
-            &mut t.actions,
-            &mut t.audit,
-            &mut t.state,
-            &mut t.dlq,
-        ] {
+        for spec in t.all_mut() {
             spec.name = format!("{prefix}{}", spec.name);
         }
         t
+    }
+
+    fn all_mut(&mut self) -> [&mut TopicSpec; 6] {
+        [
+            &mut self.events,
+            &mut self.alerts,
+            &mut self.actions,
+            &mut self.audit,
+            &mut self.state,
+            &mut self.dlq,
+        ]
     }
 }
 

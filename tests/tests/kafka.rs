@@ -407,25 +407,25 @@ async fn a_consumer_killed_after_processing_but_before_commit_gets_the_message_a
     assert_eq!(committed(&group, &topic), None, "nothing was committed");
 
     // The next member of the group gets the same message again.
-    let (child, line) = tokio::task::spawn_blocking({
+    let commit_one = || {
         let (t, g) = (topic.clone(), group.clone());
-        move || spawn_consumer(&t, &g, "commit")
-    })
-    .await
-    .unwrap();
-    assert_eq!(line, "processed offset=0 payload=first");
-    let _ = child.wait_with_output();
+        tokio::task::spawn_blocking(move || {
+            let (child, line) = spawn_consumer(&t, &g, "commit");
+            let _ = child.wait_with_output();
+            line
+        })
+    };
+    assert_eq!(
+        commit_one().await.unwrap(),
+        "processed offset=0 payload=first"
+    );
     assert_eq!(committed(&group, &topic), Some(1));
 
     // And once committed, it is not delivered a third time.
-    let (child, line) = tokio::task::spawn_blocking({
-        let (t, g) = (topic.clone(), group.clone());
-        move || spawn_consumer(&t, &g, "commit")
-    })
-    .await
-    .unwrap();
-    assert_eq!(line, "processed offset=1 payload=second");
-    let _ = child.wait_with_output();
+    assert_eq!(
+        commit_one().await.unwrap(),
+        "processed offset=1 payload=second"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
