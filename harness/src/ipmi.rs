@@ -6,10 +6,10 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::process::Supervised;
-use crate::{free_port, run_dir, tail, HarnessError};
+use crate::process::{wait_ready, Supervised};
+use crate::{free_port, run_dir, HarnessError};
 
 /// User and password every simulated BMC accepts (test credentials).
 pub const USER: &str = "admin";
@@ -98,27 +98,16 @@ set_working_mc 0x20
     }
 
     fn wait_ready(&mut self) -> Result<(), HarnessError> {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if self.ipmitool(&["chassis", "power", "status"]).is_ok() {
-                return Ok(());
-            }
-            if let Some(p) = self.process.as_mut() {
-                if let Some(status) = p.exited(&self.log) {
-                    return Err(HarnessError::Exited {
-                        component: "ipmi_sim".to_owned(),
-                        status,
-                        log: tail(&self.log, 30),
-                    });
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(HarnessError::NotReady {
-            component: "ipmi_sim".to_owned(),
-            seconds: 20,
-            log: tail(&self.log, 30),
-        })
+        let mut process = self.process.take();
+        let result = wait_ready(
+            "ipmi_sim",
+            process.as_mut(),
+            &self.log,
+            Duration::from_secs(20),
+            || self.ipmitool(&["chassis", "power", "status"]).is_ok(),
+        );
+        self.process = process;
+        result
     }
 
     /// Runs ipmitool against this BMC (the password goes through the

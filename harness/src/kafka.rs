@@ -5,10 +5,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::process::{run, Supervised};
-use crate::{cache_dir, free_port, run_dir, tail, HarnessError};
+use crate::process::{run, wait_ready, Supervised};
+use crate::{cache_dir, free_port, run_dir, HarnessError};
 
 /// The Kafka release the tests run against (`org.apache.kafka:kafka_2.13`).
 pub const KAFKA_VERSION: &str = "4.3.1";
@@ -164,27 +164,12 @@ impl KafkaBroker {
     }
 
     fn wait_ready(&mut self, port: u16, limit: Duration) -> Result<(), HarnessError> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if api_versions_ok(port) {
-                return Ok(());
-            }
-            if let Some(process) = self.process.as_mut() {
-                if let Some(status) = process.exited(&self.log) {
-                    return Err(HarnessError::Exited {
-                        component: "kafka".to_owned(),
-                        status,
-                        log: tail(&self.log, 40),
-                    });
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Err(HarnessError::NotReady {
-            component: "kafka".to_owned(),
-            seconds: limit.as_secs(),
-            log: tail(&self.log, 40),
-        })
+        let mut process = self.process.take();
+        let result = wait_ready("kafka", process.as_mut(), &self.log, limit, || {
+            api_versions_ok(port)
+        });
+        self.process = process;
+        result
     }
 
     /// Stops the broker process but keeps its data, ports and config, for

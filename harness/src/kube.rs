@@ -9,10 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::process::{run, Supervised};
-use crate::{cache_dir, free_port, run_dir, tail, HarnessError};
+use crate::process::{run, wait_ready, Supervised};
+use crate::{cache_dir, free_port, run_dir, HarnessError};
 
 /// The bearer token the test API server accepts (test credential).
 pub const TOKEN: &str = "pitcrew-test-token";
@@ -140,30 +140,19 @@ impl KubeApiserver {
     }
 
     fn wait_ready(&mut self) -> Result<(), HarnessError> {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(120) {
-            if self
-                .request("GET", "/readyz", None)
-                .is_ok_and(|body| body.trim() == "ok")
-            {
-                return Ok(());
-            }
-            if let Some(p) = self.apiserver.as_mut() {
-                if let Some(status) = p.exited(&self.log) {
-                    return Err(HarnessError::Exited {
-                        component: "kube-apiserver".to_owned(),
-                        status,
-                        log: tail(&self.log, 40),
-                    });
-                }
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        Err(HarnessError::NotReady {
-            component: "kube-apiserver".to_owned(),
-            seconds: 120,
-            log: tail(&self.log, 40),
-        })
+        let mut process = self.apiserver.take();
+        let result = wait_ready(
+            "kube-apiserver",
+            process.as_mut(),
+            &self.log,
+            Duration::from_secs(120),
+            || {
+                self.request("GET", "/readyz", None)
+                    .is_ok_and(|body| body.trim() == "ok")
+            },
+        );
+        self.apiserver = process;
+        result
     }
 
     /// One API request through curl (`--data` as JSON; PATCH is a merge

@@ -104,6 +104,37 @@ impl Drop for Supervised {
     }
 }
 
+/// Polls `ready` until it says yes (Ok), the component exits, or `limit`
+/// passes (errors carry the tail of the component's log).
+pub(crate) fn wait_ready(
+    component: &str,
+    process: Option<&mut Supervised>,
+    log: &Path,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), HarnessError> {
+    let start = Instant::now();
+    let mut process = process;
+    while start.elapsed() < limit {
+        if ready() {
+            return Ok(());
+        }
+        if let Some(status) = process.as_mut().and_then(|p| p.exited(log)) {
+            return Err(HarnessError::Exited {
+                component: component.to_owned(),
+                status,
+                log: crate::tail(log, 40),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(HarnessError::NotReady {
+        component: component.to_owned(),
+        seconds: limit.as_secs(),
+        log: crate::tail(log, 40),
+    })
+}
+
 /// Runs a command to completion, capturing its output for the error.
 pub(crate) fn run(cmd: &mut Command) -> Result<(), HarnessError> {
     let shown = format!("{cmd:?}");
