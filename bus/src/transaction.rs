@@ -146,11 +146,6 @@ impl TransactionalStage {
             done: false,
         })
     }
-
-    /// The underlying consumer.
-    pub fn raw_consumer(&self) -> &StreamConsumer {
-        &self.consumer
-    }
 }
 
 /// An open transaction. Dropping it without [`commit`](Transaction::commit)

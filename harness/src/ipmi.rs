@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -89,12 +89,6 @@ set_working_mc 0x20
     /// `127.0.0.1:port` of the RMCP+ endpoint.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Where the chassis hook records power changes (`events.log`) and the
-    /// power state (`power`).
-    pub fn state_dir(&self) -> &Path {
-        &self.dir
     }
 
     fn wait_ready(&mut self) -> Result<(), HarnessError> {

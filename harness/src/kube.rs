@@ -7,7 +7,7 @@
 //! There is no scheduler, kubelet or controller manager: tests create Node
 //! objects and write their status themselves.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -197,11 +197,6 @@ impl KubeApiserver {
                 ),
             })
         }
-    }
-
-    /// Where the API server keeps its files.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

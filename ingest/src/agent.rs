@@ -65,6 +65,7 @@ pub struct CollectMetrics {
     pub spool_pushes: Family<SpoolOutcome, Counter>,
     pub spool_pending_bytes: Gauge,
     pub kmsg_lost: Counter,
+    pub state_entries: Family<SourceLabel, Gauge>,
 }
 
 impl CollectMetrics {
@@ -91,6 +92,11 @@ impl CollectMetrics {
             "kmsg_lost_records",
             "Kernel log records overwritten before they were read",
             self.kmsg_lost.clone(),
+        );
+        r.register(
+            "state_entries",
+            "Values a source keeps between samples (counter baselines, open windows)",
+            self.state_entries.clone(),
         );
     }
 
@@ -471,6 +477,18 @@ impl Collector {
             now,
         ));
         self.metrics.ok("heartbeat", 1, now);
+        for (source, entries) in [
+            ("nvml", self.gpu_sampler.tracked_counters()),
+            ("sysfs", self.sysfs.tracked()),
+            ("kmsg_coalesce", self.coalescer.open_windows()),
+        ] {
+            self.metrics
+                .state_entries
+                .get_or_create(&SourceLabel {
+                    source: source.to_owned(),
+                })
+                .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        }
     }
 
     fn spool_all(&self, events: &[Event]) {

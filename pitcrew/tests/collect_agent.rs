@@ -185,6 +185,10 @@ async fn the_spool_carries_every_event_through_a_broker_outage() {
     );
     assert!(metrics
         .contains("pitcrew_collect_source_last_success_timestamp_seconds{source=\"heartbeat\"}"));
+    assert!(
+        metric(&metrics, "pitcrew_collect_state_entries{source=\"sysfs\"}") >= 1.0,
+        "state size is exposed: {metrics}"
+    );
     stop_with_sigterm(&mut agent);
     let _ = std::fs::remove_dir_all(&root);
 }
