@@ -22,6 +22,14 @@ fn pitcrew(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The event kind of one JSON line the CLI printed (which must decode).
+fn kind_of_line(line: &str) -> String {
+    pitcrew_contract::decode::<pitcrew_contract::Event>(line.as_bytes())
+        .unwrap()
+        .kind()
+        .to_string()
+}
+
 const SUBCOMMANDS: &[&str] = &[
     "collect",
     "rules",
@@ -210,12 +218,7 @@ fn collect_kmsg_file_prints_one_event_per_fault() {
     let kinds: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| {
-            pitcrew_contract::decode::<pitcrew_contract::Event>(l.as_bytes())
-                .unwrap()
-                .kind()
-                .to_string()
-        })
+        .map(kind_of_line)
         .collect();
     assert_eq!(
         kinds,
@@ -284,15 +287,7 @@ fn collect_once_reads_a_real_simulated_bmc() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(!text.contains(pitcrew_harness::ipmi::PASSWORD));
-    let kinds: Vec<String> = text
-        .lines()
-        .map(|l| {
-            pitcrew_contract::decode::<pitcrew_contract::Event>(l.as_bytes())
-                .unwrap()
-                .kind()
-                .to_string()
-        })
-        .collect();
+    let kinds: Vec<String> = text.lines().map(kind_of_line).collect();
     assert!(kinds.contains(&"bmc.sel".to_owned()), "{kinds:?}");
     assert!(kinds.contains(&"bmc.sensor".to_owned()), "{kinds:?}");
     std::fs::remove_dir_all(&root).unwrap();

@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use pitcrew_bus::{BusConfig, KafkaConfig, TopicsConfig};
+use pitcrew_bus::{BusConfig, BusMetrics, Consumer, KafkaConfig, TopicsConfig};
 use pitcrew_harness::kafka::KafkaBroker;
 
 /// Environment variable naming an already running broker.
@@ -89,6 +89,12 @@ pub fn config(prefix: &str) -> BusConfig {
     c.kafka.producer.linger_ms = 1;
     c.topics = TopicsConfig::default().with_prefix(prefix).single_broker();
     c
+}
+
+/// A consumer of `topic` in a group of its own.
+pub fn fresh_consumer(kafka: &KafkaConfig, topic: &str, metrics: BusMetrics) -> Consumer {
+    #[allow(clippy::expect_used)] // a test helper: failing loudly is the point
+    Consumer::new(kafka, &unique("g"), &[topic], metrics).expect("consumer")
 }
 
 /// Retries `f` until it returns Some or `limit` passes.

@@ -16,7 +16,7 @@ use pitcrew_bus::{
     TransactionalStage,
 };
 use pitcrew_contract::{encode, examples, Event};
-use pitcrew_tests::{config, eventually, kafka, unique};
+use pitcrew_tests::{config, eventually, fresh_consumer, kafka, unique};
 
 async fn setup(name: &str) -> BusConfig {
     let cfg = config(&unique(name));
@@ -162,13 +162,7 @@ async fn every_event_kind_round_trips_through_kafka() {
         .map(|seen| seen.key)
         .collect();
     assert_eq!(keys, vec![b"n17".to_vec(); sent.len()]);
-    let consumer = Consumer::new(
-        &cfg.kafka,
-        &unique("g"),
-        &[&cfg.topics.events.name],
-        metrics.clone(),
-    )
-    .unwrap();
+    let consumer = fresh_consumer(&cfg.kafka, &cfg.topics.events.name, metrics.clone());
     let dlq = DeadLetterWriter::new(
         producer.clone(),
         &cfg.topics.dlq.name,
@@ -310,13 +304,7 @@ async fn dead_letter_context_reads_back() {
         .send(&cfg.topics.events.name, "n1", b"nope")
         .await
         .unwrap();
-    let consumer = Consumer::new(
-        &cfg.kafka,
-        &unique("g"),
-        &[&cfg.topics.events.name],
-        metrics.clone(),
-    )
-    .unwrap();
+    let consumer = fresh_consumer(&cfg.kafka, &cfg.topics.events.name, metrics.clone());
     let msg = consumer.recv().await.unwrap();
     DeadLetterWriter::new(producer, &cfg.topics.dlq.name, "collect", metrics)
         .send(&msg, "because", "test")
@@ -351,7 +339,7 @@ async fn a_handler_error_that_is_permanent_is_dead_lettered_and_a_retryable_one_
     for _ in 0..2 {
         producer.send(&topic, "n1", &ev).await.unwrap();
     }
-    let consumer = Consumer::new(&cfg.kafka, &unique("g"), &[&topic], metrics.clone()).unwrap();
+    let consumer = fresh_consumer(&cfg.kafka, &topic, metrics.clone());
     let dlq = DeadLetterWriter::new(producer.clone(), &cfg.topics.dlq.name, "t", metrics.clone());
     let mut attempts = Vec::new();
     consume_until(&consumer, &dlq, 4, |_, origin| {
@@ -566,7 +554,7 @@ async fn consumer_lag_is_measured_per_partition() {
             .await
             .unwrap();
     }
-    let consumer = Consumer::new(&cfg.kafka, &unique("g"), &[&topic], metrics.clone()).unwrap();
+    let consumer = fresh_consumer(&cfg.kafka, &topic, metrics.clone());
     for _ in 0..2 {
         let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
             .await

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use pitcrew_bus::rdkafka::message::Message;
-use pitcrew_bus::{broker_count, BusConfig, BusMetrics, Consumer, Producer};
+use pitcrew_bus::{broker_count, BusConfig, BusMetrics, Producer};
 use pitcrew_harness::kafka::{SASL_PASSWORD, SASL_USER};
-use pitcrew_tests::{config, kafka_sasl, unique};
+use pitcrew_tests::{config, fresh_consumer, kafka_sasl, unique};
 
 /// A config for the SASL listener with the password in a file, as an
 /// operator would mount a Secret.
@@ -40,13 +40,7 @@ async fn sasl_plain_with_a_password_file_produces_and_consumes() {
         .send(&cfg.topics.events.name, "n1", b"over sasl")
         .await
         .unwrap();
-    let consumer = Consumer::new(
-        &cfg.kafka,
-        &unique("g"),
-        &[&cfg.topics.events.name],
-        BusMetrics::default(),
-    )
-    .unwrap();
+    let consumer = fresh_consumer(&cfg.kafka, &cfg.topics.events.name, BusMetrics::default());
     let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
         .await
         .unwrap()
