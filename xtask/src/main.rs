@@ -29,6 +29,8 @@ const DEBIAN_PACKAGES: &[(&str, Probe)] = &[
     ("ipmitool", Probe::Command("ipmitool")),
     ("etcd-server", Probe::Command("etcd")),
     ("curl", Probe::Command("curl")),
+    ("openssl", Probe::Command("openssl")),
+    ("procps", Probe::Command("kill")),
 ];
 
 #[derive(Debug, Clone, Copy)]
