@@ -166,15 +166,25 @@ pub(crate) struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PathsArgs {
-    /// Rule files or folders.
+    /// Rule files or folders (`@default` is the built-in pack).
     #[arg(required = true)]
     pub(crate) paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
-    /// Rule files or folders.
-    pub(crate) rules: PathBuf,
+    /// Rule files or folders (`@default` is the built-in pack).
+    #[arg(required = true)]
+    pub(crate) rules: Vec<PathBuf>,
+    /// Inventory file (TOML): topology for fan-in, nodes for absence.
+    #[arg(long)]
+    pub(crate) inventory: Option<PathBuf>,
+    /// How far out of order events may arrive and still count.
+    #[arg(long, default_value = "5m")]
+    pub(crate) lateness: String,
+    /// Print every output as JSON lines instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// Events as JSON lines.
     #[arg(long, conflicts_with = "topic")]
     pub(crate) events: Option<PathBuf>,

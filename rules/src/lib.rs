@@ -1,5 +1,36 @@
-//! The rule engine: TOML rules compiled to a program and a pure evaluator.
+//! The rule engine: TOML rules compiled to a program, and a pure evaluator.
 //!
-//! Not built yet (issue #4). Invariant for what lands here: the evaluator
-//! takes events and their event time and returns incidents and action
-//! requests; it depends on no Kafka, reads no clock and does no I/O.
+//! - [`compile`] turns rule files into a [`Program`] (and their `[[test]]`
+//!   blocks), reporting every problem as a [`Diagnostic`] at
+//!   `file:line:column`.
+//! - [`Engine`] evaluates a program over events on event time and returns
+//!   incidents and action requests ([`Output`]).
+//! - [`run_test`] runs a `[[test]]` on virtual time.
+//! - [`default_pack`] is the rule pack that encodes pitcrew's fault
+//!   reference.
+//!
+//! Invariant: nothing here depends on Kafka, reads a clock or does I/O.
+//! Time is the events' time, passed in; files are read by the caller.
+
+mod compile;
+mod diag;
+mod duration;
+mod engine;
+mod field;
+mod inventory;
+mod pack;
+mod plans;
+mod program;
+mod template;
+mod testing;
+
+pub use compile::{compile, RuleSet, SourceFile};
+pub use diag::{Diagnostic, Level};
+pub use duration::Span;
+pub use engine::{Engine, EngineConfig, Output, Stats};
+pub use inventory::{expand, Inventory, NodeInfo};
+pub use pack::{default_pack, DEFAULT_INVENTORY_EXAMPLE};
+pub use plans::BUILTIN_PLANS;
+pub use program::{Program, Rule, SharedProgram};
+pub use template::Template;
+pub use testing::{describe_output, run_test, Expect, TestCase, TestResult, TEST_EPOCH};

@@ -1,0 +1,280 @@
+//! The inventory: every node with its place in the topology (rack, leaf
+//! switch, PDU), its BMC, its Kubernetes and Slurm names, its GPU count
+//! and free labels. Fan-in rules group by it; absence rules expect every
+//! node in it; remediation budgets count by it.
+//!
+//! ```toml
+//! [[node]]
+//! name = "n[1-32]"          # a range: n1 .. n32 (n[01-32] keeps the zeros)
+//! rack = "r1"
+//! leaf_switch = "leaf-1a"
+//! pdu = "pdu-1"
+//! bmc = "10.0.1.{n}:623"   # {n} is the number the range gave the node
+//! k8s_node = "n{n}.example"
+//! slurm_node = "n{n}"
+//! gpus = 8
+//! labels = { pool = "train" }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::diag::{Diagnostic, Level, SourceMap};
+
+/// One node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub rack: Option<String>,
+    pub leaf_switch: Option<String>,
+    pub pdu: Option<String>,
+    pub bmc: Option<String>,
+    pub k8s_node: Option<String>,
+    pub slurm_node: Option<String>,
+    pub gpus: Option<u32>,
+    pub driver_version: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Every node, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    nodes: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
+}
+
+impl Inventory {
+    pub fn new(nodes: Vec<NodeInfo>) -> Inventory {
+        let mut inv = Inventory::default();
+        for n in nodes {
+            inv.insert(n);
+        }
+        inv
+    }
+
+    /// Adds or replaces a node.
+    pub fn insert(&mut self, node: NodeInfo) {
+        match self.index.get(&node.name) {
+            Some(&i) => self.nodes[i] = node,
+            None => {
+                self.index.insert(node.name.clone(), self.nodes.len());
+                self.nodes.push(node);
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&NodeInfo> {
+        self.index.get(name).map(|&i| &self.nodes[i])
+    }
+
+    pub fn nodes(&self) -> &[NodeInfo] {
+        &self.nodes
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Only the nodes `keep` accepts (a partition's share).
+    pub fn filtered(&self, keep: impl Fn(&str) -> bool) -> Inventory {
+        Inventory::new(
+            self.nodes
+                .iter()
+                .filter(|n| keep(&n.name))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Parses an inventory file; every problem is a diagnostic.
+    pub fn parse(file: &str, text: &str) -> Result<Inventory, Vec<Diagnostic>> {
+        let map = SourceMap::new(file, text);
+        let doc = match toml::de::DeTable::parse(text) {
+            Ok(d) => d,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                return Err(vec![map.diag(&span, Level::Error, e.message().to_owned())]);
+            }
+        };
+        let mut diags = Vec::new();
+        let mut nodes = Vec::new();
+        for (k, v) in doc.get_ref().iter() {
+            if k.get_ref() != "node" {
+                diags.push(map.diag(
+                    &k.span(),
+                    Level::Error,
+                    format!("unknown key `{}` in inventory; expected [[node]]", k.get_ref()),
+                ));
+                continue;
+            }
+            let Some(arr) = v.get_ref().as_array() else {
+                diags.push(map.diag(&v.span(), Level::Error, "`node` must be an array of tables ([[node]])".into()));
+                continue;
+            };
+            for item in arr.iter() {
+                let Some(t) = item.get_ref().as_table() else {
+                    diags.push(map.diag(&item.span(), Level::Error, "each [[node]] must be a table".into()));
+                    continue;
+                };
+                parse_node(&map, t, &item.span(), &mut nodes, &mut diags);
+            }
+        }
+        if diags.is_empty() {
+            Ok(Inventory::new(nodes))
+        } else {
+            Err(diags)
+        }
+    }
+}
+
+fn parse_node(
+    map: &SourceMap<'_>,
+    t: &toml::de::DeTable<'_>,
+    span: &std::ops::Range<usize>,
+    out: &mut Vec<NodeInfo>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut proto = NodeInfo::default();
+    let mut name = None;
+    for (k, v) in t.iter() {
+        let key = k.get_ref().as_ref();
+        let val = v.get_ref();
+        let s = || val.as_str().map(str::to_owned);
+        let bad = |what: &str| map.diag(&v.span(), Level::Error, format!("`{key}` must be {what}"));
+        match key {
+            "name" => match s() {
+                Some(x) => name = Some((x, v.span())),
+                None => diags.push(bad("a string")),
+            },
+            "rack" | "leaf_switch" | "pdu" | "bmc" | "k8s_node" | "slurm_node" | "driver_version" => {
+                let Some(x) = s() else {
+                    diags.push(bad("a string"));
+                    continue;
+                };
+                let slot = match key {
+                    "rack" => &mut proto.rack,
+                    "leaf_switch" => &mut proto.leaf_switch,
+                    "pdu" => &mut proto.pdu,
+                    "bmc" => &mut proto.bmc,
+                    "k8s_node" => &mut proto.k8s_node,
+                    "slurm_node" => &mut proto.slurm_node,
+                    _ => &mut proto.driver_version,
+                };
+                *slot = Some(x);
+            }
+            "gpus" => match val.as_integer().and_then(|i| i.as_str().replace('_', "").parse::<u32>().ok()) {
+                Some(n) => proto.gpus = Some(n),
+                None => diags.push(bad("a whole number")),
+            },
+            "labels" => match val.as_table() {
+                Some(lt) => {
+                    for (lk, lv) in lt.iter() {
+                        match lv.get_ref().as_str() {
+                            Some(x) => {
+                                proto.labels.insert(lk.get_ref().to_string(), x.to_owned());
+                            }
+                            None => diags.push(map.diag(&lv.span(), Level::Error, "label values must be strings".into())),
+                        }
+                    }
+                }
+                None => diags.push(bad("a table of strings")),
+            },
+            other => diags.push(map.diag(
+                &k.span(),
+                Level::Error,
+                format!("unknown key `{other}` in [[node]]; expected name, rack, leaf_switch, pdu, bmc, k8s_node, slurm_node, gpus, driver_version, labels"),
+            )),
+        }
+    }
+    let Some((pattern, nspan)) = name else {
+        diags.push(map.diag(span, Level::Error, "[[node]] needs a `name`".into()));
+        return;
+    };
+    match expand(&pattern) {
+        Ok(names) => {
+            for (n, num) in names {
+                let sub = |o: &Option<String>| o.as_ref().map(|s| s.replace("{n}", &num));
+                out.push(NodeInfo {
+                    name: n,
+                    rack: sub(&proto.rack),
+                    leaf_switch: sub(&proto.leaf_switch),
+                    pdu: sub(&proto.pdu),
+                    bmc: sub(&proto.bmc),
+                    k8s_node: sub(&proto.k8s_node),
+                    slurm_node: sub(&proto.slurm_node),
+                    gpus: proto.gpus,
+                    driver_version: sub(&proto.driver_version),
+                    labels: proto.labels.clone(),
+                });
+            }
+        }
+        Err(msg) => diags.push(map.diag(&nspan, Level::Error, msg)),
+    }
+}
+
+/// Expands one `prefix[a-b]suffix` range (`n[1-3]` is n1, n2, n3; `n[01-03]`
+/// keeps the width). Returns each name with the number it got.
+pub fn expand(pattern: &str) -> Result<Vec<(String, String)>, String> {
+    let Some(open) = pattern.find('[') else {
+        return Ok(vec![(pattern.to_owned(), String::new())]);
+    };
+    let close = pattern[open..]
+        .find(']')
+        .map(|i| i + open)
+        .ok_or_else(|| format!("unclosed `[` in `{pattern}`"))?;
+    let (prefix, range, suffix) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
+    let (a, b) = range
+        .split_once('-')
+        .ok_or_else(|| format!("bad range `[{range}]` in `{pattern}`: write [1-32]"))?;
+    let width = if a.starts_with('0') && a.len() > 1 { a.len() } else { 0 };
+    let (lo, hi): (u32, u32) = match (a.parse(), b.parse()) {
+        (Ok(lo), Ok(hi)) if lo <= hi => (lo, hi),
+        _ => return Err(format!("bad range `[{range}]` in `{pattern}`: write [1-32]")),
+    };
+    if hi - lo >= 200_000 {
+        return Err(format!("range `[{range}]` is too large (at most 200000 names)"));
+    }
+    let rest = expand(suffix)?;
+    let mut out = Vec::new();
+    for i in lo..=hi {
+        let num = format!("{i:0width$}");
+        for (r, _) in &rest {
+            out.push((format!("{prefix}{num}{r}"), num.clone()));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_expand_and_substitute() {
+        let inv = Inventory::parse(
+            "inv.toml",
+            "[[node]]\nname = \"n[01-03]\"\nrack = \"r1\"\nbmc = \"10.0.0.{n}:623\"\ngpus = 8\nlabels = { pool = \"a\" }\n",
+        )
+        .unwrap_or_default();
+        assert_eq!(inv.len(), 3);
+        let n2 = inv.get("n02").cloned().unwrap_or_default();
+        assert_eq!(n2.bmc.as_deref(), Some("10.0.0.02:623"));
+        assert_eq!(n2.rack.as_deref(), Some("r1"));
+        assert_eq!(n2.labels.get("pool").map(String::as_str), Some("a"));
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let err = Inventory::parse("inv.toml", "[[node]]\nname = \"n1\"\nrak = \"r1\"\n")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(err.len(), 1);
+        assert_eq!((err[0].line, err[0].column), (3, 1));
+        assert!(err[0].message.contains("unknown key `rak`"));
+        let err = Inventory::parse("inv.toml", "[[node]]\nname = \"n[3-1]\"\n").err().unwrap_or_default();
+        assert!(err[0].message.contains("bad range"));
+    }
+}

@@ -1,0 +1,398 @@
+//! The compiled form of a rule set: what the evaluator runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pitcrew_contract::{EventKind, Severity, TargetKind};
+
+use crate::duration::Span;
+use crate::field::FieldRef;
+use crate::template::Template;
+
+/// A set of event kinds, one bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KindSet(pub(crate) u64);
+
+impl KindSet {
+    pub(crate) fn bit(kind: EventKind) -> u64 {
+        let i = EventKind::ALL.iter().position(|k| *k == kind).unwrap_or(63);
+        1u64 << i
+    }
+    pub(crate) fn insert(&mut self, kind: EventKind) {
+        self.0 |= Self::bit(kind);
+    }
+    pub(crate) fn contains(&self, kind: EventKind) -> bool {
+        self.0 & Self::bit(kind) != 0
+    }
+    pub(crate) fn iter(self) -> impl Iterator<Item = EventKind> {
+        EventKind::ALL
+            .iter()
+            .copied()
+            .filter(move |k| self.contains(*k))
+    }
+}
+
+/// A literal in a `where` clause.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Lit {
+    Num(f64),
+    Str(String),
+    Bool(bool),
+}
+
+/// A comparison in a `where` clause.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    Eq(Lit),
+    Ne(Lit),
+    In(Vec<Lit>),
+    NotIn(Vec<Lit>),
+    Gt(f64),
+    Ge(f64),
+    Lt(f64),
+    Le(f64),
+    Contains(String),
+    Prefix(String),
+    Exists(bool),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Pred {
+    pub(crate) field: FieldRef,
+    pub(crate) op: Op,
+}
+
+/// Which events a clause selects.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Matcher {
+    pub(crate) kinds: KindSet,
+    pub(crate) preds: Vec<Pred>,
+}
+
+/// One dimension of a key, or a topology group.
+#[derive(Clone, Debug)]
+pub(crate) enum Dim {
+    Node,
+    Gpu,
+    Rack,
+    LeafSwitch,
+    Pdu,
+    Bmc,
+    DriverVersion,
+    Job,
+    /// A free label of the event (`labels.X`).
+    Label(u16),
+    /// A `data.*` field.
+    Field(FieldRef),
+}
+
+impl Dim {
+    /// What a target named by this dimension is.
+    pub(crate) fn target_kind(&self) -> Option<TargetKind> {
+        Some(match self {
+            Dim::Node => TargetKind::Node,
+            Dim::Gpu => TargetKind::Gpu,
+            Dim::Rack => TargetKind::Rack,
+            Dim::LeafSwitch => TargetKind::LeafSwitch,
+            Dim::Pdu => TargetKind::Pdu,
+            Dim::DriverVersion => TargetKind::DriverVersion,
+            Dim::Job => TargetKind::Job,
+            Dim::Bmc | Dim::Label(_) | Dim::Field(_) => return None,
+        })
+    }
+}
+
+/// How a window aggregates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Agg {
+    Count,
+    Rate,
+    Sum,
+    Min,
+    Max,
+    Avg,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct WindowSpec {
+    pub(crate) over: Span,
+    pub(crate) agg: Agg,
+    pub(crate) field: Option<FieldRef>,
+    /// Bucket width: the window slides in steps of this.
+    pub(crate) step: Span,
+    pub(crate) buckets: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cmp {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Cmp {
+    pub(crate) fn holds(self, v: f64, t: f64) -> bool {
+        match self {
+            Cmp::Gt => v > t,
+            Cmp::Ge => v >= t,
+            Cmp::Lt => v < t,
+            Cmp::Le => v <= t,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Threshold {
+    pub(crate) cmp: Cmp,
+    pub(crate) fire: f64,
+    /// The value must cross this (the other way) to clear.
+    pub(crate) clear: f64,
+    pub(crate) hold_for: Span,
+    pub(crate) clear_for: Span,
+}
+
+impl Threshold {
+    pub(crate) fn firing_condition(&self, v: f64) -> bool {
+        self.cmp.holds(v, self.fire)
+    }
+    /// Whether `v` is on the clear side of the clear threshold.
+    pub(crate) fn clear_condition(&self, v: f64) -> bool {
+        match self.cmp {
+            Cmp::Gt | Cmp::Ge => v < self.clear || (self.clear == self.fire && !self.firing_condition(v)),
+            Cmp::Lt | Cmp::Le => v > self.clear || (self.clear == self.fire && !self.firing_condition(v)),
+        }
+    }
+}
+
+/// The value a threshold compares when there is no window.
+#[derive(Clone, Debug)]
+pub(crate) enum ValueSrc {
+    /// A number (or boolean) field of the event.
+    Field(FieldRef),
+    /// 1 when the predicates hold for the event, else 0.
+    Pred(Vec<Pred>),
+}
+
+/// What makes a rule fire.
+#[derive(Clone, Debug)]
+pub(crate) enum Logic {
+    /// Every matching event (no window, no threshold).
+    Each,
+    /// A value (the event's field, or a window's aggregate) against a
+    /// threshold with hysteresis.
+    Threshold {
+        window: Option<WindowSpec>,
+        value: Option<ValueSrc>,
+        threshold: Threshold,
+    },
+    /// `first` then `then` on the same key within `within`; with
+    /// `negate`, `first` NOT followed by `then` within `within`.
+    Sequence {
+        first: Matcher,
+        then: Matcher,
+        within: Span,
+        negate: bool,
+    },
+    /// No matching event from a key for `after`; with `inventory`, every
+    /// inventory node is expected from the start.
+    Absence { after: Span, inventory: bool },
+    /// `min` distinct `member`s of a group within `within`.
+    FanIn {
+        member: Dim,
+        min: u32,
+        within: Span,
+    },
+}
+
+/// What an incident asks remediation to do.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PlanSpec {
+    pub(crate) name: String,
+    pub(crate) params: BTreeMap<String, serde_json::Value>,
+}
+
+/// A repeat offender: the Nth incident of the same group on the same
+/// target within `within` asks for another plan.
+#[derive(Clone, Debug)]
+pub(crate) struct Repeat {
+    pub(crate) count: u32,
+    pub(crate) within: Span,
+    pub(crate) plan: Option<PlanSpec>,
+    pub(crate) severity: Option<Severity>,
+    pub(crate) summary: Option<Template>,
+}
+
+/// One compiled rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) file: String,
+    pub(crate) line: usize,
+    pub(crate) severity: Severity,
+    /// The rule's key: one state per distinct value.
+    pub(crate) key: Vec<Dim>,
+    /// What the incident blames: a target kind and the dimension naming it.
+    pub(crate) blame: (TargetKind, Dim),
+    pub(crate) summary: Template,
+    pub(crate) plan: Option<PlanSpec>,
+    pub(crate) labels: BTreeMap<String, String>,
+    /// Selects the events the rule looks at (all but sequences).
+    pub(crate) when: Matcher,
+    pub(crate) logic: Logic,
+    /// Incidents of rules sharing a group and a blamed target are one
+    /// incident.
+    pub(crate) group: String,
+    /// An incident waits this long before it opens, so a parent can claim it.
+    pub(crate) hold: Span,
+    /// Quiet time after which an incident without a clear condition resolves.
+    pub(crate) resolve_after: Span,
+    /// Rules whose incidents this one claims (by group member or by target).
+    pub(crate) suppresses: Vec<usize>,
+    pub(crate) repeat: Option<Repeat>,
+    /// Open as suppressed (no action) while the node is in maintenance.
+    pub(crate) respect_maintenance: bool,
+}
+
+impl Rule {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The kinds of event this rule reads.
+    pub fn kinds(&self) -> Vec<EventKind> {
+        let mut set = self.when.kinds;
+        if let Logic::Sequence { first, then, .. } = &self.logic {
+            set.0 |= first.kinds.0 | then.kinds.0;
+        }
+        set.iter().collect()
+    }
+
+    /// The longest stretch of event time this rule remembers: how far back
+    /// a restarted instance must re-read to rebuild its state.
+    pub fn horizon(&self) -> Span {
+        let logic = match &self.logic {
+            Logic::Each => Span::ZERO,
+            Logic::Threshold {
+                window, threshold, ..
+            } => Span(
+                window.as_ref().map_or(0, |w| w.over.0)
+                    + threshold.hold_for.0.max(threshold.clear_for.0),
+            ),
+            Logic::Sequence { within, .. } => *within,
+            Logic::Absence { after, .. } => *after,
+            Logic::FanIn { within, .. } => *within,
+        };
+        Span(logic.0.max(self.hold.0).max(self.resolve_after.0))
+    }
+
+    /// Whether this rule needs events re-keyed by a topology group (a
+    /// fan-in over something other than the node), or is claimed by one.
+    pub(crate) fn group_dim(&self) -> Option<&Dim> {
+        match (&self.logic, self.key.first()) {
+            (Logic::FanIn { .. }, Some(d)) if !matches!(d, Dim::Node) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// A compiled rule set.
+#[derive(Clone, Debug, Default)]
+pub struct Program {
+    pub(crate) rules: Vec<Rule>,
+    /// Per event kind (index into `EventKind::ALL`), the rules that read it.
+    pub(crate) by_kind: Vec<Vec<usize>>,
+    /// Label names rules read, interned.
+    pub(crate) labels: Vec<String>,
+    /// Plans the set's files declared on top of the built-in catalogue.
+    pub(crate) extra_plans: Vec<String>,
+}
+
+impl Program {
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.name.as_str())
+    }
+
+    /// The longest horizon of any rule.
+    pub fn horizon(&self) -> Span {
+        self.rules
+            .iter()
+            .map(Rule::horizon)
+            .max()
+            .unwrap_or(Span::ZERO)
+    }
+
+    pub(crate) fn index(&mut self) {
+        let mut by_kind = vec![Vec::new(); EventKind::ALL.len()];
+        for (i, r) in self.rules.iter().enumerate() {
+            for k in r.kinds() {
+                if let Some(p) = EventKind::ALL.iter().position(|x| *x == k) {
+                    by_kind[p].push(i);
+                }
+            }
+        }
+        self.by_kind = by_kind;
+    }
+
+    /// The names of the rules that a topology-group stage must run: fan-in
+    /// rules over a group other than the node, and the rules they claim.
+    pub fn group_stage_rules(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in &self.rules {
+            if r.group_dim().is_some() {
+                out.push(r.name.clone());
+                for &s in &r.suppresses {
+                    out.push(self.rules[s].name.clone());
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// A program with only the named rules (or all but them), for splitting
+    /// one set across a node stage and a group stage.
+    pub fn subset(&self, names: &[String], keep_named: bool) -> Program {
+        let keep: Vec<bool> = self
+            .rules
+            .iter()
+            .map(|r| names.contains(&r.name) == keep_named)
+            .collect();
+        let mut remap = vec![usize::MAX; self.rules.len()];
+        let mut rules = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            if keep[i] {
+                remap[i] = rules.len();
+                rules.push(r.clone());
+            }
+        }
+        for r in &mut rules {
+            r.suppresses = r
+                .suppresses
+                .iter()
+                .filter_map(|&s| (remap[s] != usize::MAX).then_some(remap[s]))
+                .collect();
+        }
+        let mut p = Program {
+            rules,
+            by_kind: Vec::new(),
+            labels: self.labels.clone(),
+            extra_plans: self.extra_plans.clone(),
+        };
+        p.index();
+        p
+    }
+}
+
+/// A shareable compiled program.
+pub type SharedProgram = Arc<Program>;
