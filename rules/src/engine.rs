@@ -76,6 +76,9 @@ pub struct EngineConfig {
     pub max_pending_per_sequence: usize,
     /// Ask remediation to only say what it would do.
     pub dry_run: bool,
+    /// Inventory-aware absence rules expect every inventory node from the
+    /// first event on (off in rule tests that do not send heartbeats).
+    pub expect_inventory: bool,
 }
 
 impl Default for EngineConfig {
@@ -87,6 +90,7 @@ impl Default for EngineConfig {
             max_members_per_group: 200_000,
             max_pending_per_sequence: 8,
             dry_run: false,
+            expect_inventory: true,
         }
     }
 }
@@ -260,6 +264,7 @@ struct Open {
     inc: Incident,
     rule: usize,
     node: Option<String>,
+    gpu: Option<u32>,
     job: Option<String>,
     last_at: Timestamp,
     next_update: u64,
@@ -397,20 +402,22 @@ impl Engine {
             self.stats.late += 1;
             return;
         }
-        self.builtin(event);
-        let kind_idx = event.kind() as usize;
-        let program = Arc::clone(&self.program);
-        if let Some(rules) = program.by_kind.get(kind_idx) {
-            for &ri in rules {
-                self.eval(&program, ri, event);
-            }
-        }
+        // What fell due before this event's time (less the lateness)
+        // happens first.
         if t > self.max_seen {
             self.max_seen = t;
             let wm = t.add_nanos(-self.cfg.allowed_lateness.0);
             if wm > self.watermark {
                 self.watermark = wm;
                 self.fire_timers();
+            }
+        }
+        self.builtin(event);
+        let kind_idx = event.kind() as usize;
+        let program = Arc::clone(&self.program);
+        if let Some(rules) = program.by_kind.get(kind_idx) {
+            for &ri in rules {
+                self.eval(&program, ri, event);
             }
         }
     }
@@ -434,6 +441,9 @@ impl Engine {
         self.started = Some(t);
         self.watermark = t.add_nanos(-self.cfg.allowed_lateness.0);
         // Inventory-aware absences expect every node from the start.
+        if !self.cfg.expect_inventory {
+            return;
+        }
         let program = Arc::clone(&self.program);
         let inventory = Arc::clone(&self.inventory);
         for (ri, rule) in program.rules.iter().enumerate() {
@@ -1176,7 +1186,7 @@ impl Engine {
         let program = Arc::clone(&self.program);
         let rule = &program.rules[f.rule];
         let target = self.blame(rule, &f);
-        let slot = format!("{}\u{0}{}", rule.group, target);
+        let slot = format!("{}\u{0}{}\u{0}{}", rule.group, target, f.key);
         if let Some(open) = self.open.get_mut(&slot) {
             add_evidence(open, &f.events, f.at, self.cfg.max_events_per_incident);
             self.maybe_update(&slot);
@@ -1242,6 +1252,7 @@ impl Engine {
             inc,
             rule: f.rule,
             node: Some(f.node.to_owned()),
+            gpu: f.gpu,
             job: f.job.map(str::to_owned),
             last_at: f.at,
             next_update: 2,
@@ -1285,75 +1296,84 @@ impl Engine {
                     dry_run: self.cfg.dry_run,
                 }));
             }
-            self.claim_children(&inc, open.rule);
         }
         if let Some(q) = open.quiet {
             self.push_timer(open.last_at.add_nanos(q.0), TimerKind::Quiet { slot: slot.as_str().into() });
         }
-        self.open.insert(slot, open);
+        let (rule, is_open) = (open.rule, inc.status == IncidentStatus::Open);
+        self.open.insert(slot.clone(), open);
+        if is_open {
+            self.claim_children(&slot, rule);
+        }
     }
 
     /// The id of an open parent incident that claims `child` (of rule `ri`).
     fn parent_for(&self, ri: usize, child: &Open) -> Option<String> {
-        for (pi, p) in self.program.rules.iter().enumerate() {
-            if pi == ri || !p.suppresses.contains(&ri) {
+        let mut best: Option<&Open> = None;
+        for o in self.open.values() {
+            if o.inc.status != IncidentStatus::Open || o.held_until.is_some() {
                 continue;
             }
-            let target = self.parent_target(p, child)?;
-            let slot = format!("{}\u{0}{}", p.group, target);
-            if let Some(o) = self.open.get(&slot) {
-                if o.inc.status == IncidentStatus::Open && o.held_until.is_none() {
-                    return Some(o.inc.id.clone());
+            let p = &self.program.rules[o.rule];
+            if o.rule != ri && p.suppresses.contains(&ri) && self.claims(p, o, child) {
+                if best.is_none_or(|b| o.inc.id < b.inc.id) {
+                    best = Some(o);
                 }
             }
         }
-        None
+        best.map(|o| o.inc.id.clone())
     }
 
-    /// The target a parent rule would blame for a child's member.
-    fn parent_target(&self, parent: &Rule, child: &Open) -> Option<Target> {
-        let node = child.node.as_deref()?;
-        if let Logic::FanIn { .. } = parent.logic {
-            let dim = parent.key.first()?;
+    /// Whether a parent incident covers a child's member: the child's node
+    /// is in the fan-in's group, or (a more specific rule superseding a
+    /// general one) the child is on the same node and GPU.
+    fn claims(&self, parent_rule: &Rule, parent: &Open, child: &Open) -> bool {
+        let Some(node) = child.node.as_deref() else { return false };
+        if let Logic::FanIn { .. } = parent_rule.logic {
+            let Some(dim) = parent_rule.key.first() else { return false };
             let name = match dim {
-                Dim::Node => node.to_owned(),
-                Dim::Job => child.job.clone()?,
-                d => self.topology(d, node)?.to_owned(),
+                Dim::Node => Some(node),
+                Dim::Job => child.job.as_deref(),
+                d => self.topology(d, node),
             };
-            Some(Target::new(parent.blame.0, name))
+            name.is_some_and(|n| n == parent.inc.blame.name)
         } else {
-            // Same target: a more specific rule supersedes a general one.
-            Some(child.inc.blame.clone())
+            parent.node.as_deref() == Some(node)
+                && match (parent.gpu, child.gpu) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
         }
     }
 
     /// A parent opened: claim the held and open incidents of the rules it
     /// suppresses whose member falls in its group.
-    fn claim_children(&mut self, parent: &Incident, pi: usize) {
+    fn claim_children(&mut self, slot_of_parent: &str, pi: usize) {
         let program = Arc::clone(&self.program);
         let prule = &program.rules[pi];
         if prule.suppresses.is_empty() {
             return;
         }
+        let Some(parent) = self.open.get(slot_of_parent).cloned() else { return };
         let mut claimed = Vec::new();
         for (slot, o) in &self.open {
             if !prule.suppresses.contains(&o.rule) || o.inc.status != IncidentStatus::Open {
                 continue;
             }
-            if self.parent_target(prule, o).as_ref() == Some(&parent.blame) {
+            if self.claims(prule, &parent, o) {
                 claimed.push(slot.clone());
             }
         }
         for slot in claimed {
             let Some(mut o) = self.open.remove(&slot) else { continue };
             o.inc.status = IncidentStatus::Suppressed;
-            o.inc.parent = Some(parent.id.clone());
-            o.inc.at = parent.at;
+            o.inc.parent = Some(parent.inc.id.clone());
             let was_held = o.held_until.take().is_some();
             if was_held {
                 // Never published: it appears once, as suppressed.
                 self.publish_open(slot, o);
             } else {
+                o.inc.at = parent.inc.at;
                 self.out.push(Output::Incident(o.inc.clone()));
                 self.open.insert(slot, o);
             }
@@ -1414,7 +1434,7 @@ impl Engine {
             value: None,
             members: None,
         };
-        let slot = format!("{}\u{0}{}", rule.group, self.blame(rule, &f));
+        let slot = format!("{}\u{0}{}\u{0}{}", rule.group, self.blame(rule, &f), key);
         if self.open.get(&slot).is_some_and(|o| o.rule == ri) {
             self.close(&slot, at);
         }
@@ -1435,7 +1455,7 @@ impl Engine {
             value: None,
             members: None,
         };
-        let slot = format!("{}\u{0}{}", rule.group, self.blame(rule, &f));
+        let slot = format!("{}\u{0}{}\u{0}{}", rule.group, self.blame(rule, &f), key);
         if let Some(o) = self.open.get_mut(&slot) {
             add_evidence(o, &f.events, e.time, self.cfg.max_events_per_incident);
             self.maybe_update(&slot);

@@ -32,7 +32,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use pitcrew_contract::{examples, Event, EventKind, IncidentStatus, Timestamp};
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
 use crate::compile::{to_json, Cx};
 use crate::duration::Span;
@@ -55,6 +55,8 @@ pub struct TestCase {
     pub expects: Vec<Expect>,
     pub strict: bool,
     pub until: Span,
+    /// Whether inventory-aware absence rules expect the topology's nodes.
+    pub inventory_absence: bool,
 }
 
 /// What a test expects to see.
@@ -131,7 +133,7 @@ impl TestResult {
 }
 
 pub(crate) fn parse_test(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), at: &Range<usize>) -> Option<TestCase> {
-    cx.keys(t.clone(), &["name", "rules", "topology", "event", "expect", "strict", "until"], "[[test]]");
+    cx.keys(t.clone(), &["name", "rules", "topology", "event", "expect", "strict", "until", "inventory_absence"], "[[test]]");
     let (name, nspan) = cx.req_str(t.clone(), "name", at, "[[test]]")?;
     let line = cx.map.position(nspan.start).0;
     let file = cx.map.diag(&nspan, crate::diag::Level::Error, String::new()).file;
@@ -152,6 +154,7 @@ pub(crate) fn parse_test(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), a
         }
     }
     let strict = cx.opt_bool(t.clone(), "strict").unwrap_or(true);
+    let inventory_absence = cx.opt_bool(t.clone(), "inventory_absence").unwrap_or(false);
     let until_given = cx.opt_span(t.clone(), "until").map(|u| u.0);
     let mut events = Vec::new();
     let mut ok = true;
@@ -191,6 +194,7 @@ pub(crate) fn parse_test(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), a
         expects,
         strict,
         until,
+        inventory_absence,
     })
 }
 
@@ -249,7 +253,7 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
 fn event(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), test: &str, idx: usize, out: &mut Vec<Event>) -> Option<()> {
     cx.keys(
         t.clone(),
-        &["at", "node", "kind", "gpu", "data", "labels", "source", "count", "every", "id"],
+        &["at", "node", "kind", "gpu", "data", "labels", "source", "count", "every", "repeat", "id"],
         "[[test.event]]",
     );
     let at = match cx.opt_span(t.clone(), "at") {
@@ -265,6 +269,11 @@ fn event(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), test: &str, idx: 
         return None;
     };
     let every = cx.opt_span(t.clone(), "every").map_or(Span::ZERO, |x| x.0);
+    let repeat = cx.opt_num(t.clone(), "repeat").map_or(1, |r| r.0.max(1.0) as usize);
+    if repeat > 100_000 {
+        cx.err(&t.1, "`repeat` is at most 100000".into());
+        return None;
+    }
     let mut base = serde_json::to_value(examples::event(kind)).unwrap_or_default();
     if let Some(obj) = base.as_object_mut() {
         obj.remove("labels");
@@ -306,16 +315,20 @@ fn event(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), test: &str, idx: 
             return None;
         }
     };
-    for (i, (n, _)) in names.iter().enumerate() {
+    let series: Vec<(usize, &String)> = (0..repeat)
+        .flat_map(|r| names.iter().map(move |(n, _)| (r, n)))
+        .collect();
+    let total = series.len();
+    for (i, (r, n)) in series.into_iter().enumerate() {
         let mut doc = base.clone();
         let time = TEST_EPOCH.add_nanos(at.0 + every.0 * i as i64);
         if let Some(obj) = doc.as_object_mut() {
             obj.insert("node".into(), n.as_str().into());
             obj.insert("time".into(), time.to_string().into());
             let id = match &id_given {
-                Some(id) if names.len() == 1 => id.clone(),
-                Some(id) => format!("{id}-{n}"),
-                None => format!("{}-{idx}-{n}", slug(test)),
+                Some(id) if total == 1 => id.clone(),
+                Some(id) => format!("{id}-{n}-{r}"),
+                None => format!("{}-{idx}-{n}-{r}", slug(test)),
             };
             obj.insert("id".into(), id.into());
         }
@@ -447,7 +460,10 @@ pub fn run_test(program: &Program, test: &TestCase) -> TestResult {
     let mut engine = Engine::new(
         Arc::new(prog),
         Arc::new(Inventory::new(test.topology.clone())),
-        EngineConfig::default(),
+        EngineConfig {
+            expect_inventory: test.inventory_absence,
+            ..EngineConfig::default()
+        },
     );
     let mut events = test.events.clone();
     events.sort_by_key(|e| e.time);
