@@ -196,7 +196,12 @@ struct RawRule {
 
 fn check_cycles(rules: &[RawRule], diags: &mut Diags) {
     // Three-colour DFS over "suppresses" edges.
-    fn visit(i: usize, rules: &[RawRule], colour: &mut [u8], stack: &mut Vec<usize>) -> Option<Vec<usize>> {
+    fn visit(
+        i: usize,
+        rules: &[RawRule],
+        colour: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
         colour[i] = 1;
         stack.push(i);
         for &j in &rules[i].rule.suppresses {
@@ -244,7 +249,9 @@ fn check_cycles(rules: &[RawRule], diags: &mut Diags) {
 fn check_group_placement(rules: &[RawRule], diags: &mut Diags) {
     let mut claimed: HashMap<usize, (String, String)> = HashMap::new();
     for r in rules {
-        let Some(dim) = r.rule.group_dim() else { continue };
+        let Some(dim) = r.rule.group_dim() else {
+            continue;
+        };
         let gname = dim_name(dim);
         for &s in &r.rule.suppresses {
             if let Some((other_rule, other_dim)) = claimed.get(&s) {
@@ -349,7 +356,11 @@ impl<'a, 'm> Cx<'a, 'm> {
     }
 
     /// The tables of an array of tables (`[[rule]]`).
-    pub(crate) fn tables<'v, 'i>(&mut self, v: &'v Val<'i>, what: &str) -> Vec<(&'v Table<'i>, Range<usize>)> {
+    pub(crate) fn tables<'v, 'i>(
+        &mut self,
+        v: &'v Val<'i>,
+        what: &str,
+    ) -> Vec<(&'v Table<'i>, Range<usize>)> {
         match v.get_ref() {
             DeValue::Array(items) => items
                 .iter()
@@ -362,7 +373,10 @@ impl<'a, 'm> Cx<'a, 'm> {
                 })
                 .collect(),
             _ => {
-                self.err(&v.span(), format!("`{what}` must be an array of tables: write [[{what}]]"));
+                self.err(
+                    &v.span(),
+                    format!("`{what}` must be an array of tables: write [[{what}]]"),
+                );
                 Vec::new()
             }
         }
@@ -376,22 +390,36 @@ impl<'a, 'm> Cx<'a, 'm> {
                 let hint = suggest(name, allowed.iter().copied());
                 self.err(
                     &k.span(),
-                    format!("unknown key `{name}` in {what}{hint}; expected one of: {}", allowed.join(", ")),
+                    format!(
+                        "unknown key `{name}` in {what}{hint}; expected one of: {}",
+                        allowed.join(", ")
+                    ),
                 );
             }
         }
     }
 
-    pub(crate) fn get<'v, 'i>(&self, t: (&'v Table<'i>, Range<usize>), key: &str) -> Option<&'v Val<'i>> {
+    pub(crate) fn get<'v, 'i>(
+        &self,
+        t: (&'v Table<'i>, Range<usize>),
+        key: &str,
+    ) -> Option<&'v Val<'i>> {
         t.0.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v)
     }
 
-    pub(crate) fn opt_str(&mut self, t: (&Table<'_>, Range<usize>), key: &str) -> Option<(String, Range<usize>)> {
+    pub(crate) fn opt_str(
+        &mut self,
+        t: (&Table<'_>, Range<usize>),
+        key: &str,
+    ) -> Option<(String, Range<usize>)> {
         let v = self.get(t, key)?;
         match v.get_ref().as_str() {
             Some(s) => Some((s.to_owned(), v.span())),
             None => {
-                self.err(&v.span(), format!("`{key}` must be a string, not {}", v.get_ref().type_str()));
+                self.err(
+                    &v.span(),
+                    format!("`{key}` must be a string, not {}", v.get_ref().type_str()),
+                );
                 None
             }
         }
@@ -411,10 +439,17 @@ impl<'a, 'm> Cx<'a, 'm> {
         self.opt_str(t, key)
     }
 
-    pub(crate) fn opt_span(&mut self, t: (&Table<'_>, Range<usize>), key: &str) -> Option<(Span, Range<usize>)> {
+    pub(crate) fn opt_span(
+        &mut self,
+        t: (&Table<'_>, Range<usize>),
+        key: &str,
+    ) -> Option<(Span, Range<usize>)> {
         let v = self.get(t, key)?;
         let Some(s) = v.get_ref().as_str() else {
-            self.err(&v.span(), format!("`{key}` must be a duration string like \"30s\", \"5m\" or \"7d\""));
+            self.err(
+                &v.span(),
+                format!("`{key}` must be a duration string like \"30s\", \"5m\" or \"7d\""),
+            );
             return None;
         };
         match Span::parse(s) {
@@ -426,7 +461,11 @@ impl<'a, 'm> Cx<'a, 'm> {
         }
     }
 
-    pub(crate) fn opt_num(&mut self, t: (&Table<'_>, Range<usize>), key: &str) -> Option<(f64, Range<usize>)> {
+    pub(crate) fn opt_num(
+        &mut self,
+        t: (&Table<'_>, Range<usize>),
+        key: &str,
+    ) -> Option<(f64, Range<usize>)> {
         let v = self.get(t, key)?;
         match num_of(v.get_ref()) {
             Some(n) => Some((n, v.span())),
@@ -474,7 +513,12 @@ impl<'a, 'm> Cx<'a, 'm> {
     }
 
     /// Resolves a field path for events of `kinds`.
-    pub(crate) fn field(&mut self, path: &str, kinds: KindSet, span: &Range<usize>) -> Option<(FieldRef, Ty)> {
+    pub(crate) fn field(
+        &mut self,
+        path: &str,
+        kinds: KindSet,
+        span: &Range<usize>,
+    ) -> Option<(FieldRef, Ty)> {
         if let Some(label) = path.strip_prefix("labels.") {
             if label.is_empty() {
                 self.err(span, "`labels.` needs a label name".into());
@@ -511,7 +555,10 @@ impl<'a, 'm> Cx<'a, 'm> {
             return None;
         }
         if kinds.0 == 0 {
-            self.err(span, format!("`{path}` needs the rule to name its event `kind`"));
+            self.err(
+                span,
+                format!("`{path}` needs the rule to name its event `kind`"),
+            );
             return None;
         }
         let mut found: Vec<&'static DataField> = Vec::new();
@@ -520,7 +567,10 @@ impl<'a, 'm> Cx<'a, 'm> {
             match data_fields(k).find(|f| f.path == path) {
                 Some(f) => {
                     if ty.is_some_and(|t| t != f.ty) {
-                        self.err(span, format!("`{path}` has different types in the rule's kinds"));
+                        self.err(
+                            span,
+                            format!("`{path}` has different types in the rule's kinds"),
+                        );
                         return None;
                     }
                     ty = Some(f.ty);
@@ -566,7 +616,16 @@ impl<'a, 'm> Cx<'a, 'm> {
                 }
             }
             other => {
-                const DIMS: [&str; 8] = ["node", "gpu", "rack", "leaf_switch", "pdu", "bmc", "driver_version", "job"];
+                const DIMS: [&str; 8] = [
+                    "node",
+                    "gpu",
+                    "rack",
+                    "leaf_switch",
+                    "pdu",
+                    "bmc",
+                    "driver_version",
+                    "job",
+                ];
                 self.err(
                     span,
                     format!(
@@ -588,7 +647,10 @@ impl<'a, 'm> Cx<'a, 'm> {
         if let Some(v) = self.get(t.clone(), "kind") {
             match v.get_ref().as_str() {
                 Some(s) => kind_values.push((s.to_owned(), v.span())),
-                None => self.err(&v.span(), "`kind` must be a string such as \"gpu.xid\"".into()),
+                None => self.err(
+                    &v.span(),
+                    "`kind` must be a string such as \"gpu.xid\"".into(),
+                ),
             }
         }
         if let Some(v) = self.get(t.clone(), "kinds") {
@@ -625,7 +687,10 @@ impl<'a, 'm> Cx<'a, 'm> {
         if let Some(v) = self.get(t, "where") {
             match v.get_ref().as_table() {
                 Some(w) => self.preds(w, "", m.kinds, &mut m.preds),
-                None => self.err(&v.span(), "`where` must be a table: where = { \"data.code\" = 79 }".into()),
+                None => self.err(
+                    &v.span(),
+                    "`where` must be a table: where = { \"data.code\" = 79 }".into(),
+                ),
             }
         }
         Some(m)
@@ -643,31 +708,54 @@ impl<'a, 'm> Cx<'a, 'm> {
             };
             let span = k.span();
             match v.get_ref() {
-                DeValue::Table(inner) if inner.iter().all(|(ik, _)| OPS.contains(&ik.get_ref().as_ref())) && !inner.is_empty() => {
-                    let Some((field, ty)) = self.field(&path, kinds, &span) else { continue };
+                DeValue::Table(inner)
+                    if inner
+                        .iter()
+                        .all(|(ik, _)| OPS.contains(&ik.get_ref().as_ref()))
+                        && !inner.is_empty() =>
+                {
+                    let Some((field, ty)) = self.field(&path, kinds, &span) else {
+                        continue;
+                    };
                     for (ok, ov) in inner.iter() {
                         if let Some(op) = self.op(ok.get_ref(), ov, ty, &path) {
-                            out.push(Pred { field: field.clone(), op });
+                            out.push(Pred {
+                                field: field.clone(),
+                                op,
+                            });
                         }
                     }
                 }
                 DeValue::Table(inner) => {
                     // A dotted key (`data.code = 79`) nests; so may a
                     // mistyped operator: say which.
-                    if inner.iter().any(|(ik, _)| OPS.contains(&ik.get_ref().as_ref())) {
-                        self.err(&v.span(), format!("`{path}` mixes operators ({}) with field names", OPS.join(", ")));
+                    if inner
+                        .iter()
+                        .any(|(ik, _)| OPS.contains(&ik.get_ref().as_ref()))
+                    {
+                        self.err(
+                            &v.span(),
+                            format!(
+                                "`{path}` mixes operators ({}) with field names",
+                                OPS.join(", ")
+                            ),
+                        );
                         continue;
                     }
                     self.preds(inner, &path, kinds, out);
                 }
                 DeValue::Array(_) => {
-                    let Some((field, ty)) = self.field(&path, kinds, &span) else { continue };
+                    let Some((field, ty)) = self.field(&path, kinds, &span) else {
+                        continue;
+                    };
                     if let Some(op) = self.op("in", v, ty, &path) {
                         out.push(Pred { field, op });
                     }
                 }
                 _ => {
-                    let Some((field, ty)) = self.field(&path, kinds, &span) else { continue };
+                    let Some((field, ty)) = self.field(&path, kinds, &span) else {
+                        continue;
+                    };
                     if let Some(op) = self.op("eq", v, ty, &path) {
                         out.push(Pred { field, op });
                     }
@@ -683,17 +771,26 @@ impl<'a, 'm> Cx<'a, 'm> {
             other => match num_of(other) {
                 Some(n) => Lit::Num(n),
                 None => {
-                    self.err(&v.span(), format!("`{path}`: expected a string, number or boolean"));
+                    self.err(
+                        &v.span(),
+                        format!("`{path}`: expected a string, number or boolean"),
+                    );
                     return None;
                 }
             },
         };
         let fits = matches!(
             (&lit, ty),
-            (Lit::Num(_), Ty::Num) | (Lit::Str(_), Ty::Str | Ty::List) | (Lit::Bool(_), Ty::Bool) | (Lit::Bool(_), Ty::Num)
+            (Lit::Num(_), Ty::Num)
+                | (Lit::Str(_), Ty::Str | Ty::List)
+                | (Lit::Bool(_), Ty::Bool)
+                | (Lit::Bool(_), Ty::Num)
         );
         if !fits {
-            self.err(&v.span(), format!("`{path}` is a {}; this value is not", ty.name()));
+            self.err(
+                &v.span(),
+                format!("`{path}` is a {}; this value is not", ty.name()),
+            );
             return None;
         }
         Some(lit)
@@ -702,7 +799,10 @@ impl<'a, 'm> Cx<'a, 'm> {
     fn op(&mut self, name: &str, v: &Val<'_>, ty: Ty, path: &str) -> Option<Op> {
         let numeric = |cx: &mut Self| -> Option<f64> {
             if ty != Ty::Num {
-                cx.err(&v.span(), format!("`{name}` compares numbers; `{path}` is a {}", ty.name()));
+                cx.err(
+                    &v.span(),
+                    format!("`{name}` compares numbers; `{path}` is a {}", ty.name()),
+                );
                 return None;
             }
             let n = num_of(v.get_ref());
@@ -719,7 +819,10 @@ impl<'a, 'm> Cx<'a, 'm> {
                     self.err(&v.span(), format!("`{name}` needs an array"));
                     return None;
                 };
-                let lits: Vec<Lit> = items.iter().filter_map(|it| self.lit(it, ty, path)).collect();
+                let lits: Vec<Lit> = items
+                    .iter()
+                    .filter_map(|it| self.lit(it, ty, path))
+                    .collect();
                 if lits.len() != items.len() {
                     return None;
                 }
@@ -771,17 +874,26 @@ impl<'a, 'm> Cx<'a, 'm> {
                 (name, span, params)
             }
             _ => {
-                self.err(&v.span(), "`plan` must be a plan name or { name = \"...\", params = {...} }".into());
+                self.err(
+                    &v.span(),
+                    "`plan` must be a plan name or { name = \"...\", params = {...} }".into(),
+                );
                 return None;
             }
         };
         if !plans::is_builtin(&name) && !extra.contains(&name) {
-            let all = plans::BUILTIN_PLANS.iter().map(|(n, _)| *n).chain(extra.iter().map(String::as_str));
+            let all = plans::BUILTIN_PLANS
+                .iter()
+                .map(|(n, _)| *n)
+                .chain(extra.iter().map(String::as_str));
             let hint = suggest(&name, all);
             let known: Vec<&str> = plans::BUILTIN_PLANS.iter().map(|(n, _)| *n).collect();
             self.err(
                 &span,
-                format!("unknown plan `{name}`{hint}; known plans: {} (declare others with [[plan]])", known.join(", ")),
+                format!(
+                    "unknown plan `{name}`{hint}; known plans: {} (declare others with [[plan]])",
+                    known.join(", ")
+                ),
             );
             return None;
         }
@@ -830,7 +942,13 @@ impl<'a, 'm> Cx<'a, 'm> {
                                     .iter()
                                     .filter(|f| kinds.contains(f.kind))
                                     .map(|f| f.path);
-                                self.err(&at, format!("template names unknown field `{other}`{}", suggest(other, names)));
+                                self.err(
+                                    &at,
+                                    format!(
+                                        "template names unknown field `{other}`{}",
+                                        suggest(other, names)
+                                    ),
+                                );
                                 ok = false;
                                 continue;
                             }
@@ -867,13 +985,23 @@ impl<'a, 'm> Cx<'a, 'm> {
             Some("warning") => Some(Severity::Warning),
             Some("critical") => Some(Severity::Critical),
             _ => {
-                self.err(&v.span(), "`severity` must be \"info\", \"warning\" or \"critical\"".into());
+                self.err(
+                    &v.span(),
+                    "`severity` must be \"info\", \"warning\" or \"critical\"".into(),
+                );
                 None
             }
         }
     }
 
-    fn window_check(&mut self, over: Span, kinds: KindSet, span: &Range<usize>, what: &str, factor: i64) {
+    fn window_check(
+        &mut self,
+        over: Span,
+        kinds: KindSet,
+        span: &Range<usize>,
+        what: &str,
+        factor: i64,
+    ) {
         for k in kinds.iter() {
             if let Some(c) = cadence(k) {
                 if over.0 < c.0 * factor {
@@ -888,29 +1016,71 @@ impl<'a, 'm> Cx<'a, 'm> {
         }
     }
 
-    fn rule(&mut self, t: (&Table<'_>, Range<usize>), at: &Range<usize>, extra_plans: &[String]) -> Option<RawRule> {
+    fn rule(
+        &mut self,
+        t: (&Table<'_>, Range<usize>),
+        at: &Range<usize>,
+        extra_plans: &[String],
+    ) -> Option<RawRule> {
         const KEYS: [&str; 22] = [
-            "name", "description", "severity", "key", "blame", "summary", "plan", "labels", "group", "hold",
-            "resolve_after", "suppress", "maintenance", "when", "window", "threshold", "value", "sequence",
-            "absence", "fan_in", "repeat", "enabled",
+            "name",
+            "description",
+            "severity",
+            "key",
+            "blame",
+            "summary",
+            "plan",
+            "labels",
+            "group",
+            "hold",
+            "resolve_after",
+            "suppress",
+            "maintenance",
+            "when",
+            "window",
+            "threshold",
+            "value",
+            "sequence",
+            "absence",
+            "fan_in",
+            "repeat",
+            "enabled",
         ];
         self.keys(t.clone(), &KEYS, "[[rule]]");
         let (name, name_span) = self.req_str(t.clone(), "name", at, "[[rule]]")?;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            self.err(&name_span, format!("rule name `{name}` may use letters, digits, `-`, `_` and `.` only"));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            self.err(
+                &name_span,
+                format!("rule name `{name}` may use letters, digits, `-`, `_` and `.` only"),
+            );
         }
         let (line, name_col) = {
             let d = self.map.diag(&name_span, Level::Error, String::new());
             (d.line, d.column)
         };
-        let errors_before = self.diags.list.iter().filter(|d| d.level == Level::Error).count();
+        let errors_before = self
+            .diags
+            .list
+            .iter()
+            .filter(|d| d.level == Level::Error)
+            .count();
 
         let logic_keys: Vec<&str> = ["sequence", "absence", "fan_in"]
             .into_iter()
             .filter(|k| self.get(t.clone(), k).is_some())
             .collect();
         if logic_keys.len() > 1 {
-            self.err(&t.1.clone().min_start(at), format!("rule `{name}` has both {} and {}: pick one", logic_keys[0], logic_keys[1]));
+            self.err(
+                &t.1.clone().min_start(at),
+                format!(
+                    "rule `{name}` has both {} and {}: pick one",
+                    logic_keys[0], logic_keys[1]
+                ),
+            );
         }
 
         // The event filter: `when` for all but sequences.
@@ -918,7 +1088,10 @@ impl<'a, 'm> Cx<'a, 'm> {
             Some(w) => self.matcher(w, "`when`"),
             None if logic_keys.first() == Some(&"sequence") => Some(Matcher::default()),
             None => {
-                self.err(&name_span, format!("rule `{name}` needs `when` (which events it reads)"));
+                self.err(
+                    &name_span,
+                    format!("rule `{name}` needs `when` (which events it reads)"),
+                );
                 None
             }
         };
@@ -937,7 +1110,10 @@ impl<'a, 'm> Cx<'a, 'm> {
                         }
                     }
                 }
-                None => self.err(&v.span(), "`suppress` must be an array of rule names".into()),
+                None => self.err(
+                    &v.span(),
+                    "`suppress` must be an array of rule names".into(),
+                ),
             }
         }
 
@@ -946,19 +1122,31 @@ impl<'a, 'm> Cx<'a, 'm> {
         let logic = match logic_keys.first().copied() {
             Some("sequence") => {
                 let st = self.opt_table(t.clone(), "sequence")?;
-                self.keys(st.clone(), &["first", "followed_by", "not_followed_by", "within"], "[rule.sequence]");
-                let first = self.opt_table(st.clone(), "first").and_then(|f| self.matcher(f, "`sequence.first`"));
+                self.keys(
+                    st.clone(),
+                    &["first", "followed_by", "not_followed_by", "within"],
+                    "[rule.sequence]",
+                );
+                let first = self
+                    .opt_table(st.clone(), "first")
+                    .and_then(|f| self.matcher(f, "`sequence.first`"));
                 let fb = self.opt_table(st.clone(), "followed_by");
                 let nfb = self.opt_table(st.clone(), "not_followed_by");
                 let (then_t, negate) = match (fb, nfb) {
                     (Some(f), None) => (Some(f), false),
                     (None, Some(f)) => (Some(f), true),
                     (Some(_), Some(_)) => {
-                        self.err(&st.1, "a sequence has `followed_by` or `not_followed_by`, not both".into());
+                        self.err(
+                            &st.1,
+                            "a sequence has `followed_by` or `not_followed_by`, not both".into(),
+                        );
                         (None, false)
                     }
                     (None, None) => {
-                        self.err(&st.1, "a sequence needs `followed_by` or `not_followed_by`".into());
+                        self.err(
+                            &st.1,
+                            "a sequence needs `followed_by` or `not_followed_by`".into(),
+                        );
                         (None, false)
                     }
                 };
@@ -981,7 +1169,12 @@ impl<'a, 'm> Cx<'a, 'm> {
                 }
                 let (first, then, within) = (first?, then?, within?);
                 kinds_all.0 |= first.kinds.0 | then.kinds.0;
-                Logic::Sequence { first, then, within, negate }
+                Logic::Sequence {
+                    first,
+                    then,
+                    within,
+                    negate,
+                }
             }
             Some("absence") => {
                 let at_ = self.opt_table(t.clone(), "absence")?;
@@ -990,7 +1183,10 @@ impl<'a, 'm> Cx<'a, 'm> {
                     Some(x) => x,
                     None => {
                         if self.get(at_.clone(), "after").is_none() {
-                            self.err(&at_.1, "an absence needs `after` (how long without the event)".into());
+                            self.err(
+                                &at_.1,
+                                "an absence needs `after` (how long without the event)".into(),
+                            );
                         }
                         return None;
                     }
@@ -1001,9 +1197,16 @@ impl<'a, 'm> Cx<'a, 'm> {
             }
             Some("fan_in") => {
                 let ft = self.opt_table(t.clone(), "fan_in")?;
-                self.keys(ft.clone(), &["group", "member", "min", "within"], "[rule.fan_in]");
+                self.keys(
+                    ft.clone(),
+                    &["group", "member", "min", "within"],
+                    "[rule.fan_in]",
+                );
                 if let Some(v) = self.get(t.clone(), "key") {
-                    self.err(&v.span(), "a fan-in rule is keyed by its `group`; remove `key`".into());
+                    self.err(
+                        &v.span(),
+                        "a fan-in rule is keyed by its `group`; remove `key`".into(),
+                    );
                 }
                 let (gname, gspan) = self.req_str(ft.clone(), "group", &ft.1, "[rule.fan_in]")?;
                 let group = self.dim(&gname, when.kinds, &gspan)?;
@@ -1014,7 +1217,10 @@ impl<'a, 'm> Cx<'a, 'm> {
                 let min = match self.opt_num(ft.clone(), "min") {
                     Some((n, _)) if n >= 2.0 && n.fract() == 0.0 && n <= 100_000.0 => n as u32,
                     Some((_, span)) => {
-                        self.err(&span, "fan-in `min` must be a whole number from 2 to 100000".into());
+                        self.err(
+                            &span,
+                            "fan-in `min` must be a whole number from 2 to 100000".into(),
+                        );
                         return None;
                     }
                     None => {
@@ -1034,12 +1240,20 @@ impl<'a, 'm> Cx<'a, 'm> {
                     }
                 };
                 key_dims = Some(vec![group]);
-                Logic::FanIn { member, min, within }
+                Logic::FanIn {
+                    member,
+                    min,
+                    within,
+                }
             }
             _ => {
                 let window = match self.opt_table(t.clone(), "window") {
                     Some(wt) => {
-                        self.keys(wt.clone(), &["over", "agg", "field", "step"], "[rule.window]");
+                        self.keys(
+                            wt.clone(),
+                            &["over", "agg", "field", "step"],
+                            "[rule.window]",
+                        );
                         let over = self.opt_span(wt.clone(), "over");
                         if over.is_none() && self.get(wt.clone(), "over").is_none() {
                             self.err(&wt.1, "a window needs `over` (its length)".into());
@@ -1063,7 +1277,13 @@ impl<'a, 'm> Cx<'a, 'm> {
                             Some((f, span)) => match self.field(&f, when.kinds, &span) {
                                 Some((fr, Ty::Num | Ty::Bool)) => Some(Some(fr)),
                                 Some((_, ty)) => {
-                                    self.err(&span, format!("a window aggregates numbers; `{f}` is a {}", ty.name()));
+                                    self.err(
+                                        &span,
+                                        format!(
+                                            "a window aggregates numbers; `{f}` is a {}",
+                                            ty.name()
+                                        ),
+                                    );
                                     None
                                 }
                                 None => None,
@@ -1072,7 +1292,10 @@ impl<'a, 'm> Cx<'a, 'm> {
                         };
                         if let (Some(agg), Some(None)) = (agg, &field) {
                             if !matches!(agg, Agg::Count | Agg::Rate) {
-                                self.err(&wt.1, "this aggregate needs `field` (the number to aggregate)".into());
+                                self.err(
+                                    &wt.1,
+                                    "this aggregate needs `field` (the number to aggregate)".into(),
+                                );
                             }
                         }
                         let step = self.opt_span(wt.clone(), "step");
@@ -1084,15 +1307,28 @@ impl<'a, 'm> Cx<'a, 'm> {
                                 } else {
                                     self.window_check(over, when.kinds, &ospan, "window", 1);
                                     let step = match step {
-                                        Some((s, sspan)) if s.0 <= 0 || s.0 > over.0 || over.0 / s.0 > 1024 => {
-                                            self.err(&sspan, "window `step` must be between over/1024 and over".into());
+                                        Some((s, sspan))
+                                            if s.0 <= 0 || s.0 > over.0 || over.0 / s.0 > 1024 =>
+                                        {
+                                            self.err(
+                                                &sspan,
+                                                "window `step` must be between over/1024 and over"
+                                                    .into(),
+                                            );
                                             Span((over.0 + 11) / 12)
                                         }
                                         Some((s, _)) => s,
                                         None => Span((over.0 + 11) / 12),
                                     };
-                                    let buckets = ((over.0 + step.0.max(1) - 1) / step.0.max(1)) as usize;
-                                    Some(WindowSpec { over, agg, field, step, buckets })
+                                    let buckets =
+                                        ((over.0 + step.0.max(1) - 1) / step.0.max(1)) as usize;
+                                    Some(WindowSpec {
+                                        over,
+                                        agg,
+                                        field,
+                                        step,
+                                        buckets,
+                                    })
                                 }
                             }
                             _ => None,
@@ -1119,7 +1355,13 @@ impl<'a, 'm> Cx<'a, 'm> {
                             match self.field(&f, when.kinds, &span) {
                                 Some((fr, Ty::Num | Ty::Bool)) => Some(ValueSrc::Field(fr)),
                                 Some((_, ty)) => {
-                                    self.err(&span, format!("`value` must be a number field; `{f}` is a {}", ty.name()));
+                                    self.err(
+                                        &span,
+                                        format!(
+                                            "`value` must be a number field; `{f}` is a {}",
+                                            ty.name()
+                                        ),
+                                    );
                                     None
                                 }
                                 None => None,
@@ -1135,10 +1377,19 @@ impl<'a, 'm> Cx<'a, 'm> {
                 };
                 match (window, value, threshold) {
                     (None, None, None) => Logic::Each,
-                    (window, value, Some(threshold)) => Logic::Threshold { window, value, threshold },
+                    (window, value, Some(threshold)) => Logic::Threshold {
+                        window,
+                        value,
+                        threshold,
+                    },
                     (w, v, None) => {
                         if self.get(t.clone(), "threshold").is_none() {
-                            self.err(&name_span, format!("rule `{name}` has a window or value but no [rule.threshold]"));
+                            self.err(
+                                &name_span,
+                                format!(
+                                    "rule `{name}` has a window or value but no [rule.threshold]"
+                                ),
+                            );
                         }
                         let _ = (w, v);
                         return None;
@@ -1152,17 +1403,28 @@ impl<'a, 'm> Cx<'a, 'm> {
             None => match self.get(t.clone(), "key") {
                 Some(v) => {
                     let names: Vec<(String, Range<usize>)> = match v.get_ref() {
-                        DeValue::String(s) => s.split(',').map(|p| (p.trim().to_owned(), v.span())).collect(),
+                        DeValue::String(s) => s
+                            .split(',')
+                            .map(|p| (p.trim().to_owned(), v.span()))
+                            .collect(),
                         DeValue::Array(a) => a
                             .iter()
-                            .filter_map(|it| it.get_ref().as_str().map(|s| (s.to_owned(), it.span())))
+                            .filter_map(|it| {
+                                it.get_ref().as_str().map(|s| (s.to_owned(), it.span()))
+                            })
                             .collect(),
                         _ => {
-                            self.err(&v.span(), "`key` must be \"node,gpu\" or [\"node\", \"gpu\"]".into());
+                            self.err(
+                                &v.span(),
+                                "`key` must be \"node,gpu\" or [\"node\", \"gpu\"]".into(),
+                            );
                             Vec::new()
                         }
                     };
-                    names.iter().filter_map(|(n, s)| self.dim(n, kinds_all, s)).collect()
+                    names
+                        .iter()
+                        .filter_map(|(n, s)| self.dim(n, kinds_all, s))
+                        .collect()
                 }
                 None => vec![Dim::Node],
             },
@@ -1170,7 +1432,10 @@ impl<'a, 'm> Cx<'a, 'm> {
         if key.is_empty() {
             return None;
         }
-        if let Logic::Absence { inventory: true, .. } = logic {
+        if let Logic::Absence {
+            inventory: true, ..
+        } = logic
+        {
             if !matches!(key.as_slice(), [Dim::Node]) {
                 if let Some(v) = self.get(t.clone(), "key") {
                     self.err(&v.span(), "an inventory absence is keyed by node (set `inventory = false` for other keys)".into());
@@ -1212,23 +1477,28 @@ impl<'a, 'm> Cx<'a, 'm> {
                 }
             }
             None => {
-                let d = key.iter().find(|d| d.target_kind().is_some()).cloned().unwrap_or(Dim::Node);
+                let d = key
+                    .iter()
+                    .find(|d| d.target_kind().is_some())
+                    .cloned()
+                    .unwrap_or(Dim::Node);
                 Some((d.target_kind().unwrap_or(TargetKind::Node), d))
             }
         }?;
 
+        // Problems below are all reported; the rule is dropped at the end.
         let severity = match self.get(t.clone(), "severity") {
-            Some(v) => self.severity(v)?,
+            Some(v) => self.severity(v).unwrap_or(Severity::Warning),
             None => Severity::Warning,
         };
         let summary = match self.opt_str(t.clone(), "summary") {
-            Some((s, span)) => self.template(&s, &span, kinds_all)?,
+            Some((s, span)) => self.template(&s, &span, kinds_all).unwrap_or_default(),
             None => Template {
                 parts: vec![Part::Rule, Part::Lit(" on ".into()), Part::Key],
             },
         };
         let plan = match self.get(t.clone(), "plan") {
-            Some(v) => Some(self.plan(v, extra_plans)?),
+            Some(v) => self.plan(v, extra_plans),
             None => None,
         };
         let mut labels = BTreeMap::new();
@@ -1242,27 +1512,44 @@ impl<'a, 'm> Cx<'a, 'm> {
                 }
             }
         }
-        let group = self.opt_str(t.clone(), "group").map_or_else(|| name.clone(), |g| g.0);
+        let group = self
+            .opt_str(t.clone(), "group")
+            .map_or_else(|| name.clone(), |g| g.0);
         let hold = self.opt_span(t.clone(), "hold").map_or(Span::ZERO, |h| h.0);
         let default_resolve = match &logic {
             Logic::Each | Logic::FanIn { .. } | Logic::Sequence { .. } => Span::from_secs(3600),
             _ => Span::ZERO,
         };
-        let resolve_after = self.opt_span(t.clone(), "resolve_after").map_or(default_resolve, |h| h.0);
+        let resolve_after = self
+            .opt_span(t.clone(), "resolve_after")
+            .map_or(default_resolve, |h| h.0);
         let respect_maintenance = self.opt_bool(t.clone(), "maintenance").unwrap_or(true);
         let _ = self.opt_str(t.clone(), "description");
-        let description = self.opt_str(t.clone(), "description").map(|d| d.0).unwrap_or_default();
+        let description = self
+            .opt_str(t.clone(), "description")
+            .map(|d| d.0)
+            .unwrap_or_default();
         let repeat = match self.opt_table(t.clone(), "repeat") {
             Some(rt) => {
-                self.keys(rt.clone(), &["count", "within", "plan", "severity", "summary"], "[rule.repeat]");
+                self.keys(
+                    rt.clone(),
+                    &["count", "within", "plan", "severity", "summary"],
+                    "[rule.repeat]",
+                );
                 let count = match self.opt_num(rt.clone(), "count") {
                     Some((n, _)) if n >= 2.0 && n.fract() == 0.0 && n <= 64.0 => n as u32,
                     Some((_, span)) => {
-                        self.err(&span, "repeat `count` must be a whole number from 2 to 64".into());
+                        self.err(
+                            &span,
+                            "repeat `count` must be a whole number from 2 to 64".into(),
+                        );
                         return None;
                     }
                     None => {
-                        self.err(&rt.1, "a repeat needs `count` (this incident is the Nth)".into());
+                        self.err(
+                            &rt.1,
+                            "a repeat needs `count` (this incident is the Nth)".into(),
+                        );
                         return None;
                     }
                 };
@@ -1285,14 +1572,25 @@ impl<'a, 'm> Cx<'a, 'm> {
                     Some((s, span)) => Some(self.template(&s, &span, kinds_all)?),
                     None => None,
                 };
-                Some(Repeat { count, within, plan, severity, summary })
+                Some(Repeat {
+                    count,
+                    within,
+                    plan,
+                    severity,
+                    summary,
+                })
             }
             None => None,
         };
         if self.opt_bool(t.clone(), "enabled") == Some(false) {
             return None;
         }
-        let errors_after = self.diags.list.iter().filter(|d| d.level == Level::Error).count();
+        let errors_after = self
+            .diags
+            .list
+            .iter()
+            .filter(|d| d.level == Level::Error)
+            .count();
         if errors_after > errors_before {
             return None;
         }
@@ -1324,7 +1622,11 @@ impl<'a, 'm> Cx<'a, 'm> {
     }
 
     fn threshold(&mut self, tt: (&Table<'_>, Range<usize>)) -> Option<Threshold> {
-        self.keys(tt.clone(), &["op", "fire", "clear", "for", "clear_for"], "[rule.threshold]");
+        self.keys(
+            tt.clone(),
+            &["op", "fire", "clear", "for", "clear_for"],
+            "[rule.threshold]",
+        );
         let cmp = match self.opt_str(tt.clone(), "op") {
             None => Cmp::Ge,
             Some((o, span)) => match o.as_str() {
@@ -1333,7 +1635,10 @@ impl<'a, 'm> Cx<'a, 'm> {
                 "<" => Cmp::Lt,
                 "<=" => Cmp::Le,
                 other => {
-                    self.err(&span, format!("unknown threshold op `{other}`; use >, >=, < or <="));
+                    self.err(
+                        &span,
+                        format!("unknown threshold op `{other}`; use >, >=, < or <="),
+                    );
                     return None;
                 }
             },
@@ -1424,7 +1729,9 @@ pub(crate) fn to_json(v: &DeValue<'_>) -> serde_json::Value {
             .and_then(serde_json::Number::from_f64)
             .map_or(serde_json::Value::Null, serde_json::Value::Number),
         DeValue::Datetime(d) => serde_json::Value::String(d.to_string()),
-        DeValue::Array(a) => serde_json::Value::Array(a.iter().map(|x| to_json(x.get_ref())).collect()),
+        DeValue::Array(a) => {
+            serde_json::Value::Array(a.iter().map(|x| to_json(x.get_ref())).collect())
+        }
         DeValue::Table(t) => serde_json::Value::Object(
             t.iter()
                 .map(|(k, x)| (k.get_ref().to_string(), to_json(x.get_ref())))

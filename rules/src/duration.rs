@@ -61,7 +61,11 @@ impl Span {
                         "bad duration `{t}`: missing unit after {n} (ms, s, m, h, d)"
                     ))
                 }
-                u => return Err(format!("bad duration `{t}`: unknown unit `{u}` (ms, s, m, h, d)")),
+                u => {
+                    return Err(format!(
+                        "bad duration `{t}`: unknown unit `{u}` (ms, s, m, h, d)"
+                    ))
+                }
             };
             total = n
                 .checked_mul(unit)

@@ -14,10 +14,10 @@
 //!   that is refused and counted (`overflow`), as are fan-in members and
 //!   pending sequence steps past their bounds.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 #[cfg(test)]
 use pitcrew_contract::EventKind;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -174,11 +174,14 @@ impl Ring {
     }
 
     fn value(&self, w: &WindowSpec, now: Timestamp) -> Option<f64> {
-        let (mut n, mut v) = (0u64, match w.agg {
-            Agg::Min => f64::INFINITY,
-            Agg::Max => f64::NEG_INFINITY,
-            _ => 0.0,
-        });
+        let (mut n, mut v) = (
+            0u64,
+            match w.agg {
+                Agg::Min => f64::INFINITY,
+                Agg::Max => f64::NEG_INFINITY,
+                _ => 0.0,
+            },
+        );
         for b in self.live(w, now) {
             n += u64::from(b.n);
             v = match w.agg {
@@ -227,7 +230,10 @@ struct ThresholdState {
 enum KeyData {
     Threshold(ThresholdState),
     Sequence(VecDeque<(Timestamp, Box<str>)>),
-    Absence { last_seen: Timestamp, firing: bool },
+    Absence {
+        last_seen: Timestamp,
+        firing: bool,
+    },
     FanIn {
         members: FxMap<Box<str>, (Timestamp, Box<str>)>,
         firing: bool,
@@ -447,7 +453,11 @@ impl Engine {
         let program = Arc::clone(&self.program);
         let inventory = Arc::clone(&self.inventory);
         for (ri, rule) in program.rules.iter().enumerate() {
-            if let Logic::Absence { after, inventory: true } = rule.logic {
+            if let Logic::Absence {
+                after,
+                inventory: true,
+            } = rule.logic
+            {
                 for n in inventory.nodes() {
                     let key: Box<str> = n.name.as_str().into();
                     self.rules[ri].keys.insert(
@@ -483,7 +493,8 @@ impl Engine {
             EventData::NodeHeartbeat(h) => {
                 if let Some(v) = &h.driver_version {
                     if self.drivers.get(event.node.as_str()).map(|x| &**x) != Some(v.as_str()) {
-                        self.drivers.insert(event.node.as_str().into(), v.as_str().into());
+                        self.drivers
+                            .insert(event.node.as_str().into(), v.as_str().into());
                     }
                 }
             }
@@ -509,7 +520,9 @@ impl Engine {
             if *at > self.watermark {
                 break;
             }
-            let Some(Reverse((at, _, kind))) = self.timers.pop() else { break };
+            let Some(Reverse((at, _, kind))) = self.timers.pop() else {
+                break;
+            };
             match kind {
                 TimerKind::Key { rule, key } => self.on_key_timer(rule, &key, at),
                 TimerKind::Held { id } => self.on_held_timer(&id, at),
@@ -659,7 +672,9 @@ impl Engine {
                                 Some(f) => read(f, event, &program.labels).as_num(),
                                 None => Some(1.0),
                             },
-                            (None, Some(ValueSrc::Field(f))) => read(f, event, &program.labels).as_num(),
+                            (None, Some(ValueSrc::Field(f))) => {
+                                read(f, event, &program.labels).as_num()
+                            }
                             (None, Some(ValueSrc::Pred(p))) => {
                                 Some(if p.iter().all(|p| pred(p, event, &program.labels)) {
                                     1.0
@@ -688,7 +703,11 @@ impl Engine {
                             self.eval_absence(rule, ri, event);
                         }
                     }
-                    Logic::FanIn { member, min, within } => {
+                    Logic::FanIn {
+                        member,
+                        min,
+                        within,
+                    } => {
                         if !selected || !self.make_key(&rule.key, event) {
                             return;
                         }
@@ -705,7 +724,12 @@ impl Engine {
     }
 
     /// Finds or makes the key's state; None when the rule is full.
-    fn key_state(&mut self, ri: usize, event: &Event, make: impl FnOnce() -> KeyData) -> Option<&mut KeyState> {
+    fn key_state(
+        &mut self,
+        ri: usize,
+        event: &Event,
+        make: impl FnOnce() -> KeyData,
+    ) -> Option<&mut KeyState> {
         let max = self.cfg.max_keys_per_rule;
         let rs = &mut self.rules[ri];
         if !rs.keys.contains_key(self.key_buf.as_str()) {
@@ -752,7 +776,9 @@ impl Engine {
         }) else {
             return;
         };
-        let KeyData::Threshold(ts) = &mut st.data else { return };
+        let KeyData::Threshold(ts) = &mut st.data else {
+            return;
+        };
         let value = match (window, ts.ring.as_mut()) {
             (Some(w), Some(r)) => {
                 r.add(w, t, x);
@@ -765,11 +791,34 @@ impl Engine {
     }
 
     /// Moves a threshold key's state machine at `t` given the current value.
-    fn step_threshold(&mut self, rule: &Rule, ri: usize, key: &str, t: Timestamp, value: Option<f64>, event: Option<&Event>) {
-        let Logic::Threshold { window, threshold: th, .. } = &rule.logic else { return };
-        let Some(st) = self.rules[ri].keys.get_mut(key) else { return };
-        let (node, gpu, job) = (st.node.to_string(), st.gpu, st.job.as_deref().map(str::to_owned));
-        let KeyData::Threshold(ts) = &mut st.data else { return };
+    fn step_threshold(
+        &mut self,
+        rule: &Rule,
+        ri: usize,
+        key: &str,
+        t: Timestamp,
+        value: Option<f64>,
+        event: Option<&Event>,
+    ) {
+        let Logic::Threshold {
+            window,
+            threshold: th,
+            ..
+        } = &rule.logic
+        else {
+            return;
+        };
+        let Some(st) = self.rules[ri].keys.get_mut(key) else {
+            return;
+        };
+        let (node, gpu, job) = (
+            st.node.to_string(),
+            st.gpu,
+            st.job.as_deref().map(str::to_owned),
+        );
+        let KeyData::Threshold(ts) = &mut st.data else {
+            return;
+        };
         if let Some(v) = value {
             ts.last_value = v;
         }
@@ -832,7 +881,13 @@ impl Engine {
             self.rules[ri].keys.remove(key);
         }
         if let Some(n) = schedule {
-            self.push_timer(n, TimerKind::Key { rule: ri, key: key.into() });
+            self.push_timer(
+                n,
+                TimerKind::Key {
+                    rule: ri,
+                    key: key.into(),
+                },
+            );
         }
         if fire {
             let events = event.map(|e| vec![e.id.clone()]).unwrap_or_default();
@@ -853,7 +908,11 @@ impl Engine {
         } else if ts_firing_evidence(event) && !remove {
             // Keep-firing: a further event feeds the open incident.
             if let Some(e) = event {
-                if self.rules[ri].keys.get(key).is_some_and(|s| matches!(&s.data, KeyData::Threshold(ts) if ts.firing)) {
+                if self.rules[ri]
+                    .keys
+                    .get(key)
+                    .is_some_and(|s| matches!(&s.data, KeyData::Threshold(ts) if ts.firing))
+                {
                     self.evidence(ri, key, &node, gpu, job.as_deref(), e);
                 }
             }
@@ -861,7 +920,16 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn eval_sequence(&mut self, rule: &Rule, ri: usize, event: &Event, is_first: bool, is_then: bool, within: Span, negate: bool) {
+    fn eval_sequence(
+        &mut self,
+        rule: &Rule,
+        ri: usize,
+        event: &Event,
+        is_first: bool,
+        is_then: bool,
+        within: Span,
+        negate: bool,
+    ) {
         let max_pending = self.cfg.max_pending_per_sequence;
         let t = event.time;
         let key = self.key_buf.clone();
@@ -873,17 +941,27 @@ impl Engine {
         let mut schedule = None;
         let mut overflow = false;
         {
-            let Some(st) = self.key_state(ri, event, || KeyData::Sequence(VecDeque::new())) else { return };
-            let KeyData::Sequence(q) = &mut st.data else { return };
+            let Some(st) = self.key_state(ri, event, || KeyData::Sequence(VecDeque::new())) else {
+                return;
+            };
+            let KeyData::Sequence(q) = &mut st.data else {
+                return;
+            };
             // Steps older than `within` can no longer pair.
-            while q.front().is_some_and(|(ft, _)| t.unix_nanos() - ft.unix_nanos() > within.0 && !negate) {
+            while q
+                .front()
+                .is_some_and(|(ft, _)| t.unix_nanos() - ft.unix_nanos() > within.0 && !negate)
+            {
                 q.pop_front();
             }
             if is_then {
                 if negate {
                     // B arrived: every pending A at or before it is answered.
                     q.retain(|(ft, _)| *ft > t);
-                } else if let Some((_, fid)) = q.iter().find(|(ft, _)| *ft <= t && t.unix_nanos() - ft.unix_nanos() <= within.0) {
+                } else if let Some((_, fid)) = q
+                    .iter()
+                    .find(|(ft, _)| *ft <= t && t.unix_nanos() - ft.unix_nanos() <= within.0)
+                {
                     fire_with = Some(vec![fid.to_string(), event.id.clone()]);
                     q.clear();
                 }
@@ -903,7 +981,13 @@ impl Engine {
             self.stats.overflow += 1;
         }
         if let Some(at) = schedule {
-            self.push_timer(at, TimerKind::Key { rule: ri, key: key.as_str().into() });
+            self.push_timer(
+                at,
+                TimerKind::Key {
+                    rule: ri,
+                    key: key.as_str().into(),
+                },
+            );
         }
         if let Some(events) = fire_with {
             self.raise(Fire {
@@ -919,24 +1003,28 @@ impl Engine {
                 members: None,
             });
         }
-        if self.rules[ri].keys.get(key.as_str()).is_some_and(|s| matches!(&s.data, KeyData::Sequence(q) if q.is_empty())) {
+        if self.rules[ri]
+            .keys
+            .get(key.as_str())
+            .is_some_and(|s| matches!(&s.data, KeyData::Sequence(q) if q.is_empty()))
+        {
             self.rules[ri].keys.remove(key.as_str());
         }
         let _ = rule;
     }
 
     fn eval_absence(&mut self, rule: &Rule, ri: usize, event: &Event) {
-        let Logic::Absence { after, .. } = rule.logic else { return };
+        let Logic::Absence { after, .. } = rule.logic else {
+            return;
+        };
         let t = event.time;
         let key = self.key_buf.clone();
         let mut new_key = false;
         let mut was_firing = false;
         {
-            let Some(st) = self.key_state(ri, event, || {
-                KeyData::Absence {
-                    last_seen: Timestamp::EPOCH,
-                    firing: false,
-                }
+            let Some(st) = self.key_state(ri, event, || KeyData::Absence {
+                last_seen: Timestamp::EPOCH,
+                firing: false,
             }) else {
                 return;
             };
@@ -951,16 +1039,36 @@ impl Engine {
             }
         }
         if new_key {
-            self.push_timer(t.add_nanos(after.0), TimerKind::Key { rule: ri, key: key.as_str().into() });
+            self.push_timer(
+                t.add_nanos(after.0),
+                TimerKind::Key {
+                    rule: ri,
+                    key: key.as_str().into(),
+                },
+            );
         }
         if was_firing {
             let node = event.node.clone();
             self.resolve_rule_key(ri, &key, &node, gpu_index(event), job_of(event), t);
-            self.push_timer(t.add_nanos(after.0), TimerKind::Key { rule: ri, key: key.as_str().into() });
+            self.push_timer(
+                t.add_nanos(after.0),
+                TimerKind::Key {
+                    rule: ri,
+                    key: key.as_str().into(),
+                },
+            );
         }
     }
 
-    fn eval_fan_in(&mut self, rule: &Rule, ri: usize, event: &Event, member: String, min: u32, within: Span) {
+    fn eval_fan_in(
+        &mut self,
+        rule: &Rule,
+        ri: usize,
+        event: &Event,
+        member: String,
+        min: u32,
+        within: Span,
+    ) {
         let t = event.time;
         let key = self.key_buf.clone();
         let max_members = self.cfg.max_members_per_group;
@@ -974,7 +1082,9 @@ impl Engine {
             }) else {
                 return;
             };
-            let KeyData::FanIn { members, firing } = &mut st.data else { return };
+            let KeyData::FanIn { members, firing } = &mut st.data else {
+                return;
+            };
             let cutoff = t.unix_nanos() - within.0;
             if members.len() >= max_members {
                 members.retain(|_, (mt, _)| mt.unix_nanos() >= cutoff);
@@ -984,7 +1094,10 @@ impl Engine {
             } else {
                 members.insert(member.into(), (t, event.id.as_str().into()));
             }
-            let live = members.values().filter(|(mt, _)| mt.unix_nanos() >= cutoff).count();
+            let live = members
+                .values()
+                .filter(|(mt, _)| mt.unix_nanos() >= cutoff)
+                .count();
             if !*firing && live >= min as usize {
                 *firing = true;
                 let mut ev: Vec<(Timestamp, &str)> = members
@@ -1028,8 +1141,12 @@ impl Engine {
         match &rule.logic {
             Logic::Threshold { window, .. } => {
                 let value = {
-                    let Some(st) = self.rules[ri].keys.get_mut(key) else { return };
-                    let KeyData::Threshold(ts) = &mut st.data else { return };
+                    let Some(st) = self.rules[ri].keys.get_mut(key) else {
+                        return;
+                    };
+                    let KeyData::Threshold(ts) = &mut st.data else {
+                        return;
+                    };
                     if ts.timer_at != Some(at) {
                         return;
                     }
@@ -1043,9 +1160,13 @@ impl Engine {
             }
             Logic::Absence { after, .. } => {
                 let (node, due) = {
-                    let Some(st) = self.rules[ri].keys.get_mut(key) else { return };
+                    let Some(st) = self.rules[ri].keys.get_mut(key) else {
+                        return;
+                    };
                     let node = st.node.to_string();
-                    let KeyData::Absence { last_seen, firing } = &mut st.data else { return };
+                    let KeyData::Absence { last_seen, firing } = &mut st.data else {
+                        return;
+                    };
                     if *firing {
                         return;
                     }
@@ -1058,7 +1179,13 @@ impl Engine {
                     }
                 };
                 match due {
-                    Some(d) => self.push_timer(d, TimerKind::Key { rule: ri, key: key.into() }),
+                    Some(d) => self.push_timer(
+                        d,
+                        TimerKind::Key {
+                            rule: ri,
+                            key: key.into(),
+                        },
+                    ),
                     None => {
                         let last_seen = match self.rules[ri].keys.get(key).map(|s| &s.data) {
                             Some(KeyData::Absence { last_seen, .. }) => *last_seen,
@@ -1080,11 +1207,19 @@ impl Engine {
                     }
                 }
             }
-            Logic::Sequence { within, negate: true, .. } => {
+            Logic::Sequence {
+                within,
+                negate: true,
+                ..
+            } => {
                 let fired: Option<(String, String)> = {
-                    let Some(st) = self.rules[ri].keys.get_mut(key) else { return };
+                    let Some(st) = self.rules[ri].keys.get_mut(key) else {
+                        return;
+                    };
                     let node = st.node.to_string();
-                    let KeyData::Sequence(q) = &mut st.data else { return };
+                    let KeyData::Sequence(q) = &mut st.data else {
+                        return;
+                    };
                     match q.front() {
                         Some((ft, id)) if ft.add_nanos(within.0) <= at => {
                             let id = id.to_string();
@@ -1108,7 +1243,11 @@ impl Engine {
                         members: None,
                     });
                 }
-                if self.rules[ri].keys.get(key).is_some_and(|s| matches!(&s.data, KeyData::Sequence(q) if q.is_empty())) {
+                if self.rules[ri]
+                    .keys
+                    .get(key)
+                    .is_some_and(|s| matches!(&s.data, KeyData::Sequence(q) if q.is_empty()))
+                {
                     self.rules[ri].keys.remove(key);
                 }
             }
@@ -1131,7 +1270,8 @@ impl Engine {
                 if matches!(rule.logic, Logic::FanIn { .. }) {
                     f.key.to_owned()
                 } else {
-                    self.topology(d, f.node).map_or_else(|| f.key.to_owned(), str::to_owned)
+                    self.topology(d, f.node)
+                        .map_or_else(|| f.key.to_owned(), str::to_owned)
                 }
             }
         };
@@ -1165,7 +1305,12 @@ impl Engine {
                 },
                 Part::Dim(Dim::Job) => s.push_str(f.job.unwrap_or("?")),
                 Part::Dim(d) => {
-                    if matches!(rule.logic, Logic::FanIn { .. }) && rule.key.first().is_some_and(|k| std::mem::discriminant(k) == std::mem::discriminant(d)) {
+                    if matches!(rule.logic, Logic::FanIn { .. })
+                        && rule
+                            .key
+                            .first()
+                            .is_some_and(|k| std::mem::discriminant(k) == std::mem::discriminant(d))
+                    {
                         s.push_str(f.key);
                     } else {
                         s.push_str(self.topology(d, f.node).unwrap_or("?"));
@@ -1200,7 +1345,10 @@ impl Engine {
         // A repeat offender asks for more.
         let hist = self.history.entry(slot.clone()).or_default();
         if let Some(rep) = &rule.repeat {
-            while hist.front().is_some_and(|t| f.at.unix_nanos() - t.unix_nanos() > rep.within.0) {
+            while hist
+                .front()
+                .is_some_and(|t| f.at.unix_nanos() - t.unix_nanos() > rep.within.0)
+            {
                 hist.pop_front();
             }
             if hist.len() + 1 >= rep.count as usize {
@@ -1265,7 +1413,9 @@ impl Engine {
             open.inc.parent = Some(parent);
         } else if rule.respect_maintenance && self.in_maintenance(f.node, f.at) {
             open.inc.status = IncidentStatus::Suppressed;
-            open.inc.labels.insert("suppressed_by".into(), "maintenance".into());
+            open.inc
+                .labels
+                .insert("suppressed_by".into(), "maintenance".into());
         } else if rule.hold.0 > 0 {
             let until = f.at.add_nanos(rule.hold.0);
             open.held_until = Some(until);
@@ -1298,7 +1448,12 @@ impl Engine {
             }
         }
         if let Some(q) = open.quiet {
-            self.push_timer(open.last_at.add_nanos(q.0), TimerKind::Quiet { slot: slot.as_str().into() });
+            self.push_timer(
+                open.last_at.add_nanos(q.0),
+                TimerKind::Quiet {
+                    slot: slot.as_str().into(),
+                },
+            );
         }
         let (rule, is_open) = (open.rule, inc.status == IncidentStatus::Open);
         self.open.insert(slot.clone(), open);
@@ -1315,10 +1470,12 @@ impl Engine {
                 continue;
             }
             let p = &self.program.rules[o.rule];
-            if o.rule != ri && p.suppresses.contains(&ri) && self.claims(p, o, child) {
-                if best.is_none_or(|b| o.inc.id < b.inc.id) {
-                    best = Some(o);
-                }
+            if o.rule != ri
+                && p.suppresses.contains(&ri)
+                && self.claims(p, o, child)
+                && best.is_none_or(|b| o.inc.id < b.inc.id)
+            {
+                best = Some(o);
             }
         }
         best.map(|o| o.inc.id.clone())
@@ -1328,9 +1485,13 @@ impl Engine {
     /// is in the fan-in's group, or (a more specific rule superseding a
     /// general one) the child is on the same node and GPU.
     fn claims(&self, parent_rule: &Rule, parent: &Open, child: &Open) -> bool {
-        let Some(node) = child.node.as_deref() else { return false };
+        let Some(node) = child.node.as_deref() else {
+            return false;
+        };
         if let Logic::FanIn { .. } = parent_rule.logic {
-            let Some(dim) = parent_rule.key.first() else { return false };
+            let Some(dim) = parent_rule.key.first() else {
+                return false;
+            };
             let name = match dim {
                 Dim::Node => Some(node),
                 Dim::Job => child.job.as_deref(),
@@ -1354,7 +1515,9 @@ impl Engine {
         if prule.suppresses.is_empty() {
             return;
         }
-        let Some(parent) = self.open.get(slot_of_parent).cloned() else { return };
+        let Some(parent) = self.open.get(slot_of_parent).cloned() else {
+            return;
+        };
         let mut claimed = Vec::new();
         for (slot, o) in &self.open {
             if !prule.suppresses.contains(&o.rule) || o.inc.status != IncidentStatus::Open {
@@ -1365,7 +1528,9 @@ impl Engine {
             }
         }
         for slot in claimed {
-            let Some(mut o) = self.open.remove(&slot) else { continue };
+            let Some(mut o) = self.open.remove(&slot) else {
+                continue;
+            };
             o.inc.status = IncidentStatus::Suppressed;
             o.inc.parent = Some(parent.inc.id.clone());
             let was_held = o.held_until.take().is_some();
@@ -1385,7 +1550,9 @@ impl Engine {
         if o.held_until != Some(at) {
             return;
         }
-        let Some(mut o) = self.open.remove(slot) else { return };
+        let Some(mut o) = self.open.remove(slot) else {
+            return;
+        };
         o.held_until = None;
         if let Some(parent) = self.parent_for(o.rule, &o) {
             o.inc.status = IncidentStatus::Suppressed;
@@ -1409,7 +1576,9 @@ impl Engine {
     }
 
     fn close(&mut self, slot: &str, at: Timestamp) {
-        let Some(mut o) = self.open.remove(slot) else { return };
+        let Some(mut o) = self.open.remove(slot) else {
+            return;
+        };
         if o.held_until.is_some() {
             return; // never published: nothing to resolve
         }
@@ -1419,7 +1588,15 @@ impl Engine {
     }
 
     /// A threshold or absence key cleared: resolve its incident.
-    fn resolve_rule_key(&mut self, ri: usize, key: &str, node: &str, gpu: Option<u32>, job: Option<&str>, at: Timestamp) {
+    fn resolve_rule_key(
+        &mut self,
+        ri: usize,
+        key: &str,
+        node: &str,
+        gpu: Option<u32>,
+        job: Option<&str>,
+        at: Timestamp,
+    ) {
         let program = Arc::clone(&self.program);
         let rule = &program.rules[ri];
         let f = Fire {
@@ -1440,7 +1617,15 @@ impl Engine {
         }
     }
 
-    fn evidence(&mut self, ri: usize, key: &str, node: &str, gpu: Option<u32>, job: Option<&str>, e: &Event) {
+    fn evidence(
+        &mut self,
+        ri: usize,
+        key: &str,
+        node: &str,
+        gpu: Option<u32>,
+        job: Option<&str>,
+        e: &Event,
+    ) {
         let program = Arc::clone(&self.program);
         let rule = &program.rules[ri];
         let f = Fire {
@@ -1465,7 +1650,9 @@ impl Engine {
     /// Keep-firing updates at 2, 4, 8... events: a storm writes a handful
     /// of messages, not one per event.
     fn maybe_update(&mut self, slot: &str) {
-        let Some(o) = self.open.get_mut(slot) else { return };
+        let Some(o) = self.open.get_mut(slot) else {
+            return;
+        };
         if o.held_until.is_some() || o.inc.event_count < o.next_update {
             return;
         }
@@ -1557,6 +1744,9 @@ mod tests {
     #[test]
     fn event_kind_discriminants_index_all() {
         // `process` indexes `by_kind` with `kind as usize`.
-        assert!(EventKind::ALL.iter().enumerate().all(|(i, k)| *k as usize == i));
+        assert!(EventKind::ALL
+            .iter()
+            .enumerate()
+            .all(|(i, k)| *k as usize == i));
     }
 }

@@ -327,11 +327,7 @@ pub(crate) fn data_fields(kind: EventKind) -> impl Iterator<Item = &'static Data
 
 /// Reads `field` from `event`. `Data` fields hold one accessor per kind
 /// the rule matches; an event of another kind reads `Missing`.
-pub(crate) fn read<'a>(
-    field: &FieldRef,
-    event: &'a Event,
-    labels: &[String],
-) -> Val<'a> {
+pub(crate) fn read<'a>(field: &FieldRef, event: &'a Event, labels: &[String]) -> Val<'a> {
     match *field {
         FieldRef::Node => Val::Str(&event.node),
         FieldRef::Source => Val::Str(event.source.as_str()),
@@ -489,7 +485,10 @@ mod tests {
             variant_name(&pitcrew_contract::IbCounterName::LinkDowned),
             "link_downed"
         );
-        assert_eq!(variant_name(&pitcrew_contract::ConditionStatus::True), "True");
+        assert_eq!(
+            variant_name(&pitcrew_contract::ConditionStatus::True),
+            "True"
+        );
     }
 
     #[test]

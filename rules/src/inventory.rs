@@ -106,17 +106,28 @@ impl Inventory {
                 diags.push(map.diag(
                     &k.span(),
                     Level::Error,
-                    format!("unknown key `{}` in inventory; expected [[node]]", k.get_ref()),
+                    format!(
+                        "unknown key `{}` in inventory; expected [[node]]",
+                        k.get_ref()
+                    ),
                 ));
                 continue;
             }
             let Some(arr) = v.get_ref().as_array() else {
-                diags.push(map.diag(&v.span(), Level::Error, "`node` must be an array of tables ([[node]])".into()));
+                diags.push(map.diag(
+                    &v.span(),
+                    Level::Error,
+                    "`node` must be an array of tables ([[node]])".into(),
+                ));
                 continue;
             };
             for item in arr.iter() {
                 let Some(t) = item.get_ref().as_table() else {
-                    diags.push(map.diag(&item.span(), Level::Error, "each [[node]] must be a table".into()));
+                    diags.push(map.diag(
+                        &item.span(),
+                        Level::Error,
+                        "each [[node]] must be a table".into(),
+                    ));
                     continue;
                 };
                 parse_node(&map, t, &item.span(), &mut nodes, &mut diags);
@@ -225,17 +236,31 @@ pub fn expand(pattern: &str) -> Result<Vec<(String, String)>, String> {
         .find(']')
         .map(|i| i + open)
         .ok_or_else(|| format!("unclosed `[` in `{pattern}`"))?;
-    let (prefix, range, suffix) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
+    let (prefix, range, suffix) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
     let (a, b) = range
         .split_once('-')
         .ok_or_else(|| format!("bad range `[{range}]` in `{pattern}`: write [1-32]"))?;
-    let width = if a.starts_with('0') && a.len() > 1 { a.len() } else { 0 };
+    let width = if a.starts_with('0') && a.len() > 1 {
+        a.len()
+    } else {
+        0
+    };
     let (lo, hi): (u32, u32) = match (a.parse(), b.parse()) {
         (Ok(lo), Ok(hi)) if lo <= hi => (lo, hi),
-        _ => return Err(format!("bad range `[{range}]` in `{pattern}`: write [1-32]")),
+        _ => {
+            return Err(format!(
+                "bad range `[{range}]` in `{pattern}`: write [1-32]"
+            ))
+        }
     };
     if hi - lo >= 200_000 {
-        return Err(format!("range `[{range}]` is too large (at most 200000 names)"));
+        return Err(format!(
+            "range `[{range}]` is too large (at most 200000 names)"
+        ));
     }
     let rest = expand(suffix)?;
     let mut out = Vec::new();
@@ -274,7 +299,9 @@ mod tests {
         assert_eq!(err.len(), 1);
         assert_eq!((err[0].line, err[0].column), (3, 1));
         assert!(err[0].message.contains("unknown key `rak`"));
-        let err = Inventory::parse("inv.toml", "[[node]]\nname = \"n[3-1]\"\n").err().unwrap_or_default();
+        let err = Inventory::parse("inv.toml", "[[node]]\nname = \"n[3-1]\"\n")
+            .err()
+            .unwrap_or_default();
         assert!(err[0].message.contains("bad range"));
     }
 }

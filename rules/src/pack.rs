@@ -9,7 +9,15 @@ macro_rules! pack {
     };
 }
 
-const FILES: &[(&str, &str)] = pack!["xid.toml", "pcie.toml", "memory.toml", "host.toml", "network.toml", "nvlink.toml", "fleet.toml"];
+const FILES: &[(&str, &str)] = pack![
+    "xid.toml",
+    "pcie.toml",
+    "memory.toml",
+    "host.toml",
+    "network.toml",
+    "nvlink.toml",
+    "fleet.toml"
+];
 
 /// The default pack's files, named `pack/<file>`.
 pub fn default_pack() -> Vec<SourceFile> {

@@ -159,8 +159,12 @@ impl Threshold {
     /// Whether `v` is on the clear side of the clear threshold.
     pub(crate) fn clear_condition(&self, v: f64) -> bool {
         match self.cmp {
-            Cmp::Gt | Cmp::Ge => v < self.clear || (self.clear == self.fire && !self.firing_condition(v)),
-            Cmp::Lt | Cmp::Le => v > self.clear || (self.clear == self.fire && !self.firing_condition(v)),
+            Cmp::Gt | Cmp::Ge => {
+                v < self.clear || (self.clear == self.fire && !self.firing_condition(v))
+            }
+            Cmp::Lt | Cmp::Le => {
+                v > self.clear || (self.clear == self.fire && !self.firing_condition(v))
+            }
         }
     }
 }
@@ -198,11 +202,7 @@ pub(crate) enum Logic {
     /// inventory node is expected from the start.
     Absence { after: Span, inventory: bool },
     /// `min` distinct `member`s of a group within `within`.
-    FanIn {
-        member: Dim,
-        min: u32,
-        within: Span,
-    },
+    FanIn { member: Dim, min: u32, within: Span },
 }
 
 /// What an incident asks remediation to do.

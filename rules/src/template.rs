@@ -28,9 +28,13 @@ pub struct Template {
     pub(crate) parts: Vec<Part>,
 }
 
+/// A template piece: `Ok(name)` for a placeholder, `Err(text)` for literal
+/// text, with its byte offset.
+pub(crate) type Piece = (usize, Result<String, String>);
+
 /// Splits a template into literal text and `{name}` placeholders, with the
 /// byte offset of each placeholder in the template.
-pub(crate) fn split(text: &str) -> Result<Vec<(usize, Result<String, String>)>, (usize, String)> {
+pub(crate) fn split(text: &str) -> Result<Vec<Piece>, (usize, String)> {
     let mut out = Vec::new();
     let mut lit = String::new();
     let mut chars = text.char_indices().peekable();
@@ -58,7 +62,10 @@ pub(crate) fn split(text: &str) -> Result<Vec<(usize, Result<String, String>)>, 
                     name.push(c);
                 }
                 if !closed {
-                    return Err((i, "unclosed `{` in template (write `{{` for a brace)".into()));
+                    return Err((
+                        i,
+                        "unclosed `{` in template (write `{{` for a brace)".into(),
+                    ));
                 }
                 out.push((i, Ok(name.trim().to_owned())));
             }

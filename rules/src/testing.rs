@@ -132,14 +132,38 @@ impl TestResult {
     }
 }
 
-pub(crate) fn parse_test(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), at: &Range<usize>) -> Option<TestCase> {
-    cx.keys(t.clone(), &["name", "rules", "topology", "event", "expect", "strict", "until", "inventory_absence"], "[[test]]");
+pub(crate) fn parse_test(
+    cx: &mut Cx<'_, '_>,
+    t: (&DeTable<'_>, Range<usize>),
+    at: &Range<usize>,
+) -> Option<TestCase> {
+    cx.keys(
+        t.clone(),
+        &[
+            "name",
+            "rules",
+            "topology",
+            "event",
+            "expect",
+            "strict",
+            "until",
+            "inventory_absence",
+        ],
+        "[[test]]",
+    );
     let (name, nspan) = cx.req_str(t.clone(), "name", at, "[[test]]")?;
     let line = cx.map.position(nspan.start).0;
-    let file = cx.map.diag(&nspan, crate::diag::Level::Error, String::new()).file;
+    let file = cx
+        .map
+        .diag(&nspan, crate::diag::Level::Error, String::new())
+        .file;
     let rules = match cx.get(t.clone(), "rules") {
         Some(v) => match v.get_ref().as_array() {
-            Some(a) => Some(a.iter().filter_map(|x| x.get_ref().as_str().map(str::to_owned)).collect()),
+            Some(a) => Some(
+                a.iter()
+                    .filter_map(|x| x.get_ref().as_str().map(str::to_owned))
+                    .collect(),
+            ),
             None => {
                 cx.err(&v.span(), "`rules` must be an array of rule names".into());
                 None
@@ -201,7 +225,15 @@ pub(crate) fn parse_test(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), a
 fn topo(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), out: &mut Vec<NodeInfo>) {
     cx.keys(
         t.clone(),
-        &["nodes", "rack", "leaf_switch", "pdu", "bmc", "driver_version", "gpus"],
+        &[
+            "nodes",
+            "rack",
+            "leaf_switch",
+            "pdu",
+            "bmc",
+            "driver_version",
+            "gpus",
+        ],
         "test topology",
     );
     let Some((pattern, span)) = cx.req_str(t.clone(), "nodes", &t.1, "a topology entry") else {
@@ -250,10 +282,19 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
     }
 }
 
-fn event(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), test: &str, idx: usize, out: &mut Vec<Event>) -> Option<()> {
+fn event(
+    cx: &mut Cx<'_, '_>,
+    t: (&DeTable<'_>, Range<usize>),
+    test: &str,
+    idx: usize,
+    out: &mut Vec<Event>,
+) -> Option<()> {
     cx.keys(
         t.clone(),
-        &["at", "node", "kind", "gpu", "data", "labels", "source", "count", "every", "repeat", "id"],
+        &[
+            "at", "node", "kind", "gpu", "data", "labels", "source", "count", "every", "repeat",
+            "id",
+        ],
         "[[test.event]]",
     );
     let at = match cx.opt_span(t.clone(), "at") {
@@ -269,7 +310,9 @@ fn event(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), test: &str, idx: 
         return None;
     };
     let every = cx.opt_span(t.clone(), "every").map_or(Span::ZERO, |x| x.0);
-    let repeat = cx.opt_num(t.clone(), "repeat").map_or(1, |r| r.0.max(1.0) as usize);
+    let repeat = cx
+        .opt_num(t.clone(), "repeat")
+        .map_or(1, |r| r.0.max(1.0) as usize);
     if repeat > 100_000 {
         cx.err(&t.1, "`repeat` is at most 100000".into());
         return None;
@@ -279,8 +322,12 @@ fn event(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), test: &str, idx: 
         obj.remove("labels");
         obj.remove("count");
     }
-    let gpu = cx.get(t.clone(), "gpu").map(|v| (to_json(v.get_ref()), v.span()));
-    let data = cx.get(t.clone(), "data").map(|v| (to_json(v.get_ref()), v.span()));
+    let gpu = cx
+        .get(t.clone(), "gpu")
+        .map(|v| (to_json(v.get_ref()), v.span()));
+    let data = cx
+        .get(t.clone(), "data")
+        .map(|v| (to_json(v.get_ref()), v.span()));
     let labels = cx.get(t.clone(), "labels").map(|v| to_json(v.get_ref()));
     let source = cx.opt_str(t.clone(), "source").map(|s| s.0);
     let count = cx.opt_num(t.clone(), "count").map(|c| c.0 as u64);
@@ -346,7 +393,13 @@ fn event(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>), test: &str, idx: 
 
 fn slug(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect()
 }
@@ -354,7 +407,10 @@ fn slug(s: &str) -> String {
 fn expect(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>)) -> Option<Expect> {
     cx.keys(
         t.clone(),
-        &["incident", "action", "status", "blame", "target", "plan", "severity", "parent", "summary", "at", "count"],
+        &[
+            "incident", "action", "status", "blame", "target", "plan", "severity", "parent",
+            "summary", "at", "count",
+        ],
         "[[test.expect]]",
     );
     let line = cx.map.position(t.1.start).0;
@@ -362,7 +418,11 @@ fn expect(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>)) -> Option<Expect
     let incident = s(cx, "incident");
     let action = s(cx, "action");
     if incident.is_some() == action.is_some() {
-        cx.err(&t.1, "an expectation names an `incident` (a rule) or an `action` (a plan), one of them".into());
+        cx.err(
+            &t.1,
+            "an expectation names an `incident` (a rule) or an `action` (a plan), one of them"
+                .into(),
+        );
         return None;
     }
     let status = match cx.opt_str(t.clone(), "status") {
@@ -372,7 +432,10 @@ fn expect(cx: &mut Cx<'_, '_>, t: (&DeTable<'_>, Range<usize>)) -> Option<Expect
             "resolved" => IncidentStatus::Resolved,
             "suppressed" => IncidentStatus::Suppressed,
             _ => {
-                cx.err(&span, "`status` is open, update, resolved or suppressed".into());
+                cx.err(
+                    &span,
+                    "`status` is open, update, resolved or suppressed".into(),
+                );
                 return None;
             }
         }),
@@ -430,7 +493,12 @@ pub fn describe_output(o: &Output) -> String {
             let _ = write!(s, " at={} \"{}\"", offset(i.at), i.summary);
             s
         }
-        Output::Action(a) => format!("action {} target={} at={}", a.plan, a.target, offset(a.requested_at)),
+        Output::Action(a) => format!(
+            "action {} target={} at={}",
+            a.plan,
+            a.target,
+            offset(a.requested_at)
+        ),
     }
 }
 
@@ -486,24 +554,36 @@ pub fn run_test(program: &Program, test: &TestCase) -> TestResult {
     let hit = |e: &Expect, o: &Output| -> bool {
         match o {
             Output::Incident(i) => {
-                let Some(rule) = &e.incident else { return false };
+                let Some(rule) = &e.incident else {
+                    return false;
+                };
                 let status = e.status.unwrap_or(IncidentStatus::Open);
                 *rule == i.rule
                     && status == i.status
                     && e.blame.as_ref().is_none_or(|b| *b == i.blame.to_string())
-                    && e.plan.as_ref().is_none_or(|p| i.plan.as_ref().is_some_and(|x| x.plan == *p))
-                    && e.severity.as_ref().is_none_or(|s| s == severity_name(i.severity))
+                    && e.plan
+                        .as_ref()
+                        .is_none_or(|p| i.plan.as_ref().is_some_and(|x| x.plan == *p))
+                    && e.severity
+                        .as_ref()
+                        .is_none_or(|s| s == severity_name(i.severity))
                     && e.parent.as_ref().is_none_or(|p| {
-                        i.parent.as_ref().and_then(|id| rule_of.get(id)).is_some_and(|r| r == p)
+                        i.parent
+                            .as_ref()
+                            .and_then(|id| rule_of.get(id))
+                            .is_some_and(|r| r == p)
                     })
-                    && e.summary.as_ref().is_none_or(|s| i.summary.contains(s.as_str()))
+                    && e.summary
+                        .as_ref()
+                        .is_none_or(|s| i.summary.contains(s.as_str()))
                     && e.at.is_none_or(|a| i.at == TEST_EPOCH.add_nanos(a.0))
             }
             Output::Action(a) => {
                 let Some(plan) = &e.action else { return false };
                 *plan == a.plan
                     && e.blame.as_ref().is_none_or(|b| *b == a.target.to_string())
-                    && e.at.is_none_or(|t| a.requested_at == TEST_EPOCH.add_nanos(t.0))
+                    && e.at
+                        .is_none_or(|t| a.requested_at == TEST_EPOCH.add_nanos(t.0))
             }
         }
     };
@@ -521,7 +601,9 @@ pub fn run_test(program: &Program, test: &TestCase) -> TestResult {
     if test.strict {
         for o in &outputs {
             let relevant = match o {
-                Output::Incident(i) => matches!(i.status, IncidentStatus::Open | IncidentStatus::Suppressed),
+                Output::Incident(i) => {
+                    matches!(i.status, IncidentStatus::Open | IncidentStatus::Suppressed)
+                }
                 Output::Action(_) => true,
             };
             if relevant && !test.expects.iter().any(|e| e.count > 0 && hit(e, o)) {
@@ -530,7 +612,10 @@ pub fn run_test(program: &Program, test: &TestCase) -> TestResult {
         }
     }
     if engine.stats().late > 0 {
-        failures.push(format!("{} events were late (events must be within the allowed lateness)", engine.stats().late));
+        failures.push(format!(
+            "{} events were late (events must be within the allowed lateness)",
+            engine.stats().late
+        ));
     }
     TestResult {
         name: test.name.clone(),

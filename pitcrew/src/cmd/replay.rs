@@ -45,7 +45,9 @@ pub(crate) fn run(_config: Option<&Path>, args: &ReplayArgs) -> anyhow::Result<E
     let mut engine = Engine::new(Arc::new(set.program), Arc::new(inventory), cfg);
     let tally = match (&args.events, &args.topic) {
         (Some(path), None) => replay_file(&mut engine, path, from, to)?,
-        (None, Some(_topic)) => anyhow::bail!("replay from a topic needs the Kafka reader, which lands with `pitcrew rules`"),
+        (None, Some(_topic)) => anyhow::bail!(
+            "replay from a topic needs the Kafka reader, which lands with `pitcrew rules`"
+        ),
         _ => anyhow::bail!("give --events FILE (JSON lines) or --topic TOPIC"),
     };
     print_table(&tally, engine.stats().late, args.json)?;
@@ -98,7 +100,7 @@ pub(crate) fn replay_file(
         tally.outputs.extend(engine.drain());
         if Instant::now() >= next_progress {
             next_progress += Duration::from_secs(1);
-            let pct = if size > 0 { read_bytes * 100 / size } else { 0 };
+            let pct = (read_bytes * 100).checked_div(size).unwrap_or(0);
             let rate = tally.events as f64 / started.elapsed().as_secs_f64();
             eprintln!(
                 "replay: {pct}% ({} events, {:.0} events/s, {} outputs)",
@@ -127,7 +129,11 @@ pub(crate) fn print_table(tally: &Tally, late: u64, json: bool) -> anyhow::Resul
             writeln!(out, "{line}")?;
         }
     } else {
-        writeln!(out, "{:<24}  {:<9} {:<34} {:<24} {:<14} summary", "time", "what", "rule / plan", "blame / target", "status")?;
+        writeln!(
+            out,
+            "{:<24}  {:<9} {:<34} {:<24} {:<14} summary",
+            "time", "what", "rule / plan", "blame / target", "status"
+        )?;
         for o in &tally.outputs {
             match o {
                 Output::Incident(i) => writeln!(
@@ -153,7 +159,11 @@ pub(crate) fn print_table(tally: &Tally, late: u64, json: bool) -> anyhow::Resul
             }
         }
     }
-    let incidents = tally.outputs.iter().filter(|o| matches!(o, Output::Incident(_))).count();
+    let incidents = tally
+        .outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Incident(_)))
+        .count();
     let actions = tally.outputs.len() - incidents;
     eprintln!(
         "replay: {} events, {incidents} incident messages, {actions} actions, {late} late, {} undecodable lines, {} outside the range",

@@ -56,7 +56,10 @@ pub(crate) fn inventory(path: Option<&Path>) -> anyhow::Result<Inventory> {
     Inventory::parse(&path.display().to_string(), &text).map_err(|d| {
         anyhow::anyhow!(
             "inventory has errors:\n{}",
-            d.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("\n")
+            d.iter()
+                .map(Diagnostic::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     })
 }
