@@ -69,9 +69,6 @@ fn unbuilt_subcommands_say_so_and_exit_2() {
         &["remediate"],
         &["run"],
         &["demo", "--duration", "30s"],
-        &["check", "rules/"],
-        &["test", "rules/"],
-        &["replay", "rules/", "--events", "e.jsonl"],
         &["simulate"],
     ];
     for args in cases {
@@ -309,4 +306,106 @@ fn collect_once_reads_a_real_simulated_bmc() {
     assert!(String::from_utf8(missing.stderr)
         .unwrap()
         .contains("PITCREW_BMC_PASSWORD"));
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pitcrew-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn check_prints_every_diagnostic_at_file_line_col_and_fails() {
+    let dir = temp_dir("check");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[rule]]\nname = \"a\"\nwhen = { kind = \"gpu.xdi\" }\n[[rule]]\nname = \"b\"\nwhen = { kind = \"gpu.xid\" }\nplan = \"reboot\"\n",
+    )
+    .unwrap();
+    let out = pitcrew(&["check", bad.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let shown = bad.display().to_string();
+    assert!(
+        text.contains(&format!(
+            "{shown}:3:17: error: unknown event kind `gpu.xdi`"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{shown}:7:8: error: unknown plan `reboot`")),
+        "{text}"
+    );
+    let out = pitcrew(&["check", "@default"], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .starts_with("ok: 7 files"));
+}
+
+#[test]
+fn test_runs_the_default_packs_tests_and_shows_a_diff_on_failure() {
+    let out = pitcrew(&["test", "@default"], None);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("rule tests: 45 passed, 0 failed"), "{text}");
+
+    let dir = temp_dir("test");
+    let f = dir.join("wrong.toml");
+    std::fs::write(
+        &f,
+        "[[rule]]\nname = \"x79\"\nplan = \"reboot_node\"\nwhen = { kind = \"gpu.xid\", where = { \"data.code\" = 79 } }\n\
+         [[test]]\nname = \"expects the wrong plan\"\n[[test.event]]\nnode = \"n1\"\nkind = \"gpu.xid\"\ngpu = 0\ndata = { code = 79 }\n\
+         [[test.expect]]\nincident = \"x79\"\nplan = \"rma\"\n",
+    )
+    .unwrap();
+    let out = pitcrew(&["test", f.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("FAIL"), "{text}");
+    assert!(
+        text.contains("expected 1 x incident x79 open plan=rma, got 0"),
+        "{text}"
+    );
+    assert!(text.contains("+ incident x79 open blame=node/n1"), "{text}");
+    assert!(text.contains("rule tests: 0 passed, 1 failed"), "{text}");
+}
+
+#[test]
+fn replay_backtests_recorded_events() {
+    use pitcrew_contract::{encode, examples, EventData, EventKind, Timestamp};
+    let dir = temp_dir("replay");
+    let path = dir.join("events.jsonl");
+    let mut lines = String::new();
+    for (i, code) in [13u32, 79, 43].iter().enumerate() {
+        let mut e = examples::event(EventKind::GpuXid);
+        e.node = format!("n{i}");
+        e.id = format!("e{i}");
+        e.time = Timestamp::from_unix_millis(1_800_000_000_000 + i as i64 * 1000);
+        if let EventData::GpuXid(x) = &mut e.data {
+            x.code = *code;
+        }
+        lines.push_str(&String::from_utf8(encode(&e)).unwrap());
+        lines.push('\n');
+    }
+    lines.push_str("not json\n");
+    std::fs::write(&path, lines).unwrap();
+    let out = pitcrew(
+        &["replay", "@default", "--events", path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        text.contains("gpu-fallen-off-bus") && text.contains("node/n1"),
+        "{text}"
+    );
+    assert!(text.contains("reboot_node"), "{text}");
+    assert!(
+        err.contains("3 events") && err.contains("1 undecodable lines"),
+        "{err}"
+    );
+    assert!(err.contains(":4: skipped"), "{err}");
 }

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  test [-- CARGO_TEST_ARGS]  provision, start real components, run all checks and tests\n  provision                  install packages and download Kafka jars only\n  kafka                      start a Kafka broker and wait (Enter stops it)\n  fuzz [decode|kmsg] [SECONDS]  fuzz a parser (cargo-fuzz, nightly): the wire decoder (default) or the kernel-log parser, 60 s by default"
+                "usage: cargo xtask <command>\n\n  test [-- CARGO_TEST_ARGS]  provision, start real components, run all checks and tests\n  provision                  install packages and download Kafka jars only\n  kafka                      start a Kafka broker and wait (Enter stops it)\n  fuzz [decode|kmsg|rules] [SECONDS]  fuzz a parser (cargo-fuzz, nightly): the wire decoder (default), the kernel-log parser or the rule compiler, 60 s by default"
             );
             return ExitCode::from(2);
         }
@@ -279,7 +279,17 @@ fn fuzz(args: &[String]) -> Result<()> {
             }
             ("ingest", seeds)
         }
-        other => bail!("unknown fuzz target `{other}`: decode or kmsg"),
+        "rules" => {
+            let mut seeds = Vec::new();
+            for entry in std::fs::read_dir(root.join("rules/pack"))? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    seeds.push(std::fs::read(path)?);
+                }
+            }
+            ("rules", seeds)
+        }
+        other => bail!("unknown fuzz target `{other}`: decode, kmsg or rules"),
     };
     let corpus = root.join(krate).join("fuzz/corpus").join(target);
     std::fs::create_dir_all(&corpus)?;
