@@ -274,6 +274,19 @@ pub(crate) enum BenchWhat {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// The rule evaluator with the default pack over a simulated fleet's
+    /// event mix, on one core: events/s and bytes of state per GPU.
+    Rules {
+        /// Seconds to measure for (after a 60 fleet-second warm-up).
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Nodes in the simulated fleet.
+        #[arg(long, default_value_t = 12_500)]
+        nodes: u32,
+        /// GPUs per node.
+        #[arg(long, default_value_t = 8)]
+        gpus: u32,
+    },
     /// Produce and consume throughput against a Kafka (--config or
     /// PITCREW__KAFKA__BROKERS); creates and uses a throwaway topic.
     Kafka {

@@ -21,6 +21,11 @@ pub(crate) async fn run(config: Option<&Path>, args: BenchArgs) -> anyhow::Resul
     match args.what {
         BenchWhat::Decode { seconds } => decode_bench(seconds),
         BenchWhat::Kmsg { seconds } => kmsg_bench(seconds),
+        BenchWhat::Rules {
+            seconds,
+            nodes,
+            gpus,
+        } => super::bench_rules::run(seconds, nodes, gpus)?,
         BenchWhat::Kafka { events, partitions } => kafka_bench(config, events, partitions).await?,
     }
     Ok(ExitCode::SUCCESS)
