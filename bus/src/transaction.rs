@@ -120,6 +120,50 @@ impl TransactionalStage {
         Ok(batch)
     }
 
+    /// The partitions this stage's consumer holds now (topic, partition).
+    pub fn assignment(&self) -> Result<Vec<(String, i32)>, BusError> {
+        let tpl = self
+            .consumer
+            .assignment()
+            .map_err(|e| BusError::consume("assignment", &e))?;
+        Ok(tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect())
+    }
+
+    /// Like [`next_batch`](Self::next_batch), but gives up waiting for the
+    /// first message after `wait` and returns an empty batch, so a stage can
+    /// do timed work between batches without cancelling a batch half-read.
+    pub async fn next_batch_within(
+        &self,
+        max: usize,
+        linger: Duration,
+        wait: Duration,
+    ) -> Result<Vec<OwnedMessage>, BusError> {
+        let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_elapsed) => return Ok(Vec::new()),
+            Ok(r) => r.map_err(|e| BusError::consume("receive", &e))?.detach(),
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => return Err(BusError::consume("receive", &e)),
+                Err(_elapsed) => break,
+            }
+        }
+        for m in &batch {
+            self.metrics
+                .consumed
+                .get_or_create(&BusMetrics::topic(m.topic()))
+                .inc();
+        }
+        Ok(batch)
+    }
+
     /// Opens a transaction for `batch`.
     pub fn begin<'a>(&'a self, batch: &[OwnedMessage]) -> Result<Transaction<'a>, BusError> {
         self.producer
@@ -168,9 +212,29 @@ impl std::fmt::Debug for Transaction<'_> {
 impl Transaction<'_> {
     /// Adds an output to the transaction.
     pub fn produce(&mut self, out: &Output) -> Result<(), BusError> {
-        let record = FutureRecord::to(&out.topic)
+        self.produce_with_headers(out, &[])
+    }
+
+    /// Adds an output with headers (a dead letter's context) to the
+    /// transaction.
+    pub fn produce_with_headers(
+        &mut self,
+        out: &Output,
+        headers: &[(&str, &str)],
+    ) -> Result<(), BusError> {
+        let mut hs = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in headers {
+            hs = hs.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        let mut record = FutureRecord::to(&out.topic)
             .key(&out.key)
             .payload(&out.payload);
+        if !headers.is_empty() {
+            record = record.headers(hs);
+        }
         match self.stage.producer.send_result(record) {
             Ok(f) => {
                 self.pending.push((out.topic.clone(), f));
@@ -238,15 +302,18 @@ impl Transaction<'_> {
                 .map_err(|e| BusError::consume("offsets", &e))?;
         }
         let stage = self.stage;
-        let group = stage.consumer.group_metadata().ok_or_else(|| {
-            BusError::TransactionFatal("consumer has no group metadata".to_owned())
-        })?;
-        blocking(|| {
-            stage
-                .producer
-                .send_offsets_to_transaction(&offsets, &group, stage.timeout)
-        })
-        .map_err(txn_error)?;
+        // A transaction without inputs (outputs of timers) commits no offsets.
+        if offsets.count() > 0 {
+            let group = stage.consumer.group_metadata().ok_or_else(|| {
+                BusError::TransactionFatal("consumer has no group metadata".to_owned())
+            })?;
+            blocking(|| {
+                stage
+                    .producer
+                    .send_offsets_to_transaction(&offsets, &group, stage.timeout)
+            })
+            .map_err(txn_error)?;
+        }
         blocking(|| stage.producer.commit_transaction(stage.timeout)).map_err(txn_error)
     }
 

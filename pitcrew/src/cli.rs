@@ -136,12 +136,38 @@ pub(crate) struct CollectArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RulesArgs {
-    /// Rule files or folders.
-    #[arg(long = "rules", default_value = "/etc/pitcrew/rules")]
+    /// Rule files or folders (`@default` is the built-in pack). Reloaded on
+    /// SIGHUP and when a file changes; a set with errors keeps the old one.
+    #[arg(long = "rules", default_value = "@default")]
     pub(crate) rules: Vec<PathBuf>,
+    /// Inventory file (TOML): topology for fan-in, nodes for absence.
+    #[arg(long)]
+    pub(crate) inventory: Option<PathBuf>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:9464")]
     pub(crate) listen: String,
+    /// How far out of order events may arrive and still count.
+    #[arg(long, default_value = "5s")]
+    pub(crate) lateness: String,
+    /// How long a partition may be quiet before its event time moves on
+    /// with the wall clock (so absences fire in a silent partition).
+    #[arg(long, default_value = "30s")]
+    pub(crate) idle_grace: String,
+    /// The most a partition's state rebuild re-reads.
+    #[arg(long, default_value = "1h")]
+    pub(crate) lookback_cap: String,
+    /// Consumer group prefix (`-node` and `-group` are appended).
+    #[arg(long, default_value = "pitcrew-rules")]
+    pub(crate) group_id: String,
+    /// This instance's name, for its transactional ids (default: host name).
+    #[arg(long, env = "PITCREW_INSTANCE")]
+    pub(crate) instance: Option<String>,
+    /// The topic of events re-keyed by topology group.
+    #[arg(long, default_value = "pitcrew.events.by-group")]
+    pub(crate) group_topic: String,
+    /// Mark every action request dry-run.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1694,7 +1694,7 @@ fn gpu_index(e: &Event) -> Option<u32> {
 }
 
 /// A job's id: the job events' own field, else the `job` label.
-fn job_of(e: &Event) -> Option<&str> {
+pub(crate) fn job_of(e: &Event) -> Option<&str> {
     match &e.data {
         EventData::JobStarted(j) => Some(&j.job),
         EventData::JobFinished(j) => Some(&j.job),

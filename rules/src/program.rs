@@ -396,3 +396,86 @@ impl Program {
 
 /// A shareable compiled program.
 pub type SharedProgram = Arc<Program>;
+
+/// How a rule set splits across the streaming stages: rules keyed by what
+/// an event carries run where events are keyed by node; a fan-in over a
+/// topology group (and the rules it claims) runs where events are re-keyed
+/// by that group, one route per group dimension.
+#[derive(Clone, Debug)]
+pub struct StagePlan {
+    pub node: Program,
+    /// (route name, e.g. `leaf_switch`, and its rules).
+    pub routes: Vec<(String, Program)>,
+}
+
+impl Program {
+    /// Splits this program for the node stage and the group routes.
+    pub fn stage_plan(&self) -> StagePlan {
+        let mut routes: Vec<(String, Vec<String>)> = Vec::new();
+        for r in &self.rules {
+            let Some(dim) = r.group_dim() else { continue };
+            let name = crate::compile::dim_name(dim);
+            let mut names = vec![r.name.clone()];
+            names.extend(r.suppresses.iter().map(|&s| self.rules[s].name.clone()));
+            match routes.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => v.extend(names),
+                None => routes.push((name, names)),
+            }
+        }
+        let all: Vec<String> = routes.iter().flat_map(|(_, v)| v.clone()).collect();
+        StagePlan {
+            node: self.subset(&all, false),
+            routes: routes
+                .into_iter()
+                .map(|(n, v)| (n, self.subset(&v, true)))
+                .collect(),
+        }
+    }
+
+    /// Whether any rule of this program selects `event` (its kind and
+    /// `where`; a threshold's value reads every event of its kind).
+    pub fn reads(&self, event: &pitcrew_contract::Event) -> bool {
+        let Some(rules) = self.by_kind.get(event.kind() as usize) else {
+            return false;
+        };
+        rules.iter().any(|&i| {
+            let r = &self.rules[i];
+            match &r.logic {
+                Logic::Sequence { first, then, .. } => {
+                    crate::engine::matches(first, event, &self.labels)
+                        || crate::engine::matches(then, event, &self.labels)
+                }
+                Logic::Threshold { .. } => r.when.kinds.contains(event.kind()),
+                _ => crate::engine::matches(&r.when, event, &self.labels),
+            }
+        })
+    }
+}
+
+/// The value of a route's group for an event: its job, or its node's
+/// rack, leaf switch, PDU or BMC from the inventory, or its driver version
+/// (`driver`, the node's latest heartbeat, before the inventory's).
+pub fn group_value(
+    route: &str,
+    event: &pitcrew_contract::Event,
+    inventory: &crate::Inventory,
+    driver: Option<&str>,
+) -> Option<String> {
+    let node = inventory.get(&event.node);
+    match route {
+        "job" => crate::engine::job_of(event).map(str::to_owned),
+        "rack" => node?.rack.clone(),
+        "leaf_switch" => node?.leaf_switch.clone(),
+        "pdu" => node?.pdu.clone(),
+        "bmc" => node?.bmc.clone(),
+        "driver_version" => match &event.data {
+            pitcrew_contract::EventData::NodeHeartbeat(h) if h.driver_version.is_some() => {
+                h.driver_version.clone()
+            }
+            _ => driver
+                .map(str::to_owned)
+                .or_else(|| node.and_then(|n| n.driver_version.clone())),
+        },
+        _ => None,
+    }
+}

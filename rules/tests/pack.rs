@@ -68,3 +68,29 @@ fn scenarios_one_to_nine_each_have_a_test() {
         );
     }
 }
+
+#[test]
+fn the_pack_splits_into_a_node_stage_and_group_routes() {
+    let set = compile(&default_pack()).unwrap_or_default();
+    let plan = set.program.stage_plan();
+    let routes: Vec<&str> = plan.routes.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(routes, ["leaf_switch", "driver_version", "job"]);
+    let names = |p: &pitcrew_rules::Program| p.rule_names().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(
+        names(&plan.routes[0].1),
+        ["ib-link-down", "leaf-switch-down"]
+    );
+    assert!(names(&plan.routes[2].1).contains(&"xid-app-error".to_owned()));
+    let node = names(&plan.node);
+    assert!(!node.contains(&"ib-link-down".to_owned()));
+    assert!(node.contains(&"gpu-fallen-off-bus".to_owned()));
+    assert_eq!(
+        node.len()
+            + plan
+                .routes
+                .iter()
+                .map(|(_, p)| p.rules().len())
+                .sum::<usize>(),
+        set.program.rules().len()
+    );
+}

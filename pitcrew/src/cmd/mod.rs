@@ -6,6 +6,7 @@ mod check;
 mod collect;
 mod replay;
 mod rulefiles;
+mod rules;
 mod schema;
 mod topics;
 
@@ -23,7 +24,9 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             runtime().and_then(|rt| rt.block_on(collect::agent(config.as_deref(), &args)))
         }
         Command::Collect(args) => collect::run(&args),
-        Command::Rules(_) => return not_built("rules", "the rule engine", 4),
+        Command::Rules(args) => {
+            runtime().and_then(|rt| rt.block_on(rules::run(config.as_deref(), &args)))
+        }
         Command::Check(args) => check::check(&args),
         Command::Test(args) => check::test(&args),
         Command::Replay(args) => replay::run(config.as_deref(), &args),

@@ -1,0 +1,976 @@
+//! `pitcrew rules`: the streaming rule engine.
+//!
+//! Two stages, each a consumer group with a transactional producer:
+//!
+//! - the **node stage** consumes `pitcrew.events` (keyed by node) and runs
+//!   every rule that does not need a topology group. It writes incidents
+//!   (`pitcrew.alerts`), action requests (`pitcrew.actions`), dead letters
+//!   (`pitcrew.dlq`) and the events the group rules read, re-keyed by their
+//!   group (`pitcrew.events.by-group`), together with its input offsets in
+//!   one Kafka transaction;
+//! - the **group stage** consumes the re-keyed topic and runs the fan-in
+//!   rules over topology groups (leaf switch, driver version, job...) with
+//!   the rules they claim, one engine per route and partition.
+//!
+//! State is per partition and is rebuilt, not stored: when a stage first
+//! sees a partition (start, rebalance, an aborted transaction, a reload)
+//! it re-reads that partition from `horizon` before the first offset it
+//! must process up to that offset, with the outputs discarded (they were
+//! written by whoever processed those events, with the same ids), then
+//! goes on live. Why re-reading rather than a changelog topic: the state is
+//! a pure function of the events, the evaluator is deterministic and fast
+//! (tens of millions of events a second), and the default pack's horizon is
+//! an hour; a changelog would add a topic, a write per state change and a
+//! second source of truth. The price: memory longer than the horizon cap
+//! (`--lookback-cap`, e.g. a 7-day repeat count) starts empty after a
+//! rebalance; remediation's per-target attempt budget covers that case.
+//!
+//! Time: event time. A partition that goes quiet still needs its timers
+//! (absence, holds) to fire: once it has been quiet for `--idle-grace`, its
+//! event time moves on at wall-clock pace, the grace behind its last event
+//! (so an agent's spooled backlog delayed by less than the grace still
+//! counts; one delayed by more is late, counted and ignored). Outputs of such timers are written
+//! in transactions of their own; after a crash they may be written again,
+//! with the same ids.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use pitcrew_bus::rdkafka::message::{Message, OwnedMessage};
+use pitcrew_bus::{
+    ensure_topic_specs, read_partition_range, BusConfig, BusError, BusMetrics, KafkaConfig,
+    Output as BusOutput, TopicSpec, TransactionalStage,
+};
+use pitcrew_contract::dlq::headers as dlqh;
+use pitcrew_contract::{decode, encode, Event, EventData, IncidentStatus, Keyed, Timestamp};
+use pitcrew_rules::{
+    compile, group_value, Diagnostic, Engine, EngineConfig, Inventory, Output, Program, Span,
+    StagePlan,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use super::rulefiles;
+use crate::cli::RulesArgs;
+
+/// The label a re-keyed event carries: which route's engines read it.
+pub(crate) const ROUTE_LABEL: &str = "pitcrew.route";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+/// The rule stage's metrics, `pitcrew_rules_*`.
+#[derive(Clone, Debug)]
+pub(crate) struct RulesMetrics {
+    events: Family<StageLabel, Counter>,
+    late: Family<StageLabel, Counter>,
+    overflow: Family<StageLabel, Counter>,
+    dead_letters: Family<StageLabel, Counter>,
+    restored: Family<StageLabel, Counter>,
+    state_entries: Family<StageLabel, Gauge>,
+    state_bytes: Family<StageLabel, Gauge>,
+    incidents: Family<RuleLabel, Counter>,
+    actions: Counter,
+    reloads: Family<OutcomeLabel, Counter>,
+    rules_loaded: Gauge,
+    assigned: Family<StageLabel, Gauge>,
+    eval_seconds: Family<StageLabel, Histogram>,
+}
+
+impl Default for RulesMetrics {
+    fn default() -> Self {
+        RulesMetrics {
+            events: Family::default(),
+            late: Family::default(),
+            overflow: Family::default(),
+            dead_letters: Family::default(),
+            restored: Family::default(),
+            state_entries: Family::default(),
+            state_bytes: Family::default(),
+            incidents: Family::default(),
+            actions: Counter::default(),
+            reloads: Family::default(),
+            rules_loaded: Gauge::default(),
+            assigned: Family::default(),
+            eval_seconds: Family::new_with_constructor(|| {
+                Histogram::new([1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
+            }),
+        }
+    }
+}
+
+impl RulesMetrics {
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("pitcrew_rules");
+        r.register("events", "Events evaluated, by stage", self.events.clone());
+        r.register(
+            "late_events",
+            "Events older than the watermark, counted and ignored",
+            self.late.clone(),
+        );
+        r.register(
+            "state_overflow",
+            "Keys, members or steps refused at a state bound",
+            self.overflow.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Undecodable events sent to the dead-letter topic",
+            self.dead_letters.clone(),
+        );
+        r.register(
+            "restored_events",
+            "Events re-read to rebuild a partition's state",
+            self.restored.clone(),
+        );
+        r.register(
+            "state_entries",
+            "Keys and open incidents held",
+            self.state_entries.clone(),
+        );
+        r.register(
+            "state_bytes",
+            "Estimated bytes of rule state held",
+            self.state_bytes.clone(),
+        );
+        r.register(
+            "incidents",
+            "Incidents opened or suppressed, by rule",
+            self.incidents.clone(),
+        );
+        r.register(
+            "action_requests",
+            "Action requests written",
+            self.actions.clone(),
+        );
+        r.register(
+            "reloads",
+            "Rule reloads by outcome (ok, error)",
+            self.reloads.clone(),
+        );
+        r.register(
+            "rules_loaded",
+            "Rules in the running set",
+            self.rules_loaded.clone(),
+        );
+        r.register(
+            "assigned_partitions",
+            "Input partitions this instance holds, by stage",
+            self.assigned.clone(),
+        );
+        r.register(
+            "evaluation_seconds",
+            "Evaluation time per event (a batch's time over its events)",
+            self.eval_seconds.clone(),
+        );
+    }
+
+    fn stage(s: &str) -> StageLabel {
+        StageLabel {
+            stage: s.to_owned(),
+        }
+    }
+}
+
+/// The running rule set and what it came from.
+#[derive(Clone, Debug)]
+struct Loaded {
+    plan: Arc<StagePlan>,
+    horizon: Span,
+    rules: usize,
+}
+
+fn load_rules(paths: &[PathBuf]) -> Result<Loaded, Vec<String>> {
+    let files = rulefiles::load(paths).map_err(|e| vec![format!("{e:#}")])?;
+    match compile(&files) {
+        Ok(set) => Ok(Loaded {
+            horizon: set.program.horizon(),
+            rules: set.program.rules().len(),
+            plan: Arc::new(set.program.stage_plan()),
+        }),
+        Err(d) => Err(d.iter().map(Diagnostic::to_string).collect()),
+    }
+}
+
+/// The newest modification time among the rule files (for hot reload).
+fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    fn walk(p: &Path, out: &mut Vec<(PathBuf, Option<SystemTime>)>) {
+        if p.as_os_str() == rulefiles::DEFAULT_PACK {
+            return;
+        }
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => {
+                if let Ok(rd) = std::fs::read_dir(p) {
+                    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                    v.sort();
+                    for e in v {
+                        walk(&e, out);
+                    }
+                }
+            }
+            Ok(m) => out.push((p.to_owned(), m.modified().ok())),
+            Err(_) => out.push((p.to_owned(), None)),
+        }
+    }
+    for p in paths {
+        walk(p, &mut out);
+    }
+    out
+}
+
+/// Settings both stages share.
+#[derive(Clone, Debug)]
+struct StageCfg {
+    kafka: KafkaConfig,
+    events_topic: String,
+    group_topic: String,
+    alerts_topic: String,
+    actions_topic: String,
+    dlq_topic: String,
+    events_partitions: i32,
+    inventory: Arc<Inventory>,
+    lateness: Span,
+    lookback_cap: Span,
+    idle_grace: Span,
+    dry_run: bool,
+}
+
+pub(crate) async fn run(config: Option<&Path>, args: &RulesArgs) -> anyhow::Result<ExitCode> {
+    let bus = BusConfig::load(config)?;
+    let loaded = match load_rules(&args.rules) {
+        Ok(l) => l,
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            anyhow::bail!("the rules do not compile ({} diagnostics)", diags.len());
+        }
+    };
+    let inventory = Arc::new(rulefiles::inventory(args.inventory.as_deref())?);
+    let lateness = Span::parse(&args.lateness).map_err(|e| anyhow::anyhow!("--lateness: {e}"))?;
+    let lookback_cap =
+        Span::parse(&args.lookback_cap).map_err(|e| anyhow::anyhow!("--lookback-cap: {e}"))?;
+    let idle_grace =
+        Span::parse(&args.idle_grace).map_err(|e| anyhow::anyhow!("--idle-grace: {e}"))?;
+    let group_spec = TopicSpec {
+        name: args.group_topic.clone(),
+        partitions: bus.topics.events.partitions,
+        retention_ms: Some(24 * 3600 * 1000),
+        compact: false,
+    };
+    ensure_topic_specs(&bus.kafka, &[&group_spec], bus.topics.replication_factor)
+        .await
+        .context("create the re-keyed events topic")?;
+
+    let mut registry = Registry::default();
+    let bus_metrics = BusMetrics::default();
+    bus_metrics.register(&mut registry);
+    let metrics = RulesMetrics::default();
+    metrics.register(&mut registry);
+    metrics.rules_loaded.set(loaded.rules as i64);
+    let ready = Arc::new(AtomicBool::new(false));
+    let health: crate::http::Health = {
+        let ready = Arc::clone(&ready);
+        Arc::new(move || {
+            if ready.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err("joining the consumer groups".to_owned())
+            }
+        })
+    };
+    let (addr, _http) = crate::http::serve(&args.listen, Arc::new(registry), health).await?;
+    tracing::info!(listen = %addr, rules = loaded.rules, routes = loaded.plan.routes.len(), "rules stage starting");
+
+    let cfg = StageCfg {
+        kafka: bus.kafka.clone(),
+        events_topic: bus.topics.events.name.clone(),
+        group_topic: args.group_topic.clone(),
+        alerts_topic: bus.topics.alerts.name.clone(),
+        actions_topic: bus.topics.actions.name.clone(),
+        dlq_topic: bus.topics.dlq.name.clone(),
+        events_partitions: bus.topics.events.partitions,
+        inventory,
+        lateness,
+        lookback_cap,
+        idle_grace,
+        dry_run: args.dry_run,
+    };
+    let (tx, rx) = watch::channel(loaded);
+    let stop = Arc::new(AtomicBool::new(false));
+    let instance = args.instance.clone().unwrap_or_else(default_instance);
+
+    let reloader = tokio::spawn(reload_loop(
+        args.rules.clone(),
+        tx,
+        metrics.clone(),
+        Arc::clone(&stop),
+    ));
+    let node = tokio::spawn(stage_loop(
+        StageKind::Node,
+        cfg.clone(),
+        format!("{}-node", args.group_id),
+        format!("{instance}-node"),
+        rx.clone(),
+        metrics.clone(),
+        bus_metrics.clone(),
+        Arc::clone(&stop),
+        Arc::clone(&ready),
+    ));
+    let group = tokio::spawn(stage_loop(
+        StageKind::Group,
+        cfg,
+        format!("{}-group", args.group_id),
+        format!("{instance}-group"),
+        rx,
+        metrics,
+        bus_metrics,
+        Arc::clone(&stop),
+        Arc::new(AtomicBool::new(false)),
+    ));
+    let result = tokio::select! {
+        r = node => r.map_err(anyhow::Error::from).and_then(|r| r),
+        r = group => r.map_err(anyhow::Error::from).and_then(|r| r),
+        () = super::collect::shutdown_signal() => {
+            tracing::info!("stopping after the current batch");
+            stop.store(true, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(())
+        }
+    };
+    reloader.abort();
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+fn default_instance() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("pid{}", std::process::id()))
+}
+
+/// Reloads on SIGHUP and when a rule file changes; a set that does not
+/// compile is logged with every diagnostic and the running set stays.
+async fn reload_loop(
+    paths: Vec<PathBuf>,
+    tx: watch::Sender<Loaded>,
+    metrics: RulesMetrics,
+    stop: Arc<AtomicBool>,
+) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut seen = fingerprint(&paths);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        let by_signal = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = fingerprint(&paths);
+        if !by_signal && now == seen {
+            continue;
+        }
+        seen = now;
+        match load_rules(&paths) {
+            Ok(l) => {
+                tracing::info!(
+                    rules = l.rules,
+                    by_signal,
+                    "rules reloaded; state rebuilds from the lookback"
+                );
+                metrics
+                    .reloads
+                    .get_or_create(&OutcomeLabel {
+                        outcome: "ok".into(),
+                    })
+                    .inc();
+                metrics.rules_loaded.set(l.rules as i64);
+                let _ = tx.send(l);
+            }
+            Err(diags) => {
+                metrics
+                    .reloads
+                    .get_or_create(&OutcomeLabel {
+                        outcome: "error".into(),
+                    })
+                    .inc();
+                for d in &diags {
+                    tracing::error!(diagnostic = %d, "rule reload failed; the running rules stay");
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StageKind {
+    Node,
+    Group,
+}
+
+impl StageKind {
+    fn name(self) -> &'static str {
+        match self {
+            StageKind::Node => "node",
+            StageKind::Group => "group",
+        }
+    }
+}
+
+/// One partition's engines (one for the node stage; one per route for the
+/// group stage) and where the partition is.
+struct Slot {
+    engines: BTreeMap<String, Engine>,
+    next_offset: i64,
+    /// Event time and wall time of the last event, to move a quiet
+    /// partition's time on.
+    last: Option<(Timestamp, Instant)>,
+}
+
+struct Stage {
+    kind: StageKind,
+    cfg: StageCfg,
+    loaded: Loaded,
+    slots: HashMap<i32, Slot>,
+    /// Node stage: the driver version each node last reported, and whether
+    /// it went to the group stage.
+    drivers: HashMap<String, String>,
+    metrics: RulesMetrics,
+    /// The transactional id, naming this instance's stage in logs.
+    id: String,
+}
+
+impl Stage {
+    fn input_topic(&self) -> &str {
+        match self.kind {
+            StageKind::Node => &self.cfg.events_topic,
+            StageKind::Group => &self.cfg.group_topic,
+        }
+    }
+
+    fn programs(&self) -> Vec<(String, Program)> {
+        match self.kind {
+            StageKind::Node => vec![("node".to_owned(), self.loaded.plan.node.clone())],
+            StageKind::Group => self.loaded.plan.routes.clone(),
+        }
+    }
+
+    fn engine_cfg(&self, expect_inventory: bool) -> EngineConfig {
+        EngineConfig {
+            allowed_lateness: self.cfg.lateness,
+            dry_run: self.cfg.dry_run,
+            expect_inventory,
+            ..EngineConfig::default()
+        }
+    }
+
+    /// Builds a partition's engines and replays its recent past into them.
+    fn rebuild(
+        &mut self,
+        partition: i32,
+        first_offset: i64,
+        first_ts_ms: i64,
+    ) -> Result<Slot, BusError> {
+        let mut engines = BTreeMap::new();
+        for (route, program) in self.programs() {
+            let inventory = match self.kind {
+                // Absence rules expect only the nodes this partition owns.
+                StageKind::Node => Arc::new(
+                    self.cfg
+                        .inventory
+                        .filtered(|n| partition_of(n, self.cfg.events_partitions) == partition),
+                ),
+                StageKind::Group => Arc::clone(&self.cfg.inventory),
+            };
+            let cfg = self.engine_cfg(self.kind == StageKind::Node);
+            engines.insert(route, Engine::new(Arc::new(program), inventory, cfg));
+        }
+        let lookback = self
+            .loaded
+            .horizon
+            .min(self.cfg.lookback_cap)
+            .max(self.cfg.lateness);
+        let from = first_ts_ms - lookback.nanos() / 1_000_000;
+        let mut restored = 0u64;
+        let kind = self.kind;
+        let topic = self.input_topic().to_owned();
+        let kafka = self.cfg.kafka.clone();
+        let drivers = &mut self.drivers;
+        let read = tokio::task::block_in_place(|| {
+            read_partition_range(
+                &kafka,
+                &topic,
+                partition,
+                from,
+                first_offset,
+                Duration::from_secs(120),
+                |payload| {
+                    if let Ok(ev) = decode::<Event>(payload) {
+                        restored += 1;
+                        feed(kind, &mut engines, &ev);
+                        if kind == StageKind::Node {
+                            if let EventData::NodeHeartbeat(h) = &ev.data {
+                                if let Some(v) = &h.driver_version {
+                                    drivers.insert(ev.node.clone(), v.clone());
+                                }
+                            }
+                        }
+                    }
+                },
+            )
+        })?;
+        for e in engines.values_mut() {
+            drop(e.drain());
+        }
+        self.metrics
+            .restored
+            .get_or_create(&RulesMetrics::stage(kind.name()))
+            .inc_by(restored);
+        tracing::info!(stage = %self.id, partition, first_offset, read, lookback = %lookback, "partition state rebuilt");
+        Ok(Slot {
+            engines,
+            next_offset: first_offset,
+            last: None,
+        })
+    }
+}
+
+/// Feeds one event to the engines that read it; returns their outputs.
+fn feed(kind: StageKind, engines: &mut BTreeMap<String, Engine>, ev: &Event) -> Vec<Output> {
+    let mut out = Vec::new();
+    match kind {
+        StageKind::Node => {
+            for e in engines.values_mut() {
+                e.process(ev);
+                out.extend(e.drain());
+            }
+        }
+        StageKind::Group => {
+            if let Some(e) = ev.labels.get(ROUTE_LABEL).and_then(|r| engines.get_mut(r)) {
+                e.process(ev);
+                out.extend(e.drain());
+            }
+        }
+    }
+    out
+}
+
+/// librdkafka's default partitioner (`consistent_random`): CRC-32 of the
+/// key modulo the partition count. Producers that key events by node with
+/// another partitioner must say so (see docs/rules.md).
+pub(crate) fn partition_of(key: &str, partitions: i32) -> i32 {
+    let n = u32::try_from(partitions.max(1)).unwrap_or(1);
+    i32::try_from(crc32(key.as_bytes()) % n).unwrap_or(0)
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stage_loop(
+    kind: StageKind,
+    cfg: StageCfg,
+    group_id: String,
+    transactional_id: String,
+    mut rules: watch::Receiver<Loaded>,
+    metrics: RulesMetrics,
+    bus_metrics: BusMetrics,
+    stop: Arc<AtomicBool>,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let input = match kind {
+        StageKind::Node => cfg.events_topic.clone(),
+        StageKind::Group => cfg.group_topic.clone(),
+    };
+    let loaded = rules.borrow_and_update().clone();
+    if kind == StageKind::Group && loaded.plan.routes.is_empty() {
+        tracing::info!("no topology-group rules: the group stage idles");
+    }
+    let tstage = TransactionalStage::new(
+        &cfg.kafka,
+        &group_id,
+        &transactional_id,
+        &[input.as_str()],
+        bus_metrics,
+    )
+    .await
+    .with_context(|| format!("{} stage", kind.name()))?;
+    ready.store(true, Ordering::Relaxed);
+    let mut stage = Stage {
+        kind,
+        cfg,
+        loaded,
+        slots: HashMap::new(),
+        drivers: HashMap::new(),
+        metrics,
+        id: transactional_id.clone(),
+    };
+    let label = RulesMetrics::stage(kind.name());
+    let mut last_tick = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if rules.has_changed().unwrap_or(false) {
+            stage.loaded = rules.borrow_and_update().clone();
+            // New rules, new state: every partition rebuilds from its past.
+            stage.slots.clear();
+        }
+        // Never cancelled half-read: it returns empty after the wait.
+        let batch = tstage
+            .next_batch_within(5_000, Duration::from_millis(2), Duration::from_millis(500))
+            .await?;
+        if !batch.is_empty() {
+            process_batch(&mut stage, &tstage, &batch, &label).await?;
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            on_tick(&mut stage, &tstage, &label).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Turns engine outputs into topic records.
+fn records(stage: &Stage, outputs: Vec<Output>, out: &mut Vec<BusOutput>) {
+    for o in outputs {
+        match o {
+            Output::Incident(i) => {
+                if matches!(i.status, IncidentStatus::Open | IncidentStatus::Suppressed) {
+                    stage
+                        .metrics
+                        .incidents
+                        .get_or_create(&RuleLabel {
+                            rule: i.rule.clone(),
+                        })
+                        .inc();
+                }
+                out.push(BusOutput {
+                    topic: stage.cfg.alerts_topic.clone(),
+                    key: Keyed::key(&i),
+                    payload: encode(&i),
+                });
+            }
+            Output::Action(a) => {
+                stage.metrics.actions.inc();
+                out.push(BusOutput {
+                    topic: stage.cfg.actions_topic.clone(),
+                    key: Keyed::key(&a),
+                    payload: encode(&a),
+                });
+            }
+        }
+    }
+}
+
+async fn process_batch(
+    stage: &mut Stage,
+    tstage: &TransactionalStage,
+    batch: &[OwnedMessage],
+    label: &StageLabel,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut outs: Vec<BusOutput> = Vec::new();
+    let mut dead: Vec<(BusOutput, Vec<(&'static str, String)>)> = Vec::new();
+    let mut evaluated = 0u64;
+    let (late0, over0) = totals(stage);
+    let routes: Vec<String> = stage
+        .loaded
+        .plan
+        .routes
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    for m in batch {
+        let p = m.partition();
+        let needs_rebuild = stage
+            .slots
+            .get(&p)
+            .is_none_or(|s| s.next_offset != m.offset());
+        if needs_rebuild {
+            let ts = m.timestamp().to_millis().unwrap_or(0);
+            let slot = stage.rebuild(p, m.offset(), ts)?;
+            stage.slots.insert(p, slot);
+        }
+        let payload = m.payload().unwrap_or_default();
+        match decode::<Event>(payload) {
+            Err(e) => {
+                stage.metrics.dead_letters.get_or_create(label).inc();
+                let key = m
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                dead.push((
+                    BusOutput {
+                        topic: stage.cfg.dlq_topic.clone(),
+                        key,
+                        payload: payload.to_vec(),
+                    },
+                    vec![
+                        (dlqh::REASON, e.to_string()),
+                        (dlqh::REASON_KIND, e.reason_label().to_owned()),
+                        (dlqh::TOPIC, m.topic().to_owned()),
+                        (dlqh::PARTITION, p.to_string()),
+                        (dlqh::OFFSET, m.offset().to_string()),
+                        (dlqh::STAGE, format!("rules-{}", stage.kind.name())),
+                        (dlqh::AT, Timestamp::now().to_string()),
+                    ],
+                ));
+            }
+            Ok(ev) => {
+                evaluated += 1;
+                if stage.kind == StageKind::Node {
+                    forward(stage, &routes, &ev, &mut outs);
+                }
+                let kind = stage.kind;
+                let produced = match stage.slots.get_mut(&p) {
+                    Some(slot) => {
+                        slot.last = Some((ev.time, Instant::now()));
+                        feed(kind, &mut slot.engines, &ev)
+                    }
+                    None => Vec::new(),
+                };
+                records(stage, produced, &mut outs);
+            }
+        }
+        if let Some(slot) = stage.slots.get_mut(&p) {
+            slot.next_offset = m.offset() + 1;
+        }
+    }
+    let eval = started.elapsed().as_secs_f64();
+    if evaluated > 0 {
+        stage
+            .metrics
+            .eval_seconds
+            .get_or_create(label)
+            .observe(eval / evaluated as f64);
+    }
+    stage.metrics.events.get_or_create(label).inc_by(evaluated);
+    let (late1, over1) = totals(stage);
+    stage
+        .metrics
+        .late
+        .get_or_create(label)
+        .inc_by(late1.saturating_sub(late0));
+    stage
+        .metrics
+        .overflow
+        .get_or_create(label)
+        .inc_by(over1.saturating_sub(over0));
+
+    let mut txn = tstage.begin(batch)?;
+    let mut result = Ok(());
+    for o in &outs {
+        if let Err(e) = txn.produce(o) {
+            result = Err(e);
+            break;
+        }
+    }
+    if result.is_ok() {
+        for (o, hs) in &dead {
+            let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            if let Err(e) = txn.produce_with_headers(o, &hs) {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_ok() && crash_before_commit(evaluated) {
+        // Test failpoint: the outputs are in the open transaction, the
+        // offsets are not committed. A restart must write them once.
+        let _ = txn.flush_outputs().await;
+        tracing::error!("failpoint: crashing between processing and commit");
+        std::process::abort();
+    }
+    let committed = match result {
+        Ok(()) => txn.commit().await,
+        Err(e) => {
+            let _ = txn.abort().await;
+            Err(e)
+        }
+    };
+    update_state_gauges(stage, label);
+    match committed {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // The inputs come again: their partitions rebuild from the log
+            // so nothing is counted twice.
+            for m in batch {
+                stage.slots.remove(&m.partition());
+            }
+            if e.is_retryable() {
+                tracing::warn!(stage = %stage.id, error = %e, events = batch.len(), "transaction aborted; the batch will be processed again");
+                Ok(())
+            } else {
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// `PITCREW_FAILPOINT=rules-crash-before-commit` makes the first batch
+/// with events abort the process after producing and before committing
+/// (for the exactly-once test; never set in production).
+fn crash_before_commit(evaluated: u64) -> bool {
+    evaluated > 0
+        && std::env::var("PITCREW_FAILPOINT").is_ok_and(|v| v == "rules-crash-before-commit")
+}
+
+/// Sends an event on to the group stage for each route whose rules read
+/// it, keyed by the route's group value.
+fn forward(stage: &mut Stage, routes: &[String], ev: &Event, outs: &mut Vec<BusOutput>) {
+    let mut driver_changed = false;
+    if let EventData::NodeHeartbeat(h) = &ev.data {
+        if let Some(v) = &h.driver_version {
+            if stage.drivers.get(&ev.node) != Some(v) {
+                stage.drivers.insert(ev.node.clone(), v.clone());
+                driver_changed = true;
+            }
+        }
+    }
+    for (route, program) in &stage.loaded.plan.routes {
+        let wants = program.reads(ev) || (driver_changed && route == "driver_version");
+        if !wants {
+            continue;
+        }
+        let driver = stage.drivers.get(&ev.node).map(String::as_str);
+        let Some(value) = group_value(route, ev, &stage.cfg.inventory, driver) else {
+            continue;
+        };
+        let mut fwd = ev.clone();
+        fwd.labels.insert(ROUTE_LABEL.to_owned(), route.clone());
+        outs.push(BusOutput {
+            topic: stage.cfg.group_topic.clone(),
+            key: format!("{route}/{value}"),
+            payload: encode(&fwd),
+        });
+    }
+    let _ = routes;
+}
+
+fn totals(stage: &Stage) -> (u64, u64) {
+    let mut late = 0;
+    let mut over = 0;
+    for s in stage.slots.values() {
+        for e in s.engines.values() {
+            late += e.stats().late;
+            over += e.stats().overflow;
+        }
+    }
+    (late, over)
+}
+
+fn update_state_gauges(stage: &Stage, label: &StageLabel) {
+    let mut entries = 0;
+    let mut bytes = 0;
+    for s in stage.slots.values() {
+        for e in s.engines.values() {
+            entries += e.state_entries();
+            bytes += e.state_bytes();
+        }
+    }
+    stage
+        .metrics
+        .state_entries
+        .get_or_create(label)
+        .set(entries as i64);
+    stage
+        .metrics
+        .state_bytes
+        .get_or_create(label)
+        .set(bytes as i64);
+}
+
+/// Once a second: drop partitions no longer assigned, and move quiet
+/// partitions' event time on so their timers fire.
+async fn on_tick(
+    stage: &mut Stage,
+    tstage: &TransactionalStage,
+    label: &StageLabel,
+) -> anyhow::Result<()> {
+    if let Ok(assigned) = tstage.assignment() {
+        let topic = stage.input_topic().to_owned();
+        stage
+            .slots
+            .retain(|p, _| assigned.iter().any(|(t, q)| *t == topic && q == p));
+        stage
+            .metrics
+            .assigned
+            .get_or_create(label)
+            .set(assigned.len() as i64);
+    }
+    // A partition quiet for longer than the grace moves on at wall-clock
+    // pace, the grace behind: events delayed by less still count.
+    let grace = Duration::from_nanos(u64::try_from(stage.cfg.idle_grace.nanos()).unwrap_or(0));
+    let mut produced = Vec::new();
+    for slot in stage.slots.values_mut() {
+        let Some((t, wall)) = slot.last else { continue };
+        let idle = wall.elapsed();
+        if idle <= grace {
+            continue;
+        }
+        let ahead = idle - grace;
+        let to = t.add_nanos(i64::try_from(ahead.as_nanos()).unwrap_or(i64::MAX));
+        for e in slot.engines.values_mut() {
+            e.advance(to);
+            produced.extend(e.drain());
+        }
+    }
+    if produced.is_empty() {
+        update_state_gauges(stage, label);
+        return Ok(());
+    }
+    let mut outs = Vec::new();
+    records(stage, produced, &mut outs);
+    let mut txn = tstage.begin(&[])?;
+    for o in &outs {
+        txn.produce(o)?;
+    }
+    txn.commit().await?;
+    update_state_gauges(stage, label);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_matches_the_reference_value() {
+        // The standard check value of CRC-32/ISO-HDLC (zlib's crc32).
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert!((0..12).contains(&partition_of("n17", 12)));
+    }
+}

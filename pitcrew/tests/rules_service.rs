@@ -1,0 +1,539 @@
+//! `pitcrew rules` against a real Apache Kafka: exactly-once output across
+//! a crash, a rebalance between two instances, hot reload with a broken
+//! file, and topology-group rules through the re-keyed stage.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pitcrew_bus::rdkafka::consumer::{BaseConsumer, Consumer as _};
+use pitcrew_bus::rdkafka::message::Message;
+use pitcrew_bus::rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use pitcrew_bus::{ensure_topics, BusConfig, BusMetrics, Producer};
+use pitcrew_contract::{
+    decode, examples, ActionRequest, Event, EventData, EventKind, IbCounterName, Incident,
+    IncidentStatus, Timestamp,
+};
+use pitcrew_tests::{config, kafka, unique};
+
+struct Service(Child);
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Setup {
+    cfg: BusConfig,
+    dir: PathBuf,
+    config_file: PathBuf,
+    prefix: String,
+}
+
+async fn setup(name: &str, partitions: i32) -> Setup {
+    let prefix = unique(name);
+    let mut cfg = config(&prefix);
+    cfg.topics.events.partitions = partitions;
+    ensure_topics(&cfg.kafka, &cfg.topics).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("pitcrew-rules-{prefix}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = &cfg.topics;
+    let text = format!(
+        "[kafka]\nbrokers = \"{}\"\n[kafka.consumer]\nsession_timeout_ms = 6000\n[kafka.producer]\nlinger_ms = 1\n\
+         [topics]\nreplication_factor = 1\n[topics.events]\nname = \"{}\"\npartitions = {}\n[topics.alerts]\nname = \"{}\"\n\
+         [topics.actions]\nname = \"{}\"\n[topics.audit]\nname = \"{}\"\n[topics.state]\nname = \"{}\"\ncompact = true\n[topics.dlq]\nname = \"{}\"\n",
+        kafka(),
+        t.events.name,
+        partitions,
+        t.alerts.name,
+        t.actions.name,
+        t.audit.name,
+        t.state.name,
+        t.dlq.name
+    );
+    let config_file = dir.join("pitcrew.toml");
+    std::fs::write(&config_file, text).unwrap();
+    Setup {
+        cfg,
+        dir,
+        config_file,
+        prefix,
+    }
+}
+
+fn start(s: &Setup, rules: &Path, instance: &str, extra_env: &[(&str, &str)]) -> (Service, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pitcrew"));
+    cmd.args([
+        "--config",
+        s.config_file.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "rules",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--inventory",
+        s.dir.join("inventory.toml").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--instance",
+        instance,
+        "--group-id",
+        &format!("{}rules", s.prefix),
+        "--group-topic",
+        &format!("{}events.by-group", s.prefix),
+    ])
+    .env_remove("PITCREW_CONFIG")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    // The log names the metrics address once it listens.
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut all = String::new();
+        let mut sent = false;
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if !sent {
+                if let Some(i) = all.find("\"listen\":\"") {
+                    let addr: String = all[i + 10..].chars().take_while(|c| *c != '"').collect();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+            if all.len() > 1 << 20 {
+                all.drain(..all.len() / 2);
+            }
+            eprint!("{}", String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the service logs its address");
+    (Service(child), addr)
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn wait_metric(addr: &str, name: &str, at_least: f64, limit: Duration) -> f64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = metric(&http_get(addr, "/metrics"), name);
+        if v >= at_least || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn xid(node: &str, code: u32, at_ms: i64) -> Event {
+    let mut e = examples::event(EventKind::GpuXid);
+    e.node = node.into();
+    e.id = format!("xid-{node}-{code}-{at_ms}");
+    e.time = Timestamp::from_unix_millis(at_ms);
+    if let EventData::GpuXid(x) = &mut e.data {
+        x.code = code;
+    }
+    e
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().unix_millis()
+}
+
+async fn produce(cfg: &BusConfig, events: &[Event]) {
+    let p = Producer::new(&cfg.kafka, BusMetrics::default()).unwrap();
+    for e in events {
+        p.send_message(&cfg.topics.events.name, e).await.unwrap();
+    }
+}
+
+async fn produce_raw(cfg: &BusConfig, key: &str, payload: &[u8]) {
+    let p = Producer::new(&cfg.kafka, BusMetrics::default()).unwrap();
+    p.send(&cfg.topics.events.name, key, payload).await.unwrap();
+}
+
+/// Every message of every partition of `topic`, read with `isolation`,
+/// until `want` arrived (plus a grace period) or `limit` passed.
+fn read_topic(topic: &str, isolation: &str, want: usize, limit: Duration) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + limit;
+    let mut grace: Option<Instant> = None;
+    let mut out = Vec::new();
+    while Instant::now() < deadline && grace.is_none_or(|g| Instant::now() < g) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(m.payload().unwrap_or_default().to_vec());
+            if out.len() >= want && grace.is_none() {
+                grace = Some(Instant::now() + Duration::from_millis(1500));
+            }
+        }
+    }
+    out
+}
+
+fn actions(s: &Setup, want: usize) -> Vec<ActionRequest> {
+    read_topic(
+        &s.cfg.topics.actions.name,
+        "read_committed",
+        want,
+        Duration::from_secs(60),
+    )
+    .iter()
+    .map(|b| decode(b).unwrap())
+    .collect()
+}
+
+fn incidents(s: &Setup, want: usize) -> Vec<Incident> {
+    read_topic(
+        &s.cfg.topics.alerts.name,
+        "read_committed",
+        want,
+        Duration::from_secs(60),
+    )
+    .iter()
+    .map(|b| decode(b).unwrap())
+    .collect()
+}
+
+const REBOOT_ON_79: &str = "[[rule]]\nname = \"x79\"\nseverity = \"critical\"\nplan = \"reboot_node\"\nwhen = { kind = \"gpu.xid\", where = { \"data.code\" = 79 } }\n";
+
+fn write_rules(s: &Setup, text: &str) -> PathBuf {
+    let p = s.dir.join("rules.toml");
+    std::fs::write(&p, text).unwrap();
+    std::fs::write(s.dir.join("inventory.toml"), "").unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_processing_and_commit_loses_nothing_and_duplicates_nothing() {
+    let s = setup("eo", 1).await;
+    let rules = write_rules(&s, REBOOT_ON_79);
+    let t0 = now_ms();
+    let events: Vec<Event> = (0..50).map(|i| xid(&format!("n{i}"), 79, t0 + i)).collect();
+    produce(&s.cfg, &events).await;
+
+    // First run: processes, produces into the transaction, then dies.
+    let (mut crashing, _) = start(
+        &s,
+        &rules,
+        "a",
+        &[("PITCREW_FAILPOINT", "rules-crash-before-commit")],
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(Some(st)) = crashing.0.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.is_some_and(|st| !st.success()),
+        "the failpoint crashed the process"
+    );
+    // What it wrote is in the log but not committed.
+    let uncommitted = read_topic(
+        &s.cfg.topics.actions.name,
+        "read_uncommitted",
+        1,
+        Duration::from_secs(20),
+    );
+    assert!(
+        !uncommitted.is_empty(),
+        "the crashed run had produced actions"
+    );
+    let committed = read_topic(
+        &s.cfg.topics.actions.name,
+        "read_committed",
+        0,
+        Duration::from_secs(3),
+    );
+    assert!(
+        committed.is_empty(),
+        "nothing of the crashed run is visible"
+    );
+
+    // Restart: the same transactional id fences the dead one; every event
+    // is processed again, and its outputs are written once.
+    let (_svc, addr) = start(&s, &rules, "a", &[]);
+    let acts = actions(&s, 50);
+    let ids: HashSet<&str> = acts.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(
+        acts.len(),
+        50,
+        "one action per event, none lost, none twice"
+    );
+    assert_eq!(ids.len(), 50);
+    assert!(acts.iter().all(|a| a.plan == "reboot_node"));
+    let opened = incidents(&s, 50)
+        .into_iter()
+        .filter(|i| i.status == IncidentStatus::Open)
+        .count();
+    assert_eq!(opened, 50);
+    assert!(
+        wait_metric(
+            &addr,
+            "pitcrew_rules_events_total",
+            50.0,
+            Duration::from_secs(10)
+        ) >= 50.0
+    );
+    assert!(
+        metric(
+            &http_get(&addr, "/metrics"),
+            "pitcrew_rules_incidents_total"
+        ) >= 50.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebalance_between_two_instances_keeps_state_and_writes_each_output_once() {
+    let s = setup("rebal", 4).await;
+    // Needs state across the rebalance: 10 replays a node, 5 before and 5
+    // after the second instance joins, only together above 8.
+    let rules = write_rules(
+        &s,
+        &format!("{REBOOT_ON_79}[[rule]]\nname = \"replays\"\nkey = \"node,gpu\"\nblame = \"gpu\"\nplan = \"notify\"\nwhen = {{ kind = \"gpu.pcie_replay\", where = {{ \"data.delta\" = {{ gt = 0 }} }} }}\nwindow = {{ over = \"10m\", agg = \"sum\", field = \"data.delta\" }}\nthreshold = {{ op = \">\", fire = 8 }}\n"),
+    );
+    let replay = |node: &str, i: i64, t: i64| {
+        let mut e = examples::event(EventKind::GpuPcieReplay);
+        e.node = node.into();
+        e.id = format!("r-{node}-{i}");
+        e.time = Timestamp::from_unix_millis(t);
+        if let EventData::GpuPcieReplay(c) = &mut e.data {
+            c.delta = 1;
+        }
+        e
+    };
+    let t0 = now_ms();
+    let nodes: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
+    let (_a, addr_a) = start(&s, &rules, "a", &[]);
+    let mut first = Vec::new();
+    for (k, n) in nodes.iter().enumerate() {
+        first.push(xid(n, 79, t0 + k as i64));
+        for i in 0..5 {
+            first.push(replay(n, i, t0 + 100 + i));
+        }
+    }
+    produce(&s.cfg, &first).await;
+    wait_metric(
+        &addr_a,
+        "pitcrew_rules_events_total",
+        first.len() as f64,
+        Duration::from_secs(60),
+    );
+
+    let (_b, addr_b) = start(&s, &rules, "b", &[]);
+    // Wait until the group has handed b its share.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let b = metric(
+            &http_get(&addr_b, "/metrics"),
+            "pitcrew_rules_assigned_partitions{stage=\"node\"}",
+        );
+        let a = metric(
+            &http_get(&addr_a, "/metrics"),
+            "pitcrew_rules_assigned_partitions{stage=\"node\"}",
+        );
+        if b >= 1.0 && a + b == 4.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let t1 = now_ms();
+    let mut second = Vec::new();
+    for n in &nodes {
+        for i in 5..10 {
+            second.push(replay(n, i, t1 + i));
+        }
+    }
+    produce(&s.cfg, &second).await;
+
+    let acts = actions(&s, 80);
+    let mut by_plan: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    for a in &acts {
+        assert!(
+            by_plan
+                .entry(a.plan.clone())
+                .or_default()
+                .insert(a.id.clone()),
+            "action {} twice",
+            a.id
+        );
+    }
+    let notified: Vec<&str> = acts
+        .iter()
+        .filter(|a| a.plan == "notify")
+        .map(|a| a.target.name.as_str())
+        .collect();
+    eprintln!("notified: {notified:?}");
+    assert_eq!(by_plan.get("reboot_node").map(HashSet::len), Some(40));
+    assert_eq!(
+        by_plan.get("notify").map(HashSet::len),
+        Some(40),
+        "windows kept their state across the rebalance"
+    );
+    assert_eq!(acts.len(), 80);
+    let b_events = metric(&http_get(&addr_b, "/metrics"), "pitcrew_rules_events_total");
+    assert!(b_events > 0.0, "the second instance took partitions");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_rule_file_keeps_the_running_rules_and_a_good_one_replaces_them() {
+    let s = setup("reload", 1).await;
+    let rules = write_rules(&s, REBOOT_ON_79);
+    let (_svc, addr) = start(&s, &rules, "a", &[]);
+    let t0 = now_ms();
+    produce(&s.cfg, &[xid("n1", 79, t0)]).await;
+    assert_eq!(actions(&s, 1).len(), 1);
+
+    // Broken: a syntax error and an unknown plan.
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"x79\"\nplan = \"reboot_nod\"\nwhen = { kind = \"gpu.xid\" \n",
+    )
+    .unwrap();
+    assert!(
+        wait_metric(
+            &addr,
+            "pitcrew_rules_reloads_total{outcome=\"error\"}",
+            1.0,
+            Duration::from_secs(20)
+        ) >= 1.0
+    );
+    produce(&s.cfg, &[xid("n2", 79, t0 + 1000)]).await;
+    let acts = actions(&s, 2);
+    assert_eq!(acts.len(), 2, "the old rules still run");
+    assert!(acts.iter().all(|a| a.plan == "reboot_node"));
+
+    // Good: 79 now asks for RMA.
+    std::fs::write(&rules, REBOOT_ON_79.replace("reboot_node", "rma")).unwrap();
+    assert!(
+        wait_metric(
+            &addr,
+            "pitcrew_rules_reloads_total{outcome=\"ok\"}",
+            1.0,
+            Duration::from_secs(20)
+        ) >= 1.0
+    );
+    produce(&s.cfg, &[xid("n3", 79, t0 + 2000)]).await;
+    let acts = actions(&s, 3);
+    assert_eq!(acts.len(), 3, "{acts:?}");
+    assert_eq!(acts.iter().filter(|a| a.plan == "rma").count(), 1);
+    assert_eq!(
+        acts.iter()
+            .find(|a| a.plan == "rma")
+            .map(|a| a.target.name.as_str()),
+        Some("n3")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leaf_switch_fan_in_runs_through_the_rekeyed_stage_and_bad_input_is_dead_lettered() {
+    let s = setup("fanin", 3).await;
+    let rules_dir = s.dir.join("pack");
+    std::fs::create_dir_all(&rules_dir).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/pack/network.toml"),
+        rules_dir.join("network.toml"),
+    )
+    .unwrap();
+    std::fs::write(s.dir.join("inventory.toml"), "[[node]]\nname = \"n[1-12]\"\nleaf_switch = \"leaf-1a\"\n[[node]]\nname = \"n[13-24]\"\nleaf_switch = \"leaf-2a\"\n").unwrap();
+    let (_svc, addr) = start(&s, &rules_dir, "a", &[]);
+    let t0 = now_ms();
+    let events: Vec<Event> = (1..=8)
+        .map(|i| {
+            let mut e = examples::event(EventKind::NetIbCounter);
+            e.node = format!("n{i}");
+            e.id = format!("ib-{i}");
+            e.time = Timestamp::from_unix_millis(t0 + i * 100);
+            if let EventData::NetIbCounter(c) = &mut e.data {
+                c.counter = IbCounterName::LinkDowned;
+                c.delta = 1;
+            }
+            e
+        })
+        .collect();
+    produce(&s.cfg, &events).await;
+    produce_raw(&s.cfg, "n99", b"{\"v\":1,\"kind\":\"gpu.xid\",oops").await;
+
+    let incs = incidents(&s, 9);
+    let parent = incs
+        .iter()
+        .find(|i| i.rule == "leaf-switch-down" && i.status == IncidentStatus::Open)
+        .expect("the switch is blamed");
+    assert_eq!(parent.blame.to_string(), "leaf_switch/leaf-1a");
+    let suppressed = incs
+        .iter()
+        .filter(|i| i.rule == "ib-link-down" && i.status == IncidentStatus::Suppressed)
+        .count();
+    assert_eq!(suppressed, 8, "{incs:#?}");
+    let acts = actions(&s, 1);
+    assert_eq!(acts.len(), 1, "one page, no node drained: {acts:?}");
+    assert_eq!(acts[0].plan, "page");
+    let dlq = read_topic(
+        &s.cfg.topics.dlq.name,
+        "read_committed",
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].starts_with(b"{\"v\":1,\"kind\":\"gpu.xid\",oops"));
+    assert!(
+        wait_metric(
+            &addr,
+            "pitcrew_rules_dead_letters_total",
+            1.0,
+            Duration::from_secs(5)
+        ) >= 1.0
+    );
+}
