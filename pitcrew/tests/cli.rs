@@ -65,7 +65,6 @@ fn every_subcommand_has_help() {
 #[test]
 fn unbuilt_subcommands_say_so_and_exit_2() {
     let cases: &[&[&str]] = &[
-        &["rules"],
         &["remediate"],
         &["run"],
         &["demo", "--duration", "30s"],

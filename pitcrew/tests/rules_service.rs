@@ -81,7 +81,8 @@ fn start(s: &Setup, rules: &Path, instance: &str, extra_env: &[(&str, &str)]) ->
         "--listen",
         "127.0.0.1:0",
         "--instance",
-        instance,
+        // Transactional ids are broker-wide: unique per test, stable per instance.
+        &format!("{}{instance}", s.prefix),
         "--group-id",
         &format!("{}rules", s.prefix),
         "--group-topic",
