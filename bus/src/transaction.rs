@@ -11,7 +11,11 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
@@ -28,9 +32,25 @@ pub struct Output {
     pub payload: Vec<u8>,
 }
 
+/// Counts rebalances, so a stateful stage knows when the partitions it
+/// holds state for may have been processed elsewhere in between.
+#[derive(Debug, Default)]
+pub(crate) struct RebalanceCounter {
+    epoch: Arc<AtomicU64>,
+}
+
+impl ClientContext for RebalanceCounter {}
+
+impl ConsumerContext for RebalanceCounter {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// A consumer and a transactional producer working as one stage.
 pub struct TransactionalStage {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<RebalanceCounter>,
+    epoch: Arc<AtomicU64>,
     producer: FutureProducer,
     metrics: BusMetrics,
     timeout: Duration,
@@ -59,7 +79,11 @@ impl TransactionalStage {
         let mut cc = cfg.group_consumer_config(group_id)?;
         // Offsets are committed by the transaction, never by the consumer.
         cc.set("enable.auto.commit", "false");
-        let consumer: StreamConsumer = cc.create().map_err(BusError::from_client_creation)?;
+        let counter = RebalanceCounter::default();
+        let epoch = Arc::clone(&counter.epoch);
+        let consumer: StreamConsumer<RebalanceCounter> = cc
+            .create_with_context(counter)
+            .map_err(BusError::from_client_creation)?;
         consumer
             .subscribe(topics)
             .map_err(|e| BusError::consume("subscribe", &e))?;
@@ -83,6 +107,7 @@ impl TransactionalStage {
             .map_err(|e| BusError::TransactionFatal(format!("init transactions: {e}")))?;
         Ok(TransactionalStage {
             consumer,
+            epoch,
             producer,
             metrics,
             timeout,
@@ -118,6 +143,13 @@ impl TransactionalStage {
                 .inc();
         }
         Ok(batch)
+    }
+
+    /// How many rebalances (assignments and revocations) this stage has
+    /// seen: state kept for a partition across a change of this number may
+    /// be stale.
+    pub fn rebalance_epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// The partitions this stage's consumer holds now (topic, partition).

@@ -168,6 +168,10 @@ pub(crate) struct RulesArgs {
     /// Mark every action request dry-run.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Most events one transaction carries: larger batches cost less CPU
+    /// per event, smaller ones answer sooner under load.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) max_batch: usize,
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +316,30 @@ pub(crate) enum BenchWhat {
         /// GPUs per node.
         #[arg(long, default_value_t = 8)]
         gpus: u32,
+    },
+    /// `pitcrew rules` end to end against a Kafka (--config or
+    /// PITCREW__KAFKA__BROKERS): backlog throughput per core, and the time
+    /// from an event entering Kafka to its action request being readable
+    /// under background load. Uses throwaway topics.
+    Pipeline {
+        /// Events produced before the stage starts (throughput phase).
+        #[arg(long, default_value_t = 1_000_000)]
+        backlog: u64,
+        /// Background events per second during the latency phase.
+        #[arg(long, default_value_t = 200_000)]
+        rate: u64,
+        /// Seconds of the latency phase.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Milliseconds between probe events.
+        #[arg(long, default_value_t = 50)]
+        probe_ms: u64,
+        /// Partitions of the events topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Passed to the stage as --max-batch.
+        #[arg(long, default_value_t = 10_000)]
+        max_batch: usize,
     },
     /// Produce and consume throughput against a Kafka (--config or
     /// PITCREW__KAFKA__BROKERS); creates and uses a throwaway topic.

@@ -26,6 +26,19 @@ pub(crate) async fn run(config: Option<&Path>, args: BenchArgs) -> anyhow::Resul
             nodes,
             gpus,
         } => super::bench_rules::run(seconds, nodes, gpus)?,
+        BenchWhat::Pipeline {
+            backlog,
+            rate,
+            seconds,
+            probe_ms,
+            partitions,
+            max_batch,
+        } => {
+            super::bench_pipeline::run(
+                config, backlog, rate, seconds, probe_ms, partitions, max_batch,
+            )
+            .await?
+        }
         BenchWhat::Kafka { events, partitions } => kafka_bench(config, events, partitions).await?,
     }
     Ok(ExitCode::SUCCESS)

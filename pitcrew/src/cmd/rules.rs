@@ -256,6 +256,7 @@ struct StageCfg {
     lookback_cap: Span,
     idle_grace: Span,
     dry_run: bool,
+    max_batch: usize,
 }
 
 pub(crate) async fn run(config: Option<&Path>, args: &RulesArgs) -> anyhow::Result<ExitCode> {
@@ -318,6 +319,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &RulesArgs) -> anyhow::Resu
         lookback_cap,
         idle_grace,
         dry_run: args.dry_run,
+        max_batch: args.max_batch.max(1),
     };
     let (tx, rx) = watch::channel(loaded);
     let stop = Arc::new(AtomicBool::new(false));
@@ -464,6 +466,8 @@ struct Stage {
     metrics: RulesMetrics,
     /// The transactional id, naming this instance's stage in logs.
     id: String,
+    /// The consumer's rebalance count when the slots were built.
+    epoch: u64,
 }
 
 impl Stage {
@@ -639,6 +643,7 @@ async fn stage_loop(
         drivers: HashMap::new(),
         metrics,
         id: transactional_id.clone(),
+        epoch: 0,
     };
     let label = RulesMetrics::stage(kind.name());
     let mut last_tick = Instant::now();
@@ -650,7 +655,11 @@ async fn stage_loop(
         }
         // Never cancelled half-read: it returns empty after the wait.
         let batch = tstage
-            .next_batch_within(5_000, Duration::from_millis(2), Duration::from_millis(500))
+            .next_batch_within(
+                stage.cfg.max_batch,
+                Duration::from_millis(2),
+                Duration::from_millis(500),
+            )
             .await?;
         if !batch.is_empty() {
             process_batch(&mut stage, &tstage, &batch, &label).await?;
@@ -713,12 +722,21 @@ async fn process_batch(
         .iter()
         .map(|(n, _)| n.clone())
         .collect();
+    // After a rebalance any partition may have been processed elsewhere in
+    // between: rebuild them all from the log.
+    let epoch = tstage.rebalance_epoch();
+    if epoch != stage.epoch {
+        stage.epoch = epoch;
+        stage.slots.clear();
+    }
     for m in batch {
         let p = m.partition();
+        // Offsets skip forward over transaction markers; going back means a
+        // rewind, and the state is ahead of the input.
         let needs_rebuild = stage
             .slots
             .get(&p)
-            .is_none_or(|s| s.next_offset != m.offset());
+            .is_none_or(|s| m.offset() < s.next_offset);
         if needs_rebuild {
             let ts = m.timestamp().to_millis().unwrap_or(0);
             let slot = stage.rebuild(p, m.offset(), ts)?;
