@@ -179,21 +179,37 @@ impl TransactionalStage {
             Ok(r) => r.map_err(|e| BusError::consume("receive", &e))?.detach(),
         };
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + linger;
+        // One timer for the whole linger, not one per message.
+        let linger_end = tokio::time::sleep(linger);
+        tokio::pin!(linger_end);
         while batch.len() < max {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(m.detach()),
-                Ok(Err(e)) => return Err(BusError::consume("receive", &e)),
-                Err(_elapsed) => break,
+            tokio::select! {
+                biased;
+                m = self.consumer.recv() => match m {
+                    Ok(m) => batch.push(m.detach()),
+                    Err(e) => return Err(BusError::consume("receive", &e)),
+                },
+                () = &mut linger_end => break,
             }
         }
-        for m in &batch {
+        self.count_consumed(&batch);
+        Ok(batch)
+    }
+
+    fn count_consumed(&self, batch: &[OwnedMessage]) {
+        let mut counts: Vec<(&str, u64)> = Vec::new();
+        for m in batch {
+            match counts.iter_mut().find(|(t, _)| *t == m.topic()) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((m.topic(), 1)),
+            }
+        }
+        for (topic, n) in counts {
             self.metrics
                 .consumed
-                .get_or_create(&BusMetrics::topic(m.topic()))
-                .inc();
+                .get_or_create(&BusMetrics::topic(topic))
+                .inc_by(n);
         }
-        Ok(batch)
     }
 
     /// Opens a transaction for `batch`.
