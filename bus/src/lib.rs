@@ -40,7 +40,7 @@ pub use dlq::{dead_letter_context, DeadLetterWriter};
 pub use error::{code_is_retryable, BusError};
 pub use metrics::BusMetrics;
 pub use producer::{Delivered, PendingDelivery, Producer};
-pub use range::read_partition_range;
+pub use range::{read_partition_range, read_topic_merged};
 pub use topics::{broker_count, cleanup_policy, ensure_topic_specs, ensure_topics, TopicReport};
 pub use transaction::{Output, Transaction, TransactionalStage};
 

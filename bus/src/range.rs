@@ -78,3 +78,146 @@ pub fn read_partition_range(
     }
     Ok(read)
 }
+
+/// Reads every partition of `topic` from `from_ms` (milliseconds since the
+/// epoch; the first offset at or after it) to the end each partition had
+/// when the read began, merged in timestamp order across partitions, and
+/// calls `f` with each message's payload whose timestamp is at most
+/// `to_ms`. Partitions that run ahead are paused, so memory stays bounded.
+/// `progress` is called with (messages read, partitions finished, total).
+pub fn read_topic_merged(
+    cfg: &KafkaConfig,
+    topic: &str,
+    from_ms: i64,
+    to_ms: Option<i64>,
+    timeout: Duration,
+    mut f: impl FnMut(&[u8]),
+    mut progress: impl FnMut(u64, usize, usize),
+) -> Result<u64, BusError> {
+    use std::collections::VecDeque;
+    const HIGH: usize = 20_000;
+    let mut cc = cfg.client_config()?;
+    cc.set("group.id", format!("pitcrew-replay-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = cc.create().map_err(BusError::from_client_creation)?;
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| BusError::consume("metadata", &e))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(BusError::Topic {
+            topic: topic.to_owned(),
+            reason: "no such topic, or it has no partitions".to_owned(),
+        });
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(from_ms.max(0)))
+            .map_err(|e| BusError::consume("replay", &e))?;
+    }
+    let starts = consumer
+        .offsets_for_times(tpl, timeout)
+        .map_err(|e| BusError::consume("offsets for times", &e))?;
+    let n = partitions.len();
+    let mut ends = vec![0i64; n];
+    let mut done = vec![false; n];
+    let mut assign = TopicPartitionList::new();
+    for (i, &p) in partitions.iter().enumerate() {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(|e| BusError::consume("watermarks", &e))?;
+        ends[i] = high;
+        match starts.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) if o < high => {
+                assign
+                    .add_partition_offset(topic, p, Offset::Offset(o))
+                    .map_err(|e| BusError::consume("replay", &e))?;
+            }
+            _ => done[i] = true,
+        }
+    }
+    consumer
+        .assign(&assign)
+        .map_err(|e| BusError::consume("assign", &e))?;
+    let index = |p: i32| partitions.iter().position(|&x| x == p);
+    let mut buffers: Vec<VecDeque<(i64, Vec<u8>)>> = (0..n).map(|_| VecDeque::new()).collect();
+    let mut paused = vec![false; n];
+    let mut read = 0u64;
+    let mut idle_since = Instant::now();
+    loop {
+        // Need a head from every partition still going before merging.
+        let waiting = (0..n).any(|i| !done[i] && buffers[i].is_empty());
+        if waiting {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    idle_since = Instant::now();
+                    let Some(i) = index(m.partition()) else {
+                        continue;
+                    };
+                    if m.offset() + 1 >= ends[i] {
+                        done[i] = true;
+                    }
+                    if m.offset() < ends[i] {
+                        let ts = m.timestamp().to_millis().unwrap_or(0);
+                        buffers[i].push_back((ts, m.payload().unwrap_or_default().to_vec()));
+                    }
+                    if buffers[i].len() >= HIGH && !paused[i] {
+                        let mut one = TopicPartitionList::new();
+                        one.add_partition(topic, m.partition());
+                        let _ = consumer.pause(&one);
+                        paused[i] = true;
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    if let Some(i) = index(p) {
+                        done[i] = true;
+                    }
+                }
+                Some(Err(e)) => return Err(BusError::consume("replay read", &e)),
+                None => {
+                    if idle_since.elapsed() > timeout {
+                        return Err(BusError::Consume(
+                            format!("replay of {topic} stalled for {timeout:?}"),
+                            Some(rdkafka::types::RDKafkaErrorCode::RequestTimedOut),
+                        ));
+                    }
+                }
+            }
+            continue;
+        }
+        // Every live partition has a head: emit the oldest.
+        let next = (0..n)
+            .filter(|&i| !buffers[i].is_empty())
+            .min_by_key(|&i| buffers[i].front().map(|(ts, _)| *ts));
+        let Some(i) = next else { break };
+        if let Some((ts, payload)) = buffers[i].pop_front() {
+            if to_ms.is_some_and(|t| ts > t) {
+                // Everything after this in the partition is later still.
+                buffers[i].clear();
+                done[i] = true;
+            } else {
+                f(&payload);
+                read += 1;
+                if read % 100_000 == 0 {
+                    progress(read, done.iter().filter(|d| **d).count(), n);
+                }
+            }
+        }
+        if paused[i] && buffers[i].len() < HIGH / 4 && !done[i] {
+            let mut one = TopicPartitionList::new();
+            one.add_partition(topic, partitions[i]);
+            let _ = consumer.resume(&one);
+            paused[i] = false;
+        }
+    }
+    progress(read, n, n);
+    Ok(read)
+}

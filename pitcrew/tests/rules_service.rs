@@ -432,7 +432,8 @@ async fn a_rebalance_between_two_instances_keeps_state_and_writes_each_output_on
 async fn a_broken_rule_file_keeps_the_running_rules_and_a_good_one_replaces_them() {
     let s = setup("reload", 1).await;
     let rules = write_rules(&s, REBOOT_ON_79);
-    let (_svc, addr) = start(&s, &rules, "a", &[]);
+    let (svc, addr) = start(&s, &rules, "a", &[]);
+    let svc_pid = svc.0.id();
     let t0 = now_ms();
     produce(&s.cfg, &[xid("n1", 79, t0)]).await;
     assert_eq!(actions(&s, 1).len(), 1);
@@ -456,15 +457,53 @@ async fn a_broken_rule_file_keeps_the_running_rules_and_a_good_one_replaces_them
     assert_eq!(acts.len(), 2, "the old rules still run");
     assert!(acts.iter().all(|a| a.plan == "reboot_node"));
 
+    // SIGHUP reloads too (the same, good set).
+    let ok_before = metric(
+        &http_get(&addr, "/metrics"),
+        "pitcrew_rules_reloads_total{outcome=\"ok\"}",
+    );
+    std::fs::write(&rules, REBOOT_ON_79).unwrap();
+    assert!(
+        wait_metric(
+            &addr,
+            "pitcrew_rules_reloads_total{outcome=\"ok\"}",
+            ok_before + 1.0,
+            Duration::from_secs(20)
+        ) >= ok_before + 1.0
+    );
+    let ok_mid = metric(
+        &http_get(&addr, "/metrics"),
+        "pitcrew_rules_reloads_total{outcome=\"ok\"}",
+    );
+    let pid = svc_pid.to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        wait_metric(
+            &addr,
+            "pitcrew_rules_reloads_total{outcome=\"ok\"}",
+            ok_mid + 1.0,
+            Duration::from_secs(20)
+        ) >= ok_mid + 1.0,
+        "SIGHUP reloads"
+    );
+
     // Good: 79 now asks for RMA.
+    let ok_now = metric(
+        &http_get(&addr, "/metrics"),
+        "pitcrew_rules_reloads_total{outcome=\"ok\"}",
+    );
     std::fs::write(&rules, REBOOT_ON_79.replace("reboot_node", "rma")).unwrap();
     assert!(
         wait_metric(
             &addr,
             "pitcrew_rules_reloads_total{outcome=\"ok\"}",
-            1.0,
+            ok_now + 1.0,
             Duration::from_secs(20)
-        ) >= 1.0
+        ) >= ok_now + 1.0
     );
     produce(&s.cfg, &[xid("n3", 79, t0 + 2000)]).await;
     let acts = actions(&s, 3);
@@ -537,4 +576,60 @@ async fn leaf_switch_fan_in_runs_through_the_rekeyed_stage_and_bad_input_is_dead
             Duration::from_secs(5)
         ) >= 1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_reads_a_topic_range_across_partitions_in_time_order() {
+    let s = setup("replay", 3).await;
+    let rules = write_rules(&s, REBOOT_ON_79);
+    let first: Vec<Event> = (0..10)
+        .map(|i| xid(&format!("a{i}"), 79, now_ms() + i))
+        .collect();
+    produce(&s.cfg, &first).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let middle = Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second: Vec<Event> = (0..10)
+        .map(|i| xid(&format!("b{i}"), 79, now_ms() + i))
+        .collect();
+    produce(&s.cfg, &second).await;
+
+    let replay = |range: &[&str]| {
+        let mut args = vec![
+            "--config",
+            s.config_file.to_str().unwrap(),
+            "replay",
+            rules.to_str().unwrap(),
+            "--topic",
+            &s.cfg.topics.events.name,
+            "--json",
+        ];
+        args.extend_from_slice(range);
+        let out = Command::new(env!("CARGO_BIN_EXE_pitcrew"))
+            .args(&args)
+            .env_remove("PITCREW_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let targets: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| decode::<ActionRequest>(l.as_bytes()).ok())
+            .map(|a| a.target.name)
+            .collect();
+        targets
+    };
+    let all = replay(&[]);
+    assert_eq!(all.len(), 20, "{all:?}");
+    let mid = middle.to_string();
+    let late = replay(&["--from", &mid]);
+    assert_eq!(late.len(), 10, "{late:?}");
+    assert!(late.iter().all(|n| n.starts_with('b')));
+    let early = replay(&["--to", &mid]);
+    assert_eq!(early.len(), 10, "{early:?}");
+    assert!(early.iter().all(|n| n.starts_with('a')));
 }
