@@ -775,7 +775,8 @@ async fn process_batch(
                 let kind = stage.kind;
                 let produced = match stage.slots.get_mut(&p) {
                     Some(slot) => {
-                        slot.last = Some((ev.time, Instant::now()));
+                        // The wall time is stamped once per batch, below.
+                        slot.last = Some((ev.time, started));
                         feed(kind, &mut slot.engines, &ev)
                     }
                     None => Vec::new(),
@@ -839,7 +840,6 @@ async fn process_batch(
             Err(e)
         }
     };
-    update_state_gauges(stage, label);
     match committed {
         Ok(()) => Ok(()),
         Err(e) => {
