@@ -476,6 +476,35 @@ impl<'a, 'm> Cx<'a, 'm> {
         }
     }
 
+    /// A required whole number in `lo..=hi`.
+    fn whole(
+        &mut self,
+        t: (&Table<'_>, Range<usize>),
+        key: &str,
+        lo: u32,
+        hi: u32,
+        missing: &str,
+    ) -> Option<u32> {
+        match self.opt_num(t.clone(), key) {
+            Some((n, _)) if n >= f64::from(lo) && n.fract() == 0.0 && n <= f64::from(hi) => {
+                Some(n as u32)
+            }
+            Some((_, span)) => {
+                self.err(
+                    &span,
+                    format!("`{key}` must be a whole number from {lo} to {hi}"),
+                );
+                None
+            }
+            None => {
+                if self.get(t.clone(), key).is_none() {
+                    self.err(&t.1, missing.to_owned());
+                }
+                None
+            }
+        }
+    }
+
     pub(crate) fn opt_bool(&mut self, t: (&Table<'_>, Range<usize>), key: &str) -> Option<bool> {
         let v = self.get(t, key)?;
         match v.get_ref().as_bool() {
@@ -1214,20 +1243,13 @@ impl<'a, 'm> Cx<'a, 'm> {
                     Some((m, mspan)) => self.dim(&m, when.kinds, &mspan)?,
                     None => Dim::Node,
                 };
-                let min = match self.opt_num(ft.clone(), "min") {
-                    Some((n, _)) if n >= 2.0 && n.fract() == 0.0 && n <= 100_000.0 => n as u32,
-                    Some((_, span)) => {
-                        self.err(
-                            &span,
-                            "fan-in `min` must be a whole number from 2 to 100000".into(),
-                        );
-                        return None;
-                    }
-                    None => {
-                        self.err(&ft.1, "a fan-in needs `min` (distinct members)".into());
-                        return None;
-                    }
-                };
+                let min = self.whole(
+                    ft.clone(),
+                    "min",
+                    2,
+                    100_000,
+                    "a fan-in needs `min` (distinct members)",
+                )?;
                 let within = match self.opt_span(ft.clone(), "within") {
                     Some((w, span)) if w.0 <= 0 => {
                         self.err(&span, "fan-in `within` must be longer than 0s".into());
@@ -1536,23 +1558,13 @@ impl<'a, 'm> Cx<'a, 'm> {
                     &["count", "within", "plan", "severity", "summary"],
                     "[rule.repeat]",
                 );
-                let count = match self.opt_num(rt.clone(), "count") {
-                    Some((n, _)) if n >= 2.0 && n.fract() == 0.0 && n <= 64.0 => n as u32,
-                    Some((_, span)) => {
-                        self.err(
-                            &span,
-                            "repeat `count` must be a whole number from 2 to 64".into(),
-                        );
-                        return None;
-                    }
-                    None => {
-                        self.err(
-                            &rt.1,
-                            "a repeat needs `count` (this incident is the Nth)".into(),
-                        );
-                        return None;
-                    }
-                };
+                let count = self.whole(
+                    rt.clone(),
+                    "count",
+                    2,
+                    64,
+                    "a repeat needs `count` (this incident is the Nth)",
+                )?;
                 let within = match self.opt_span(rt.clone(), "within") {
                     Some((w, _)) => w,
                     None => {

@@ -827,32 +827,24 @@ impl Engine {
         let mut next: Option<Timestamp> = None;
         if !ts.firing {
             let cond = value.is_some_and(|v| th.firing_condition(v));
-            if cond {
-                let since = *ts.pending_since.get_or_insert(t);
-                if t.unix_nanos() - since.unix_nanos() >= th.hold_for.0 {
+            match debounce(&mut ts.pending_since, cond, t, th.hold_for) {
+                Held::Done => {
                     fire = true;
                     ts.firing = true;
-                    ts.pending_since = None;
                     ts.clear_since = None;
-                } else {
-                    next = Some(since.add_nanos(th.hold_for.0));
                 }
-            } else {
-                ts.pending_since = None;
+                Held::Until(due) => next = Some(due),
+                Held::No => {}
             }
         } else {
             let clear = value.is_none_or(|v| th.clear_condition(v));
-            if clear {
-                let since = *ts.clear_since.get_or_insert(t);
-                if t.unix_nanos() - since.unix_nanos() >= th.clear_for.0 {
+            match debounce(&mut ts.clear_since, clear, t, th.clear_for) {
+                Held::Done => {
                     resolve = true;
                     ts.firing = false;
-                    ts.clear_since = None;
-                } else {
-                    next = Some(since.add_nanos(th.clear_for.0));
                 }
-            } else {
-                ts.clear_since = None;
+                Held::Until(due) => next = Some(due),
+                Held::No => {}
             }
         }
         // Windows change as buckets leave them: look again then.
@@ -905,7 +897,7 @@ impl Engine {
             });
         } else if resolve {
             self.resolve_rule_key(ri, key, &node, gpu, job.as_deref(), t);
-        } else if ts_firing_evidence(event) && !remove {
+        } else if event.is_some() && !remove {
             // Keep-firing: a further event feeds the open incident.
             if let Some(e) = event {
                 if self.rules[ri]
@@ -1672,8 +1664,29 @@ impl Engine {
     }
 }
 
-fn ts_firing_evidence(event: Option<&Event>) -> bool {
-    event.is_some()
+/// Where a condition that must hold for a while stands.
+enum Held {
+    /// It does not hold (and its start is forgotten).
+    No,
+    /// It holds, and will have held long enough at this time.
+    Until(Timestamp),
+    /// It has held long enough (and its start is forgotten).
+    Done,
+}
+
+/// Tracks how long `cond` has held (`for`, `clear_for`) in `since`.
+fn debounce(since: &mut Option<Timestamp>, cond: bool, t: Timestamp, hold: Span) -> Held {
+    if !cond {
+        *since = None;
+        return Held::No;
+    }
+    let start = *since.get_or_insert(t);
+    if t.unix_nanos() - start.unix_nanos() >= hold.0 {
+        *since = None;
+        Held::Done
+    } else {
+        Held::Until(start.add_nanos(hold.0))
+    }
 }
 
 fn add_evidence(o: &mut Open, events: &[String], at: Timestamp, max: usize) {
