@@ -41,7 +41,9 @@ pub use error::{code_is_retryable, BusError};
 pub use metrics::BusMetrics;
 pub use producer::{Delivered, PendingDelivery, Producer};
 pub use range::{read_partition_range, read_topic_merged};
-pub use topics::{broker_count, cleanup_policy, ensure_topic_specs, ensure_topics, TopicReport};
+pub use topics::{
+    broker_count, cleanup_policy, ensure_topic_specs, ensure_topics, partition_count, TopicReport,
+};
 pub use transaction::{Output, Transaction, TransactionalStage};
 
 /// rdkafka types callers need (messages, headers) without a direct dependency.

@@ -186,3 +186,27 @@ pub async fn broker_count(cfg: &KafkaConfig) -> Result<i32, BusError> {
     .map_err(|e| BusError::consume("metadata", &e))?;
     Ok(i32::try_from(md.brokers().len()).unwrap_or(i32::MAX))
 }
+
+/// How many partitions `topic` has now (0 when it does not exist).
+pub async fn partition_count(cfg: &KafkaConfig, topic: &str) -> Result<i32, BusError> {
+    let admin: AdminClient<DefaultClientContext> = cfg
+        .client_config()?
+        .create()
+        .map_err(BusError::from_client_creation)?;
+    let name = topic.to_owned();
+    let md = tokio::task::spawn_blocking(move || {
+        admin
+            .inner()
+            .fetch_metadata(Some(&name), Duration::from_secs(10))
+    })
+    .await
+    .map_err(|_| BusError::Closed)?
+    .map_err(|e| BusError::consume("metadata", &e))?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| {
+            i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)
+        }))
+}

@@ -152,6 +152,38 @@ impl TransactionalStage {
         self.epoch.load(Ordering::SeqCst)
     }
 
+    /// Lag per assigned partition (messages between the position and the
+    /// partition's end), published as `pitcrew_bus_consumer_lag_messages`.
+    /// Blocking (a round trip per partition): call it from periodic work.
+    pub fn record_lag(&self, timeout: Duration) -> Result<i64, BusError> {
+        let positions = self
+            .consumer
+            .position()
+            .map_err(|e| BusError::consume("position", &e))?;
+        let mut total = 0;
+        for elem in positions.elements() {
+            let (low, high) = blocking(|| {
+                self.consumer
+                    .fetch_watermarks(elem.topic(), elem.partition(), timeout)
+            })
+            .map_err(|e| BusError::consume("watermarks", &e))?;
+            let from = match elem.offset() {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            let lag = (high - from).max(0);
+            total += lag;
+            self.metrics
+                .consumer_lag
+                .get_or_create(&crate::metrics::PartitionLabels {
+                    topic: elem.topic().to_owned(),
+                    partition: elem.partition(),
+                })
+                .set(lag);
+        }
+        Ok(total)
+    }
+
     /// The partitions this stage's consumer holds now (topic, partition).
     pub fn assignment(&self) -> Result<Vec<(String, i32)>, BusError> {
         let tpl = self

@@ -576,6 +576,21 @@ async fn leaf_switch_fan_in_runs_through_the_rekeyed_stage_and_bad_input_is_dead
             Duration::from_secs(5)
         ) >= 1.0
     );
+    // Lag is measured per partition every few seconds: caught up, it is 0.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = http_get(&addr, "/metrics");
+        if text.contains("pitcrew_bus_consumer_lag_messages{") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        text.contains("pitcrew_bus_consumer_lag_messages{"),
+        "lag is exported"
+    );
+    assert_eq!(metric(&text, "pitcrew_bus_consumer_lag_messages"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

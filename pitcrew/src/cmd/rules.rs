@@ -43,8 +43,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use pitcrew_bus::rdkafka::message::{Message, OwnedMessage};
 use pitcrew_bus::{
-    ensure_topic_specs, read_partition_range, BusConfig, BusError, BusMetrics, KafkaConfig,
-    Output as BusOutput, TopicSpec, TransactionalStage,
+    ensure_topic_specs, partition_count, read_partition_range, BusConfig, BusError, BusMetrics,
+    KafkaConfig, Output as BusOutput, TopicSpec, TransactionalStage,
 };
 use pitcrew_contract::dlq::headers as dlqh;
 use pitcrew_contract::{decode, encode, Event, EventData, IncidentStatus, Keyed, Timestamp};
@@ -306,6 +306,20 @@ pub(crate) async fn run(config: Option<&Path>, args: &RulesArgs) -> anyhow::Resu
     let (addr, _http) = crate::http::serve(&args.listen, Arc::new(registry), health).await?;
     tracing::info!(listen = %addr, rules = loaded.rules, routes = loaded.plan.routes.len(), "rules stage starting");
 
+    // Absence rules attribute inventory nodes to partitions: that needs the
+    // topic's real partition count, not the configured one.
+    let events_partitions = match partition_count(&bus.kafka, &bus.topics.events.name).await? {
+        0 => anyhow::bail!(
+            "topic {} does not exist (run `pitcrew topics bootstrap`)",
+            bus.topics.events.name
+        ),
+        n => {
+            if n != bus.topics.events.partitions {
+                tracing::warn!(topic = %bus.topics.events.name, configured = bus.topics.events.partitions, actual = n, "the events topic's partition count differs from the config; using the topic's");
+            }
+            n
+        }
+    };
     let cfg = StageCfg {
         kafka: bus.kafka.clone(),
         events_topic: bus.topics.events.name.clone(),
@@ -313,7 +327,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &RulesArgs) -> anyhow::Resu
         alerts_topic: bus.topics.alerts.name.clone(),
         actions_topic: bus.topics.actions.name.clone(),
         dlq_topic: bus.topics.dlq.name.clone(),
-        events_partitions: bus.topics.events.partitions,
+        events_partitions,
         inventory,
         lateness,
         lookback_cap,
@@ -647,6 +661,7 @@ async fn stage_loop(
     };
     let label = RulesMetrics::stage(kind.name());
     let mut last_tick = Instant::now();
+    let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
         if rules.has_changed().unwrap_or(false) {
             stage.loaded = rules.borrow_and_update().clone();
@@ -667,6 +682,13 @@ async fn stage_loop(
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             on_tick(&mut stage, &tstage, &label).await?;
+            ticks += 1;
+            if ticks % 5 == 0 {
+                // Lag is a round trip per partition: every 5 s is enough.
+                if let Err(e) = tstage.record_lag(Duration::from_secs(2)) {
+                    tracing::debug!(error = %e, "lag not measured");
+                }
+            }
         }
     }
     Ok(())
