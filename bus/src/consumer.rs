@@ -99,31 +99,7 @@ impl Consumer {
     /// Blocking (a metadata round trip per partition): call it from a
     /// periodic task, not per message.
     pub fn record_lag(&self, timeout: Duration) -> Result<Vec<(String, i32, i64)>, BusError> {
-        let positions = self
-            .inner
-            .position()
-            .map_err(|e| BusError::consume("position", &e))?;
-        let mut out = Vec::new();
-        for elem in positions.elements() {
-            let (low, high) = self
-                .inner
-                .fetch_watermarks(elem.topic(), elem.partition(), timeout)
-                .map_err(|e| BusError::consume("watermarks", &e))?;
-            let from = match elem.offset() {
-                rdkafka::Offset::Offset(o) => o,
-                _ => low,
-            };
-            let lag = (high - from).max(0);
-            self.metrics
-                .consumer_lag
-                .get_or_create(&crate::metrics::PartitionLabels {
-                    topic: elem.topic().to_owned(),
-                    partition: elem.partition(),
-                })
-                .set(lag);
-            out.push((elem.topic().to_owned(), elem.partition(), lag));
-        }
-        Ok(out)
+        record_lag(&self.inner, &self.metrics, timeout)
     }
 
     /// The underlying rdkafka consumer (offsets, positions, lag).
@@ -276,3 +252,39 @@ async fn dead_letter_with_retry(
 }
 
 const DEAD_LETTER_ATTEMPTS: u32 = 10;
+
+/// Lag per assigned partition of any consumer (position to the partition's
+/// end), published as `pitcrew_bus_consumer_lag_messages`. Blocking: a
+/// watermark round trip per partition.
+pub(crate) fn record_lag<
+    C: rdkafka::consumer::Consumer<X>,
+    X: rdkafka::consumer::ConsumerContext,
+>(
+    consumer: &C,
+    metrics: &BusMetrics,
+    timeout: Duration,
+) -> Result<Vec<(String, i32, i64)>, BusError> {
+    let positions = consumer
+        .position()
+        .map_err(|e| BusError::consume("position", &e))?;
+    let mut out = Vec::new();
+    for elem in positions.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(elem.topic(), elem.partition(), timeout)
+            .map_err(|e| BusError::consume("watermarks", &e))?;
+        let from = match elem.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => low,
+        };
+        let lag = (high - from).max(0);
+        metrics
+            .consumer_lag
+            .get_or_create(&crate::metrics::PartitionLabels {
+                topic: elem.topic().to_owned(),
+                partition: elem.partition(),
+            })
+            .set(lag);
+        out.push((elem.topic().to_owned(), elem.partition(), lag));
+    }
+    Ok(out)
+}

@@ -9,6 +9,18 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::{BusError, KafkaConfig};
 
+/// A consumer that is assigned partitions by hand, commits nothing, reads
+/// only committed transactions and says when it reached a partition's end.
+fn reader(cfg: &KafkaConfig, group: &str) -> Result<BaseConsumer, BusError> {
+    let mut cc = cfg.client_config()?;
+    cc.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true");
+    cc.create().map_err(BusError::from_client_creation)
+}
+
 /// Reads `topic`/`partition` from the first offset whose timestamp is at
 /// or after `from_ms` (milliseconds since the epoch) up to, not including,
 /// `until_offset`, calling `f` with each committed message's payload.
@@ -22,13 +34,7 @@ pub fn read_partition_range(
     timeout: Duration,
     mut f: impl FnMut(&[u8]),
 ) -> Result<u64, BusError> {
-    let mut cc = cfg.client_config()?;
-    cc.set("group.id", "pitcrew-range-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = cc.create().map_err(BusError::from_client_creation)?;
+    let consumer = reader(cfg, "pitcrew-range-reader")?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(from_ms.max(0)))
         .map_err(|e| BusError::consume("range", &e))?;
@@ -96,13 +102,7 @@ pub fn read_topic_merged(
 ) -> Result<u64, BusError> {
     use std::collections::VecDeque;
     const HIGH: usize = 20_000;
-    let mut cc = cfg.client_config()?;
-    cc.set("group.id", format!("pitcrew-replay-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = cc.create().map_err(BusError::from_client_creation)?;
+    let consumer = reader(cfg, &format!("pitcrew-replay-{}", std::process::id()))?;
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(|e| BusError::consume("metadata", &e))?;

@@ -121,28 +121,14 @@ impl TransactionalStage {
         max: usize,
         linger: Duration,
     ) -> Result<Vec<OwnedMessage>, BusError> {
-        let first = self
-            .consumer
-            .recv()
-            .await
-            .map_err(|e| BusError::consume("receive", &e))?
-            .detach();
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + linger;
-        while batch.len() < max {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(m.detach()),
-                Ok(Err(e)) => return Err(BusError::consume("receive", &e)),
-                Err(_elapsed) => break,
+        loop {
+            let batch = self
+                .next_batch_within(max, linger, Duration::from_secs(3600))
+                .await?;
+            if !batch.is_empty() {
+                return Ok(batch);
             }
         }
-        for m in &batch {
-            self.metrics
-                .consumed
-                .get_or_create(&BusMetrics::topic(m.topic()))
-                .inc();
-        }
-        Ok(batch)
     }
 
     /// How many rebalances (assignments and revocations) this stage has
@@ -156,32 +142,9 @@ impl TransactionalStage {
     /// partition's end), published as `pitcrew_bus_consumer_lag_messages`.
     /// Blocking (a round trip per partition): call it from periodic work.
     pub fn record_lag(&self, timeout: Duration) -> Result<i64, BusError> {
-        let positions = self
-            .consumer
-            .position()
-            .map_err(|e| BusError::consume("position", &e))?;
-        let mut total = 0;
-        for elem in positions.elements() {
-            let (low, high) = blocking(|| {
-                self.consumer
-                    .fetch_watermarks(elem.topic(), elem.partition(), timeout)
-            })
-            .map_err(|e| BusError::consume("watermarks", &e))?;
-            let from = match elem.offset() {
-                Offset::Offset(o) => o,
-                _ => low,
-            };
-            let lag = (high - from).max(0);
-            total += lag;
-            self.metrics
-                .consumer_lag
-                .get_or_create(&crate::metrics::PartitionLabels {
-                    topic: elem.topic().to_owned(),
-                    partition: elem.partition(),
-                })
-                .set(lag);
-        }
-        Ok(total)
+        let lags =
+            blocking(|| crate::consumer::record_lag(&self.consumer, &self.metrics, timeout))?;
+        Ok(lags.iter().map(|(_, _, lag)| lag).sum())
     }
 
     /// The partitions this stage's consumer holds now (topic, partition).

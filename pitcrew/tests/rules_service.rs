@@ -215,28 +215,20 @@ fn read_topic(topic: &str, isolation: &str, want: usize, limit: Duration) -> Vec
     out
 }
 
+/// What `read_committed` readers (remediation) see on `topic`, decoded.
+fn committed<T: serde::de::DeserializeOwned>(topic: &str, want: usize) -> Vec<T> {
+    read_topic(topic, "read_committed", want, Duration::from_secs(60))
+        .iter()
+        .map(|b| decode(b).unwrap())
+        .collect()
+}
+
 fn actions(s: &Setup, want: usize) -> Vec<ActionRequest> {
-    read_topic(
-        &s.cfg.topics.actions.name,
-        "read_committed",
-        want,
-        Duration::from_secs(60),
-    )
-    .iter()
-    .map(|b| decode(b).unwrap())
-    .collect()
+    committed(&s.cfg.topics.actions.name, want)
 }
 
 fn incidents(s: &Setup, want: usize) -> Vec<Incident> {
-    read_topic(
-        &s.cfg.topics.alerts.name,
-        "read_committed",
-        want,
-        Duration::from_secs(60),
-    )
-    .iter()
-    .map(|b| decode(b).unwrap())
-    .collect()
+    committed(&s.cfg.topics.alerts.name, want)
 }
 
 const REBOOT_ON_79: &str = "[[rule]]\nname = \"x79\"\nseverity = \"critical\"\nplan = \"reboot_node\"\nwhen = { kind = \"gpu.xid\", where = { \"data.code\" = 79 } }\n";

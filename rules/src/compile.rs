@@ -1404,7 +1404,7 @@ impl<'a, 'm> Cx<'a, 'm> {
                         value,
                         threshold,
                     },
-                    (w, v, None) => {
+                    (_, _, None) => {
                         if self.get(t.clone(), "threshold").is_none() {
                             self.err(
                                 &name_span,
@@ -1413,7 +1413,6 @@ impl<'a, 'm> Cx<'a, 'm> {
                                 ),
                             );
                         }
-                        let _ = (w, v);
                         return None;
                     }
                 }
@@ -1546,7 +1545,6 @@ impl<'a, 'm> Cx<'a, 'm> {
             .opt_span(t.clone(), "resolve_after")
             .map_or(default_resolve, |h| h.0);
         let respect_maintenance = self.opt_bool(t.clone(), "maintenance").unwrap_or(true);
-        let _ = self.opt_str(t.clone(), "description");
         let description = self
             .opt_str(t.clone(), "description")
             .map(|d| d.0)

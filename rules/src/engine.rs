@@ -293,6 +293,24 @@ struct Fire<'a> {
     members: Option<usize>,
 }
 
+impl<'a> Fire<'a> {
+    /// A firing caused by `event` on `key`.
+    fn of_event(rule: usize, key: &'a str, event: &'a Event, events: Vec<String>) -> Fire<'a> {
+        Fire {
+            rule,
+            key,
+            node: &event.node,
+            gpu: gpu_index(event),
+            job: job_of(event),
+            at: event.time,
+            event: Some(event),
+            events,
+            value: None,
+            members: None,
+        }
+    }
+}
+
 /// The rule evaluator for one stream of events (one partition, one replay).
 #[derive(Debug)]
 pub struct Engine {
@@ -632,7 +650,7 @@ impl Engine {
                 if !self.make_key(&rule.key, event) {
                     return;
                 }
-                self.eval_sequence(rule, ri, event, is_first, is_then, *within, *negate);
+                self.eval_sequence(ri, event, is_first, is_then, *within, *negate);
             }
             logic => {
                 if !rule.when.kinds.contains(event.kind()) {
@@ -645,18 +663,7 @@ impl Engine {
                     Logic::Each => {
                         if selected && self.make_key(&rule.key, event) {
                             let key = self.key_buf.clone();
-                            self.raise(Fire {
-                                rule: ri,
-                                key: &key,
-                                node: &event.node,
-                                gpu: gpu_index(event),
-                                job: job_of(event),
-                                at: event.time,
-                                event: Some(event),
-                                events: vec![event.id.clone()],
-                                value: None,
-                                members: None,
-                            });
+                            self.raise(Fire::of_event(ri, &key, event, vec![event.id.clone()]));
                         }
                     }
                     Logic::Threshold {
@@ -715,7 +722,7 @@ impl Engine {
                         if !self.dim_value(member, event, &mut m) {
                             return;
                         }
-                        self.eval_fan_in(rule, ri, event, m, *min, *within);
+                        self.eval_fan_in(ri, event, m, *min, *within);
                     }
                     Logic::Sequence { .. } => {}
                 }
@@ -911,10 +918,8 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn eval_sequence(
         &mut self,
-        rule: &Rule,
         ri: usize,
         event: &Event,
         is_first: bool,
@@ -982,18 +987,7 @@ impl Engine {
             );
         }
         if let Some(events) = fire_with {
-            self.raise(Fire {
-                rule: ri,
-                key: &key,
-                node: &event.node,
-                gpu: gpu_index(event),
-                job: job_of(event),
-                at: t,
-                event: Some(event),
-                events,
-                value: None,
-                members: None,
-            });
+            self.raise(Fire::of_event(ri, &key, event, events));
         }
         if self.rules[ri]
             .keys
@@ -1002,7 +996,6 @@ impl Engine {
         {
             self.rules[ri].keys.remove(key.as_str());
         }
-        let _ = rule;
     }
 
     fn eval_absence(&mut self, rule: &Rule, ri: usize, event: &Event) {
@@ -1052,15 +1045,7 @@ impl Engine {
         }
     }
 
-    fn eval_fan_in(
-        &mut self,
-        rule: &Rule,
-        ri: usize,
-        event: &Event,
-        member: String,
-        min: u32,
-        within: Span,
-    ) {
+    fn eval_fan_in(&mut self, ri: usize, event: &Event, member: String, min: u32, within: Span) {
         let t = event.time;
         let key = self.key_buf.clone();
         let max_members = self.cfg.max_members_per_group;
@@ -1109,22 +1094,14 @@ impl Engine {
         }
         if let Some((events, live)) = fire {
             self.raise(Fire {
-                rule: ri,
-                key: &key,
-                node: &event.node,
-                gpu: gpu_index(event),
-                job: job_of(event),
-                at: t,
-                event: Some(event),
-                events,
                 value: Some(live as f64),
                 members: Some(live),
+                ..Fire::of_event(ri, &key, event, events)
             });
         } else if evidence {
             let node = event.node.clone();
             self.evidence(ri, &key, &node, gpu_index(event), job_of(event), event);
         }
-        let _ = rule;
     }
 
     fn on_key_timer(&mut self, ri: usize, key: &str, at: Timestamp) {
@@ -1323,7 +1300,7 @@ impl Engine {
         let program = Arc::clone(&self.program);
         let rule = &program.rules[f.rule];
         let target = self.blame(rule, &f);
-        let slot = format!("{}\u{0}{}\u{0}{}", rule.group, target, f.key);
+        let slot = slot_key(rule, &target, f.key);
         if let Some(open) = self.open.get_mut(&slot) {
             add_evidence(open, &f.events, f.at, self.cfg.max_events_per_incident);
             self.maybe_update(&slot);
@@ -1603,7 +1580,7 @@ impl Engine {
             value: None,
             members: None,
         };
-        let slot = format!("{}\u{0}{}\u{0}{}", rule.group, self.blame(rule, &f), key);
+        let slot = slot_key(rule, &self.blame(rule, &f), key);
         if self.open.get(&slot).is_some_and(|o| o.rule == ri) {
             self.close(&slot, at);
         }
@@ -1632,7 +1609,7 @@ impl Engine {
             value: None,
             members: None,
         };
-        let slot = format!("{}\u{0}{}\u{0}{}", rule.group, self.blame(rule, &f), key);
+        let slot = slot_key(rule, &self.blame(rule, &f), key);
         if let Some(o) = self.open.get_mut(&slot) {
             add_evidence(o, &f.events, e.time, self.cfg.max_events_per_incident);
             self.maybe_update(&slot);
@@ -1687,6 +1664,11 @@ fn debounce(since: &mut Option<Timestamp>, cond: bool, t: Timestamp, hold: Span)
     } else {
         Held::Until(start.add_nanos(hold.0))
     }
+}
+
+/// The dedup slot of an incident: its group, the target it blames, its key.
+fn slot_key(rule: &Rule, target: &Target, key: &str) -> String {
+    format!("{}\u{0}{target}\u{0}{key}", rule.group)
 }
 
 fn add_evidence(o: &mut Open, events: &[String], at: Timestamp, max: usize) {

@@ -31,6 +31,6 @@ pub use engine::{Engine, EngineConfig, Output, Stats};
 pub use inventory::{expand, Inventory, NodeInfo};
 pub use pack::{default_pack, DEFAULT_INVENTORY_EXAMPLE};
 pub use plans::BUILTIN_PLANS;
-pub use program::{group_value, Program, Rule, SharedProgram, StagePlan};
+pub use program::{group_value, Program, Rule, StagePlan};
 pub use template::Template;
 pub use testing::{describe_output, run_test, Expect, TestCase, TestResult, TEST_EPOCH};

@@ -1,7 +1,6 @@
 //! The compiled form of a rule set: what the evaluator runs.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use pitcrew_contract::{EventKind, Severity, TargetKind};
 
@@ -343,23 +342,6 @@ impl Program {
         self.by_kind = by_kind;
     }
 
-    /// The names of the rules that a topology-group stage must run: fan-in
-    /// rules over a group other than the node, and the rules they claim.
-    pub fn group_stage_rules(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for r in &self.rules {
-            if r.group_dim().is_some() {
-                out.push(r.name.clone());
-                for &s in &r.suppresses {
-                    out.push(self.rules[s].name.clone());
-                }
-            }
-        }
-        out.sort();
-        out.dedup();
-        out
-    }
-
     /// A program with only the named rules (or all but them), for splitting
     /// one set across a node stage and a group stage.
     pub fn subset(&self, names: &[String], keep_named: bool) -> Program {
@@ -393,9 +375,6 @@ impl Program {
         p
     }
 }
-
-/// A shareable compiled program.
-pub type SharedProgram = Arc<Program>;
 
 /// How a rule set splits across the streaming stages: rules keyed by what
 /// an event carries run where events are keyed by node; a fan-in over a

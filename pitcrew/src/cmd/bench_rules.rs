@@ -17,7 +17,6 @@ use pitcrew_rules::{compile, default_pack, Engine, EngineConfig, Inventory, Node
 /// and about one fault in 10,000 events.
 fn fleet_second(nodes: u32, gpus: u32) -> Vec<Event> {
     let mut out = Vec::new();
-    let mut n_fault = 0u64;
     for n in 0..nodes {
         let node = format!("n{n}");
         let push = |kind: EventKind,
@@ -120,7 +119,6 @@ fn fleet_second(nodes: u32, gpus: u32) -> Vec<Event> {
     // Sprinkle faults: corrected replays, app Xids, symbol errors.
     let len = out.len();
     for i in (0..len).step_by(10_000) {
-        n_fault += 1;
         let e = &mut out[i];
         match &mut e.data {
             EventData::GpuPcieReplay(x) => x.delta = 3,
@@ -131,7 +129,6 @@ fn fleet_second(nodes: u32, gpus: u32) -> Vec<Event> {
             _ => {}
         }
     }
-    let _ = n_fault;
     out
 }
 

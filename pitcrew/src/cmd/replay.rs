@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use pitcrew_contract::{decode, Event, Timestamp};
-use pitcrew_rules::{compile, describe_output, Engine, EngineConfig, Output, Span};
+use pitcrew_rules::{compile, Engine, EngineConfig, Output, Span};
 
 use super::rulefiles;
 use crate::cli::ReplayArgs;
@@ -184,28 +184,29 @@ pub(crate) fn print_table(tally: &Tally, late: u64, json: bool) -> anyhow::Resul
             "time", "what", "rule / plan", "blame / target", "status"
         )?;
         for o in &tally.outputs {
-            match o {
-                Output::Incident(i) => writeln!(
-                    out,
-                    "{:<24}  {:<9} {:<34} {:<24} {:<14} {}",
-                    i.at.to_string(),
+            let (at, what, name, target, status, text) = match o {
+                Output::Incident(i) => (
+                    i.at,
                     "incident",
-                    i.rule,
+                    i.rule.as_str(),
                     i.blame.to_string(),
                     format!("{:?}", i.status).to_lowercase(),
-                    i.summary
-                )?,
-                Output::Action(a) => writeln!(
-                    out,
-                    "{:<24}  {:<9} {:<34} {:<24} {:<14} {}",
-                    a.requested_at.to_string(),
+                    i.summary.as_str(),
+                ),
+                Output::Action(a) => (
+                    a.requested_at,
                     "action",
-                    a.plan,
+                    a.plan.as_str(),
                     a.target.to_string(),
-                    "requested",
-                    a.reason
-                )?,
-            }
+                    "requested".to_owned(),
+                    a.reason.as_str(),
+                ),
+            };
+            writeln!(
+                out,
+                "{:<24}  {what:<9} {name:<34} {target:<24} {status:<14} {text}",
+                at.to_string()
+            )?;
         }
     }
     let incidents = tally
@@ -218,6 +219,5 @@ pub(crate) fn print_table(tally: &Tally, late: u64, json: bool) -> anyhow::Resul
         "replay: {} events, {incidents} incident messages, {actions} actions, {late} late, {} undecodable lines or messages, {} outside the range",
         tally.events, tally.bad_lines, tally.skipped
     );
-    let _ = describe_output;
     Ok(())
 }

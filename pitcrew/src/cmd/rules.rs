@@ -737,13 +737,6 @@ async fn process_batch(
     let mut dead: Vec<(BusOutput, Vec<(&'static str, String)>)> = Vec::new();
     let mut evaluated = 0u64;
     let (late0, over0) = totals(stage);
-    let routes: Vec<String> = stage
-        .loaded
-        .plan
-        .routes
-        .iter()
-        .map(|(n, _)| n.clone())
-        .collect();
     // After a rebalance any partition may have been processed elsewhere in
     // between: rebuild them all from the log.
     let epoch = tstage.rebalance_epoch();
@@ -792,7 +785,7 @@ async fn process_batch(
             Ok(ev) => {
                 evaluated += 1;
                 if stage.kind == StageKind::Node {
-                    forward(stage, &routes, &ev, &mut outs);
+                    forward(stage, &ev, &mut outs);
                 }
                 let kind = stage.kind;
                 let produced = match stage.slots.get_mut(&p) {
@@ -890,7 +883,7 @@ fn crash_before_commit(evaluated: u64) -> bool {
 
 /// Sends an event on to the group stage for each route whose rules read
 /// it, keyed by the route's group value.
-fn forward(stage: &mut Stage, routes: &[String], ev: &Event, outs: &mut Vec<BusOutput>) {
+fn forward(stage: &mut Stage, ev: &Event, outs: &mut Vec<BusOutput>) {
     let mut driver_changed = false;
     if let EventData::NodeHeartbeat(h) = &ev.data {
         if let Some(v) = &h.driver_version {
@@ -917,7 +910,6 @@ fn forward(stage: &mut Stage, routes: &[String], ev: &Event, outs: &mut Vec<BusO
             payload: encode(&fwd),
         });
     }
-    let _ = routes;
 }
 
 fn totals(stage: &Stage) -> (u64, u64) {
