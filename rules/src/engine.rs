@@ -309,6 +309,29 @@ impl<'a> Fire<'a> {
             members: None,
         }
     }
+
+    /// A firing of a timer (an absence, a step not followed in time): no
+    /// event, only the evidence's id.
+    fn of_timer(
+        rule: usize,
+        key: &'a str,
+        node: &'a str,
+        at: Timestamp,
+        evidence: String,
+    ) -> Fire<'a> {
+        Fire {
+            rule,
+            key,
+            node,
+            gpu: None,
+            job: None,
+            at,
+            event: None,
+            events: vec![evidence],
+            value: None,
+            members: None,
+        }
+    }
 }
 
 /// The rule evaluator for one stream of events (one partition, one replay).
@@ -1161,18 +1184,7 @@ impl Engine {
                             _ => at,
                         };
                         let marker = format!("absent:{key}:{}", last_seen.unix_nanos());
-                        self.raise(Fire {
-                            rule: ri,
-                            key,
-                            node: &node,
-                            gpu: None,
-                            job: None,
-                            at,
-                            event: None,
-                            events: vec![marker],
-                            value: None,
-                            members: None,
-                        });
+                        self.raise(Fire::of_timer(ri, key, &node, at, marker));
                     }
                 }
             }
@@ -1199,18 +1211,7 @@ impl Engine {
                     }
                 };
                 if let Some((node, id)) = fired {
-                    self.raise(Fire {
-                        rule: ri,
-                        key,
-                        node: &node,
-                        gpu: None,
-                        job: None,
-                        at,
-                        event: None,
-                        events: vec![id],
-                        value: None,
-                        members: None,
-                    });
+                    self.raise(Fire::of_timer(ri, key, &node, at, id));
                 }
                 if self.rules[ri]
                     .keys
