@@ -425,7 +425,13 @@ pub fn state() -> RemediationState {
         },
         attempts: vec![EXAMPLE_TIME],
         cooldown_until: None,
-        handled: vec![act.id],
+        handled: vec![act.id.clone()],
+        request: Some(action()),
+        queued: Vec::new(),
+        approval_expires_at: None,
+        open_pages: Vec::new(),
+        verify_since: None,
+        breaker: None,
         updated_at: EXAMPLE_TIME,
     }
 }

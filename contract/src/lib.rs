@@ -33,7 +33,7 @@ pub use id::deterministic_id;
 pub use incident::{Incident, IncidentStatus, PlanRequest, Severity};
 pub use keyed::Keyed;
 pub use pci::{PciAddress, PciAddressError};
-pub use state::{Intent, Owned, Phase, RemediationState};
+pub use state::{BreakerState, Intent, OpenPage, Owned, Phase, RemediationState};
 pub use target::{Target, TargetKind};
 pub use time::{Timestamp, TimestampError};
 pub use version::{V1, WIRE_VERSION};

@@ -18,6 +18,8 @@ pub enum TargetKind {
     DriverVersion,
     Job,
     Link,
+    /// The whole fleet: the record of fleet-wide state (the breaker).
+    Fleet,
 }
 
 impl TargetKind {
@@ -31,6 +33,7 @@ impl TargetKind {
             TargetKind::DriverVersion => "driver_version",
             TargetKind::Job => "job",
             TargetKind::Link => "link",
+            TargetKind::Fleet => "fleet",
         }
     }
 }

@@ -1,0 +1,462 @@
+//! The remediation config (TOML) and what it builds: the governor's limits,
+//! the worker's settings, the plans and the executors.
+//!
+//! ```toml
+//! [remediate]
+//! dry_run = false
+//! approval_ttl = "1h"
+//! verify = { timeout = "15m", quiet = "2m", poll = "5s" }
+//!
+//! [governor]
+//! max_out_of_service = 50
+//! max_out_of_service_percent = 5.0
+//! domain_max = { rack = 2, leaf_switch = 4 }
+//! cooldown = "30m"
+//! max_attempts = 3
+//! attempt_window = "24h"
+//! trip_after = 5
+//! trip_window = "10m"
+//! [[governor.bucket]]
+//! step = "power_cycle"
+//! per = "rack"
+//! capacity = 4
+//! period = "1h"
+//!
+//! [kubernetes]              # absent: no Kubernetes
+//! kubeconfig = "/etc/pitcrew/kubeconfig"   # absent: in-cluster / $KUBECONFIG
+//!
+//! [slurm]                   # absent: no Slurm
+//! conf = "/etc/slurm/slurm.conf"
+//!
+//! [ipmi]                    # absent: no power steps
+//! username = "admin"
+//! password_file = "/run/secrets/bmc-password"   # or password_env
+//!
+//! [[pager]]
+//! name = "oncall"
+//! kind = "pagerduty"        # pagerduty | slack | webhook
+//! routing_key_file = "/run/secrets/pd-routing-key"
+//! ```
+//!
+//! Secrets are only ever read from files or the environment: a config file
+//! holds their paths, never their values.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pitcrew_rules::Inventory;
+use serde::Deserialize;
+
+use crate::exec::page::{Paging, Receiver, ReceiverKind, Retry, Secret};
+use crate::exec::{CommandGpuReset, Executors};
+use crate::governor::{BucketSpec, GovernorConfig, Scope};
+use crate::plan::{parse_duration, PlanBook, PlanSpec, StepKind};
+use crate::worker::WorkerConfig;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemediateConfig {
+    #[serde(default)]
+    pub remediate: WorkerSection,
+    #[serde(default)]
+    pub governor: GovernorSection,
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesSection>,
+    #[serde(default)]
+    pub slurm: Option<SlurmSection>,
+    #[serde(default)]
+    pub ipmi: Option<IpmiSection>,
+    #[serde(default)]
+    pub gpu_reset: Option<GpuResetSection>,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub pager: Vec<PagerSection>,
+    #[serde(default)]
+    pub plan: Vec<PlanSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    #[serde(default)]
+    pub dry_run: bool,
+    pub approval_ttl: Option<String>,
+    #[serde(default)]
+    pub verify: VerifySection,
+    pub retry_base: Option<String>,
+    pub drain_deadline: Option<String>,
+    pub escalation_team: Option<String>,
+    pub page_retries: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySection {
+    pub timeout: Option<String>,
+    pub quiet: Option<String>,
+    pub poll: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovernorSection {
+    pub max_out_of_service: Option<usize>,
+    pub max_out_of_service_percent: Option<f64>,
+    pub domain_max: Option<BTreeMap<Scope, usize>>,
+    pub cooldown: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub attempt_window: Option<String>,
+    pub trip_after: Option<u32>,
+    pub trip_window: Option<String>,
+    pub bucket: Option<Vec<BucketSection>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketSection {
+    pub step: String,
+    pub per: Scope,
+    pub capacity: u32,
+    pub period: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSection {
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSection {
+    pub conf: Option<PathBuf>,
+    pub bin_dir: Option<PathBuf>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpmiSection {
+    pub username: String,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuResetSection {
+    pub command: Vec<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerSection {
+    pub name: String,
+    pub kind: String,
+    pub url: Option<String>,
+    pub url_file: Option<String>,
+    pub url_env: Option<String>,
+    pub routing_key_file: Option<String>,
+    pub routing_key_env: Option<String>,
+    pub hmac_key_file: Option<String>,
+    pub hmac_key_env: Option<String>,
+    #[serde(default)]
+    pub teams: Vec<String>,
+    #[serde(default)]
+    pub rma: bool,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, col)
+}
+
+fn dur(what: &str, v: &Option<String>, default: Duration) -> Result<Duration, String> {
+    match v {
+        Some(s) => parse_duration(s).map_err(|e| format!("{what}: {e}")),
+        None => Ok(default),
+    }
+}
+
+impl RemediateConfig {
+    /// Parses a config file; errors read `file:line:col: error: message`.
+    pub fn parse(file: &str, text: &str) -> Result<RemediateConfig, String> {
+        let cfg: RemediateConfig = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+            format!("{file}:{line}:{col}: error: {}", e.message())
+        })?;
+        // Check everything that can be checked without I/O now.
+        cfg.governor_config()
+            .map_err(|e| format!("{file}: error: {e}"))?;
+        cfg.worker_config("check")
+            .map_err(|e| format!("{file}: error: {e}"))?;
+        cfg.plans().map_err(|e| format!("{file}: error: {e}"))?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<RemediateConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        RemediateConfig::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn governor_config(&self) -> Result<GovernorConfig, String> {
+        let d = GovernorConfig::default();
+        let g = &self.governor;
+        let buckets = match &g.bucket {
+            None => d.buckets.clone(),
+            Some(list) => list
+                .iter()
+                .map(|b| {
+                    Ok(BucketSpec {
+                        step: StepKind::parse(&b.step)
+                            .ok_or_else(|| format!("governor.bucket: unknown step `{}`", b.step))?,
+                        per: b.per,
+                        capacity: b.capacity,
+                        period: parse_duration(&b.period)
+                            .map_err(|e| format!("governor.bucket.period: {e}"))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?,
+        };
+        Ok(GovernorConfig {
+            max_out_of_service: g.max_out_of_service.unwrap_or(d.max_out_of_service),
+            max_out_of_service_percent: g
+                .max_out_of_service_percent
+                .unwrap_or(d.max_out_of_service_percent),
+            domain_max: g.domain_max.clone().unwrap_or(d.domain_max),
+            buckets,
+            cooldown: dur("governor.cooldown", &g.cooldown, d.cooldown)?,
+            max_attempts: g.max_attempts.unwrap_or(d.max_attempts),
+            attempt_window: dur(
+                "governor.attempt_window",
+                &g.attempt_window,
+                d.attempt_window,
+            )?,
+            trip_after: g.trip_after.unwrap_or(d.trip_after),
+            trip_window: dur("governor.trip_window", &g.trip_window, d.trip_window)?,
+        })
+    }
+
+    pub fn worker_config(&self, actor: &str) -> Result<WorkerConfig, String> {
+        let d = WorkerConfig::default();
+        let w = &self.remediate;
+        Ok(WorkerConfig {
+            actor: actor.to_owned(),
+            dry_run: w.dry_run,
+            approval_ttl: dur("remediate.approval_ttl", &w.approval_ttl, d.approval_ttl)?,
+            verify_timeout: dur(
+                "remediate.verify.timeout",
+                &w.verify.timeout,
+                d.verify_timeout,
+            )?,
+            verify_quiet: dur("remediate.verify.quiet", &w.verify.quiet, d.verify_quiet)?,
+            verify_poll: dur("remediate.verify.poll", &w.verify.poll, d.verify_poll)?,
+            retry_base: dur("remediate.retry_base", &w.retry_base, d.retry_base)?,
+            drain_deadline: dur(
+                "remediate.drain_deadline",
+                &w.drain_deadline,
+                d.drain_deadline,
+            )?,
+            handled_cap: d.handled_cap,
+            queue_cap: d.queue_cap,
+            escalation_team: w.escalation_team.clone(),
+        })
+    }
+
+    pub fn plans(&self) -> Result<PlanBook, String> {
+        let mut book = PlanBook::builtin();
+        book.extend(self.plan.clone())?;
+        Ok(book)
+    }
+
+    /// The admin API's bearer token, if one is configured.
+    pub fn admin_token(&self) -> Result<Option<Secret>, String> {
+        let a = &self.admin;
+        if a.token_file.is_none() && a.token_env.is_none() {
+            return Ok(None);
+        }
+        Secret::load(
+            "admin token",
+            a.token_file.as_deref(),
+            a.token_env.as_deref(),
+        )
+        .map(Some)
+    }
+
+    /// The receivers, with their secrets read.
+    pub fn paging(&self, source: &str) -> Result<Paging, String> {
+        let mut receivers = Vec::new();
+        for p in &self.pager {
+            let what = format!("pager `{}`", p.name);
+            let url = match (&p.url, &p.url_file, &p.url_env) {
+                (Some(u), None, None) => Secret::new(u.clone()),
+                (None, None, None) if p.kind == "pagerduty" => {
+                    Secret::new("https://events.pagerduty.com/v2/enqueue")
+                }
+                (None, f, e) if f.is_some() || e.is_some() => {
+                    Secret::load(&format!("{what} url"), f.as_deref(), e.as_deref())?
+                }
+                _ => return Err(format!("{what}: give one of url, url_file, url_env")),
+            };
+            let kind = match p.kind.as_str() {
+                "pagerduty" => ReceiverKind::PagerDuty {
+                    routing_key: Secret::load(
+                        &format!("{what} routing key"),
+                        p.routing_key_file.as_deref(),
+                        p.routing_key_env.as_deref(),
+                    )?,
+                },
+                "slack" => ReceiverKind::Slack,
+                "webhook" => ReceiverKind::Webhook,
+                other => {
+                    return Err(format!(
+                        "{what}: unknown kind `{other}` (pagerduty, slack, webhook)"
+                    ))
+                }
+            };
+            let hmac_key = if p.hmac_key_file.is_some() || p.hmac_key_env.is_some() {
+                Some(Secret::load(
+                    &format!("{what} hmac key"),
+                    p.hmac_key_file.as_deref(),
+                    p.hmac_key_env.as_deref(),
+                )?)
+            } else {
+                None
+            };
+            receivers.push(Receiver {
+                name: p.name.clone(),
+                kind,
+                url,
+                hmac_key,
+                teams: p.teams.clone(),
+                rma: p.rma,
+            });
+        }
+        let retry = Retry {
+            attempts: self
+                .remediate
+                .page_retries
+                .unwrap_or(Retry::default().attempts),
+            ..Retry::default()
+        };
+        Paging::new(receivers, retry, source.to_owned())
+    }
+
+    /// Builds the executors the config names. Kubernetes connects here
+    /// (the kubeconfig is read); nothing is called yet.
+    pub async fn executors(
+        &self,
+        inventory: &Arc<Inventory>,
+        source: &str,
+    ) -> Result<Executors, String> {
+        let mut exec = Executors {
+            pager: Arc::new(self.paging(source)?),
+            ..Executors::default()
+        };
+        if let Some(k) = &self.kubernetes {
+            let kube = crate::exec::kube::Kube::connect(k.kubeconfig.as_deref()).await?;
+            exec.cluster = Some(Arc::new(kube));
+        }
+        if let Some(s) = &self.slurm {
+            exec.scheduler = Some(Arc::new(crate::exec::slurm::Slurm {
+                conf: s.conf.clone(),
+                bin_dir: s.bin_dir.clone(),
+                timeout: dur("slurm.timeout", &s.timeout, Duration::from_secs(30))?,
+            }));
+        }
+        if let Some(i) = &self.ipmi {
+            let password = Secret::load(
+                "ipmi password",
+                i.password_file.as_deref(),
+                i.password_env.as_deref(),
+            )?;
+            let addresses: HashMap<String, String> = inventory
+                .nodes()
+                .iter()
+                .filter_map(|n| Some((n.name.clone(), n.bmc.clone()?)))
+                .collect();
+            exec.power = Some(Arc::new(crate::exec::ipmi::Ipmi {
+                addresses,
+                username: i.username.clone(),
+                password,
+                timeout: dur("ipmi.timeout", &i.timeout, Duration::from_secs(5))?,
+            }));
+        }
+        if let Some(g) = &self.gpu_reset {
+            exec.gpu_reset = Some(Arc::new(CommandGpuReset {
+                command: g.command.clone(),
+                timeout: dur("gpu_reset.timeout", &g.timeout, Duration::from_secs(120))?,
+            }));
+        }
+        Ok(exec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_point_at_the_line() {
+        let text = "[governor]\nmax_out_of_service = \"ten\"\n";
+        let err = RemediateConfig::parse("r.toml", text).unwrap_err();
+        assert!(err.starts_with("r.toml:2:"), "{err}");
+        let err = RemediateConfig::parse("r.toml", "[governor]\ncooldown = \"5x\"\n").unwrap_err();
+        assert!(err.contains("governor.cooldown"), "{err}");
+        let err =
+            RemediateConfig::parse("r.toml", "[[plan]]\nname = \"p\"\nsteps = [\"reboot\"]\n")
+                .unwrap_err();
+        assert!(err.contains("unknown step `reboot`"), "{err}");
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let text = r#"
+[remediate]
+dry_run = true
+verify = { timeout = "1m", quiet = "5s", poll = "1s" }
+[governor]
+max_out_of_service = 7
+domain_max = { rack = 1 }
+[[governor.bucket]]
+step = "power_cycle"
+per = "leaf_switch"
+capacity = 2
+period = "30m"
+[slurm]
+conf = "/etc/slurm/slurm.conf"
+[[pager]]
+name = "am"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+[[plan]]
+name = "reboot_node"
+steps = ["cordon", "power_cycle", "verify", "uncordon"]
+approval = true
+"#;
+        let cfg = RemediateConfig::parse("r.toml", text).unwrap();
+        let g = cfg.governor_config().unwrap();
+        assert_eq!(g.max_out_of_service, 7);
+        assert_eq!(g.buckets[0].per, Scope::LeafSwitch);
+        assert!(cfg.worker_config("x").unwrap().dry_run);
+        assert!(cfg.plans().unwrap().get("reboot_node").unwrap().approval);
+    }
+}

@@ -1,0 +1,289 @@
+//! Kubernetes through kube-rs: cordon, taint, evict, uncordon.
+//!
+//! Reconciler rules: read the Node first; a node already unschedulable was
+//! cordoned by someone else and pitcrew does not claim it (so it will not
+//! uncordon it later); the taint is pitcrew's own key, added with a
+//! read-modify-write guarded by `resourceVersion` (409: read again);
+//! evictions go through the Eviction API so PodDisruptionBudgets hold (429:
+//! back off and try again until the deadline, then report which pods are
+//! blocked).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use kube::api::{Api, EvictParams, ListParams, PostParams};
+use kube::Client;
+
+use super::{BoxFuture, Cluster, CordonResult, ExecError};
+
+/// The taint pitcrew adds and removes (and no other).
+pub const TAINT_KEY: &str = "pitcrew.io/remediation";
+
+#[derive(Clone)]
+pub struct Kube {
+    client: Client,
+    /// First wait after a 429 or a conflict; doubles up to 5 s.
+    pub backoff: Duration,
+}
+
+impl std::fmt::Debug for Kube {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kube").finish_non_exhaustive()
+    }
+}
+
+fn classify(what: &str, e: kube::Error) -> ExecError {
+    match &e {
+        kube::Error::Api(s) => {
+            let msg = format!("{what}: {} {}", s.code, s.message);
+            if s.code == 429 || s.code == 409 || s.code >= 500 {
+                ExecError::retryable("kubernetes", msg)
+            } else {
+                ExecError::permanent("kubernetes", msg)
+            }
+        }
+        // Transport errors: the API server may be restarting.
+        _ => ExecError::retryable("kubernetes", format!("{what}: {e}")),
+    }
+}
+
+fn code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+impl Kube {
+    pub fn new(client: Client) -> Kube {
+        Kube {
+            client,
+            backoff: Duration::from_millis(200),
+        }
+    }
+
+    /// From a kubeconfig file, or (None) the usual inference: in-cluster
+    /// service account, then `$KUBECONFIG` / `~/.kube/config`.
+    pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Kube, String> {
+        let config = match kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(
+                    kc,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| format!("kubernetes config: {e}"))?,
+        };
+        let client = Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))?;
+        Ok(Kube::new(client))
+    }
+
+    fn nodes(&self) -> Api<Node> {
+        Api::all(self.client.clone())
+    }
+
+    async fn add_taint(&self, node: &str, action: &str) -> Result<bool, ExecError> {
+        let api = self.nodes();
+        let mut wait = self.backoff;
+        for _ in 0..8 {
+            let mut n = api.get(node).await.map_err(|e| classify("get node", e))?;
+            let spec = n.spec.get_or_insert_with(Default::default);
+            let taints = spec.taints.get_or_insert_with(Vec::new);
+            if taints.iter().any(|t| t.key == TAINT_KEY) {
+                return Ok(false);
+            }
+            taints.push(Taint {
+                key: TAINT_KEY.to_owned(),
+                value: Some(action.chars().take(63).collect()),
+                effect: "NoSchedule".to_owned(),
+                time_added: None,
+            });
+            match api.replace(node, &PostParams::default(), &n).await {
+                Ok(_) => return Ok(true),
+                Err(e) if code(&e) == Some(409) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(classify("taint node", e)),
+            }
+        }
+        Err(ExecError::retryable(
+            "kubernetes",
+            "taint node: conflicts kept coming",
+        ))
+    }
+
+    async fn remove_taint(&self, node: &str) -> Result<(), ExecError> {
+        let api = self.nodes();
+        let mut wait = self.backoff;
+        for _ in 0..8 {
+            let mut n = api.get(node).await.map_err(|e| classify("get node", e))?;
+            let Some(taints) = n.spec.as_mut().and_then(|s| s.taints.as_mut()) else {
+                return Ok(());
+            };
+            let before = taints.len();
+            taints.retain(|t| t.key != TAINT_KEY);
+            if taints.len() == before {
+                return Ok(());
+            }
+            match api.replace(node, &PostParams::default(), &n).await {
+                Ok(_) => return Ok(()),
+                Err(e) if code(&e) == Some(409) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(classify("untaint node", e)),
+            }
+        }
+        Err(ExecError::retryable(
+            "kubernetes",
+            "untaint node: conflicts kept coming",
+        ))
+    }
+}
+
+/// Pods a drain leaves alone: DaemonSet pods (they would come straight
+/// back), mirror pods (the kubelet owns them), pods already going away.
+fn evictable(p: &Pod) -> bool {
+    let m = &p.metadata;
+    if m.deletion_timestamp.is_some() {
+        return false;
+    }
+    if m.annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
+    {
+        return false;
+    }
+    if m.owner_references
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet"))
+    {
+        return false;
+    }
+    !matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+fn belongs_to_job(p: &Pod, job: &str) -> bool {
+    p.metadata.labels.as_ref().is_some_and(|l| {
+        ["pitcrew.io/job", "job-name", "batch.kubernetes.io/job-name"]
+            .iter()
+            .any(|k| l.get(*k).is_some_and(|v| v == job))
+    })
+}
+
+impl Cluster for Kube {
+    fn cordon<'a>(
+        &'a self,
+        node: &'a str,
+        action: &'a str,
+    ) -> BoxFuture<'a, Result<CordonResult, ExecError>> {
+        Box::pin(async move {
+            let api = self.nodes();
+            let n = api.get(node).await.map_err(|e| classify("get node", e))?;
+            let already = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false);
+            let cordoned = if already {
+                false
+            } else {
+                api.cordon(node).await.map_err(|e| classify("cordon", e))?;
+                true
+            };
+            let tainted = self.add_taint(node, action).await?;
+            Ok(CordonResult { cordoned, tainted })
+        })
+    }
+
+    fn evict<'a>(
+        &'a self,
+        node: &'a str,
+        job: Option<&'a str>,
+        deadline: Duration,
+    ) -> BoxFuture<'a, Result<usize, ExecError>> {
+        Box::pin(async move {
+            let pods: Api<Pod> = Api::all(self.client.clone());
+            let list = pods
+                .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+                .await
+                .map_err(|e| classify("list pods", e))?;
+            let mut todo: Vec<(String, String)> = list
+                .items
+                .iter()
+                .filter(|p| evictable(p) && job.is_none_or(|j| belongs_to_job(p, j)))
+                .filter_map(|p| Some((p.metadata.namespace.clone()?, p.metadata.name.clone()?)))
+                .collect();
+            let started = tokio::time::Instant::now();
+            let mut evicted = 0;
+            let mut wait = self.backoff;
+            loop {
+                let mut blocked = Vec::new();
+                for (ns, name) in todo {
+                    let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+                    match api.evict(&name, &EvictParams::default()).await {
+                        Ok(_) => evicted += 1,
+                        // Already gone: the goal is met.
+                        Err(e) if code(&e) == Some(404) => {}
+                        Err(e) if code(&e) == Some(429) => blocked.push((ns, name)),
+                        Err(e) => return Err(classify(&format!("evict {ns}/{name}"), e)),
+                    }
+                }
+                if blocked.is_empty() {
+                    return Ok(evicted);
+                }
+                if started.elapsed() + wait > deadline {
+                    let names: Vec<String> =
+                        blocked.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
+                    return Err(ExecError::permanent(
+                        "kubernetes",
+                        format!(
+                            "eviction blocked by a PodDisruptionBudget for {} s: {}",
+                            deadline.as_secs(),
+                            names.join(", ")
+                        ),
+                    ));
+                }
+                tracing::debug!(
+                    node,
+                    blocked = blocked.len(),
+                    wait_ms = wait.as_millis() as u64,
+                    "eviction blocked by a pdb, retrying"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+                todo = blocked;
+            }
+        })
+    }
+
+    fn uncordon<'a>(
+        &'a self,
+        node: &'a str,
+        cordoned: bool,
+        tainted: bool,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            if tainted {
+                self.remove_taint(node).await?;
+            }
+            if cordoned {
+                self.nodes()
+                    .uncordon(node)
+                    .await
+                    .map_err(|e| classify("uncordon", e))?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,245 @@
+//! Executors: the only code that touches Kubernetes, Slurm, BMCs and
+//! pagers. Each is a reconciler: it observes the target first (already
+//! cordoned? already off? already drained by someone else?) and reports
+//! what it found, so a replayed step converges instead of repeating, and
+//! pitcrew never claims (or later undoes) an operator's change.
+//!
+//! The traits take names already resolved from the inventory (Kubernetes
+//! node name, Slurm node name, BMC address), so executors know nothing of
+//! plans, budgets or Kafka.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pitcrew_contract::Timestamp;
+
+pub mod http;
+pub mod ipmi;
+pub mod kube;
+pub mod page;
+pub mod sim;
+pub mod slurm;
+
+/// A boxed future, so executors can be trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a step could not be done. Retryable errors are retried with backoff
+/// (the API was busy, the BMC did not answer); permanent ones go to the
+/// plan's `on_failure` at once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("{system}: {message}")]
+    Retryable {
+        system: &'static str,
+        message: String,
+    },
+    #[error("{system}: {message}")]
+    Permanent {
+        system: &'static str,
+        message: String,
+    },
+    #[error("{system}: not configured")]
+    NotConfigured { system: &'static str },
+}
+
+impl ExecError {
+    pub fn retryable(system: &'static str, message: impl Into<String>) -> ExecError {
+        ExecError::Retryable {
+            system,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(system: &'static str, message: impl Into<String>) -> ExecError {
+        ExecError::Permanent {
+            system,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ExecError::Retryable { .. })
+    }
+}
+
+/// What a cordon found or did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CordonResult {
+    /// pitcrew set `unschedulable` (false: it already was, by someone else).
+    pub cordoned: bool,
+    /// pitcrew added its taint.
+    pub tainted: bool,
+}
+
+/// Kubernetes.
+pub trait Cluster: Send + Sync {
+    /// Marks the node unschedulable and adds pitcrew's taint.
+    fn cordon<'a>(
+        &'a self,
+        node: &'a str,
+        action: &'a str,
+    ) -> BoxFuture<'a, Result<CordonResult, ExecError>>;
+    /// Evicts the node's pods (not DaemonSet or mirror pods), or only those
+    /// of `job` (label `pitcrew.io/job` or `job-name`), through the Eviction
+    /// API; a PDB's 429 is retried with backoff until `deadline`. Returns
+    /// how many pods were evicted.
+    fn evict<'a>(
+        &'a self,
+        node: &'a str,
+        job: Option<&'a str>,
+        deadline: Duration,
+    ) -> BoxFuture<'a, Result<usize, ExecError>>;
+    /// Undoes what pitcrew did: `cordoned` and `tainted` say what that was.
+    fn uncordon<'a>(
+        &'a self,
+        node: &'a str,
+        cordoned: bool,
+        tainted: bool,
+    ) -> BoxFuture<'a, Result<(), ExecError>>;
+}
+
+/// What a Slurm drain found or did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainResult {
+    /// pitcrew drained it.
+    Drained,
+    /// It already was drained by pitcrew (a replay).
+    AlreadyOurs,
+    /// Someone else drained it: not pitcrew's to resume.
+    AlreadyTheirs,
+}
+
+/// Slurm.
+pub trait Scheduler: Send + Sync {
+    /// Drains the node with `reason` (prefixed `pitcrew:`).
+    fn drain<'a>(
+        &'a self,
+        node: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<DrainResult, ExecError>>;
+    /// Requeues the node's running jobs, or only `job`. Returns the job ids.
+    fn requeue<'a>(
+        &'a self,
+        node: &'a str,
+        job: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<String>, ExecError>>;
+    /// Resumes the node if its drain is pitcrew's. Returns whether it did.
+    fn resume<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<bool, ExecError>>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerState {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerOp {
+    Off,
+    On,
+    Cycle,
+}
+
+/// A node's BMC.
+pub trait Power: Send + Sync {
+    fn status<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<PowerState, ExecError>>;
+    fn control<'a>(&'a self, node: &'a str, op: PowerOp) -> BoxFuture<'a, Result<(), ExecError>>;
+}
+
+/// Resets one GPU (a hook: the remediation host cannot reach the GPU).
+pub trait GpuReset: Send + Sync {
+    fn reset<'a>(
+        &'a self,
+        node: &'a str,
+        gpu: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), ExecError>>;
+}
+
+/// Where a node's liveness is seen, for verification.
+pub trait Heartbeats: Send + Sync {
+    /// Whether the node sent a heartbeat at or after `since`.
+    fn seen_since<'a>(
+        &'a self,
+        node: &'a str,
+        since: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, ExecError>>;
+}
+
+/// Runs a command from the config (`[gpu_reset] command = [...]`) with
+/// `{node}` and `{gpu}` substituted; nothing secret is ever on its argv.
+#[derive(Clone, Debug)]
+pub struct CommandGpuReset {
+    pub command: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl GpuReset for CommandGpuReset {
+    fn reset<'a>(
+        &'a self,
+        node: &'a str,
+        gpu: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            let args: Vec<String> = self
+                .command
+                .iter()
+                .map(|a| {
+                    a.replace("{node}", node)
+                        .replace("{gpu}", gpu.unwrap_or("all"))
+                })
+                .collect();
+            let Some((program, rest)) = args.split_first() else {
+                return Err(ExecError::NotConfigured {
+                    system: "gpu_reset",
+                });
+            };
+            let run = tokio::process::Command::new(program)
+                .args(rest)
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(self.timeout, run)
+                .await
+                .map_err(|_| ExecError::retryable("gpu_reset", "timed out"))?
+                .map_err(|e| ExecError::permanent("gpu_reset", format!("{program}: {e}")))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(ExecError::permanent(
+                    "gpu_reset",
+                    format!(
+                        "{program} exited {}: {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                ))
+            }
+        })
+    }
+}
+
+/// Every executor the worker may use; absent ones are skipped (a
+/// Slurm-only fleet has no `cluster`).
+#[derive(Clone, Default)]
+pub struct Executors {
+    pub cluster: Option<Arc<dyn Cluster>>,
+    pub scheduler: Option<Arc<dyn Scheduler>>,
+    pub power: Option<Arc<dyn Power>>,
+    pub gpu_reset: Option<Arc<dyn GpuReset>>,
+    pub heartbeats: Option<Arc<dyn Heartbeats>>,
+    pub pager: Arc<page::Paging>,
+}
+
+impl std::fmt::Debug for Executors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executors")
+            .field("cluster", &self.cluster.is_some())
+            .field("scheduler", &self.scheduler.is_some())
+            .field("power", &self.power.is_some())
+            .field("gpu_reset", &self.gpu_reset.is_some())
+            .field("heartbeats", &self.heartbeats.is_some())
+            .field("pager", &self.pager)
+            .finish()
+    }
+}

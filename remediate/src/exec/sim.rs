@@ -1,0 +1,368 @@
+//! A simulated fleet behind every executor trait: for `pitcrew demo` and
+//! the worker's unit tests (the integration tests use the real things).
+//! It keeps per-node Kubernetes, Slurm and power state, records every call
+//! in order, and can be told to fail (a BMC that does not answer, a PDB
+//! that blocks forever).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pitcrew_contract::Timestamp;
+
+use super::slurm::REASON_PREFIX;
+use super::{
+    BoxFuture, Cluster, CordonResult, DrainResult, ExecError, GpuReset, Heartbeats, Power, PowerOp,
+    PowerState, Scheduler,
+};
+
+/// One simulated node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimNode {
+    pub unschedulable: bool,
+    pub tainted: bool,
+    pub pods: usize,
+    pub slurm_drain_reason: Option<String>,
+    pub jobs: Vec<String>,
+    pub power: PowerState,
+    pub power_cycles: u32,
+}
+
+impl Default for SimNode {
+    fn default() -> Self {
+        SimNode {
+            unschedulable: false,
+            tainted: false,
+            pods: 2,
+            slurm_drain_reason: None,
+            jobs: Vec::new(),
+            power: PowerState::On,
+            power_cycles: 0,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    nodes: BTreeMap<String, SimNode>,
+    calls: Vec<String>,
+    bmc_down: BTreeSet<String>,
+    pdb_blocked: BTreeSet<String>,
+    heartbeats: BTreeMap<String, Timestamp>,
+    requeued: Vec<String>,
+}
+
+/// The simulated fleet. Cheap to clone (shared state).
+#[derive(Clone, Debug, Default)]
+pub struct SimFleet {
+    inner: Arc<Mutex<Inner>>,
+    /// Simulated latency of each call.
+    pub latency: Duration,
+}
+
+impl SimFleet {
+    pub fn new(nodes: impl IntoIterator<Item = String>) -> SimFleet {
+        let fleet = SimFleet::default();
+        {
+            let mut i = fleet.lock();
+            for n in nodes {
+                i.nodes.insert(n, SimNode::default());
+            }
+        }
+        fleet
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn node(&self, name: &str) -> Option<SimNode> {
+        self.lock().nodes.get(name).cloned()
+    }
+
+    pub fn set_node(&self, name: &str, node: SimNode) {
+        self.lock().nodes.insert(name.to_owned(), node);
+    }
+
+    /// Every call so far, like `cordon n3`, `power cycle n3`.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    pub fn count(&self, prefix: &str) -> usize {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .count()
+    }
+
+    pub fn set_bmc_down(&self, node: &str, down: bool) {
+        let mut i = self.lock();
+        if down {
+            i.bmc_down.insert(node.to_owned());
+        } else {
+            i.bmc_down.remove(node);
+        }
+    }
+
+    pub fn set_pdb_blocked(&self, node: &str, blocked: bool) {
+        let mut i = self.lock();
+        if blocked {
+            i.pdb_blocked.insert(node.to_owned());
+        } else {
+            i.pdb_blocked.remove(node);
+        }
+    }
+
+    pub fn heartbeat(&self, node: &str, at: Timestamp) {
+        self.lock().heartbeats.insert(node.to_owned(), at);
+    }
+
+    /// Nodes out of service (unschedulable or drained), for the demo view.
+    pub fn out_of_service(&self) -> usize {
+        self.lock()
+            .nodes
+            .values()
+            .filter(|n| n.unschedulable || n.slurm_drain_reason.is_some())
+            .count()
+    }
+
+    fn call(&self, what: String) -> Result<(), ExecError> {
+        self.lock().calls.push(what);
+        Ok(())
+    }
+
+    async fn pause(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+
+    fn with_node<T>(
+        &self,
+        system: &'static str,
+        name: &str,
+        f: impl FnOnce(&mut SimNode) -> T,
+    ) -> Result<T, ExecError> {
+        let mut i = self.lock();
+        let n = i
+            .nodes
+            .get_mut(name)
+            .ok_or_else(|| ExecError::permanent(system, format!("no node {name}")))?;
+        Ok(f(n))
+    }
+}
+
+impl Cluster for SimFleet {
+    fn cordon<'a>(
+        &'a self,
+        node: &'a str,
+        _action: &'a str,
+    ) -> BoxFuture<'a, Result<CordonResult, ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            self.call(format!("cordon {node}"))?;
+            self.with_node("kubernetes", node, |n| {
+                let cordoned = !n.unschedulable;
+                let tainted = !n.tainted;
+                n.unschedulable = true;
+                n.tainted = true;
+                CordonResult { cordoned, tainted }
+            })
+        })
+    }
+
+    fn evict<'a>(
+        &'a self,
+        node: &'a str,
+        job: Option<&'a str>,
+        _deadline: Duration,
+    ) -> BoxFuture<'a, Result<usize, ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            self.call(format!(
+                "evict {node}{}",
+                job.map(|j| format!(" job={j}")).unwrap_or_default()
+            ))?;
+            if self.lock().pdb_blocked.contains(node) {
+                return Err(ExecError::permanent(
+                    "kubernetes",
+                    format!("eviction blocked by a PodDisruptionBudget on {node}"),
+                ));
+            }
+            self.with_node("kubernetes", node, |n| {
+                let e = if job.is_some() { n.pods.min(1) } else { n.pods };
+                n.pods -= e;
+                e
+            })
+        })
+    }
+
+    fn uncordon<'a>(
+        &'a self,
+        node: &'a str,
+        cordoned: bool,
+        tainted: bool,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            self.call(format!("uncordon {node}"))?;
+            self.with_node("kubernetes", node, |n| {
+                if cordoned {
+                    n.unschedulable = false;
+                }
+                if tainted {
+                    n.tainted = false;
+                }
+            })
+        })
+    }
+}
+
+impl Scheduler for SimFleet {
+    fn drain<'a>(
+        &'a self,
+        node: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<DrainResult, ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            self.call(format!("slurm drain {node}"))?;
+            self.with_node("slurm", node, |n| match &n.slurm_drain_reason {
+                Some(r) if r.starts_with(REASON_PREFIX) => DrainResult::AlreadyOurs,
+                Some(_) => DrainResult::AlreadyTheirs,
+                None => {
+                    n.slurm_drain_reason = Some(format!("{REASON_PREFIX} {reason}"));
+                    DrainResult::Drained
+                }
+            })
+        })
+    }
+
+    fn requeue<'a>(
+        &'a self,
+        node: &'a str,
+        job: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<String>, ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            self.call(format!("slurm requeue {node}"))?;
+            let jobs = self.with_node("slurm", node, |n| {
+                let (take, keep): (Vec<String>, Vec<String>) =
+                    n.jobs.drain(..).partition(|j| job.is_none_or(|x| x == j));
+                n.jobs = keep;
+                take
+            })?;
+            self.lock().requeued.extend(jobs.iter().cloned());
+            Ok(jobs)
+        })
+    }
+
+    fn resume<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<bool, ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            self.call(format!("slurm resume {node}"))?;
+            self.with_node("slurm", node, |n| {
+                if n.slurm_drain_reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(REASON_PREFIX))
+                {
+                    n.slurm_drain_reason = None;
+                    true
+                } else {
+                    false
+                }
+            })
+        })
+    }
+}
+
+impl Power for SimFleet {
+    fn status<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<PowerState, ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            if self.lock().bmc_down.contains(node) {
+                return Err(ExecError::retryable(
+                    "ipmi",
+                    format!("bmc of {node}: no answer"),
+                ));
+            }
+            self.with_node("ipmi", node, |n| n.power)
+        })
+    }
+
+    fn control<'a>(&'a self, node: &'a str, op: PowerOp) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            if self.lock().bmc_down.contains(node) {
+                return Err(ExecError::retryable(
+                    "ipmi",
+                    format!("bmc of {node}: no answer"),
+                ));
+            }
+            self.call(format!(
+                "power {} {node}",
+                match op {
+                    PowerOp::Off => "off",
+                    PowerOp::On => "on",
+                    PowerOp::Cycle => "cycle",
+                }
+            ))?;
+            let now = Timestamp::now();
+            let mut i = self.lock();
+            let n = i
+                .nodes
+                .get_mut(node)
+                .ok_or_else(|| ExecError::permanent("ipmi", format!("no node {node}")))?;
+            match op {
+                PowerOp::Off => n.power = PowerState::Off,
+                PowerOp::On => n.power = PowerState::On,
+                PowerOp::Cycle => {
+                    n.power = PowerState::On;
+                    n.power_cycles += 1;
+                }
+            }
+            // The simulated node boots at once and says so.
+            if n.power == PowerState::On {
+                i.heartbeats.insert(node.to_owned(), now);
+            }
+            Ok(())
+        })
+    }
+}
+
+impl GpuReset for SimFleet {
+    fn reset<'a>(
+        &'a self,
+        node: &'a str,
+        gpu: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            self.call(format!("gpu reset {node} {}", gpu.unwrap_or("all")))?;
+            self.lock()
+                .heartbeats
+                .insert(node.to_owned(), Timestamp::now());
+            Ok(())
+        })
+    }
+}
+
+impl Heartbeats for SimFleet {
+    fn seen_since<'a>(
+        &'a self,
+        node: &'a str,
+        since: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, ExecError>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .heartbeats
+                .get(node)
+                .is_some_and(|t| *t >= since))
+        })
+    }
+}
