@@ -429,6 +429,7 @@ impl Governor {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use pitcrew_rules::NodeInfo;

@@ -6,12 +6,12 @@
 //! incidents and gives it a [`worker::Journal`] that writes `pitcrew.audit`
 //! and `pitcrew.state`.
 //!
-//! - [`plan`]: plans and steps, built-in and from TOML;
-//! - [`governor`]: the pure gate in front of every destructive step;
-//! - [`worker`]: runs plans as reconcilers, persists state, audits;
-//! - [`exec`]: one module per executor, plus a simulated fleet;
-//! - [`config`]: the `[remediate]` TOML and what it builds;
-//! - [`metrics`]: `pitcrew_remediate_*`.
+//! - [`plan`], plans and steps, built-in and from TOML;
+//! - [`governor`], the pure gate in front of every destructive step;
+//! - [`worker`], runs plans as reconcilers, persists state, audits;
+//! - [`exec`], one module per executor, plus a simulated fleet;
+//! - [`config`], the `[remediate]` TOML and what it builds;
+//! - [`metrics`], `pitcrew_remediate_*`.
 
 pub mod config;
 pub mod exec;

@@ -485,10 +485,8 @@ impl Worker {
                     self.write_state(st).await;
                 }
             }
-            IncidentStatus::Open => {
-                if node.kind == TargetKind::Node {
-                    lock(&self.inner.incidents).insert(node.name, (inc.at, inc.id.clone()));
-                }
+            IncidentStatus::Open if node.kind == TargetKind::Node => {
+                lock(&self.inner.incidents).insert(node.name, (inc.at, inc.id.clone()));
             }
             _ => {}
         }
@@ -691,18 +689,12 @@ impl Worker {
     }
 
     async fn run(&self, target: Target) {
-        loop {
-            let Some(st) = self.snapshot(&target) else {
-                break;
+        while let Some(req) = self.snapshot(&target).and_then(|st| st.request) {
+            let end = match self.inner.plans.get(&req.plan).cloned() {
+                Some(plan) => self.run_plan(&target, &req, &plan).await,
+                None => End::Failed,
             };
-            let Some(req) = st.request.clone() else { break };
-            let Some(plan) = self.inner.plans.get(&req.plan).cloned() else {
-                self.finish(&target, &req, End::Failed).await;
-                continue;
-            };
-            let end = self.run_plan(&target, &req, &plan).await;
-            let next = self.finish(&target, &req, end).await;
-            if !next {
+            if !self.finish(&target, &req, end).await {
                 break;
             }
         }
