@@ -206,7 +206,7 @@ pub fn read_topic_merged(
             } else {
                 f(&payload);
                 read += 1;
-                if read % 100_000 == 0 {
+                if read.is_multiple_of(100_000) {
                     progress(read, done.iter().filter(|d| **d).count(), n);
                 }
             }

@@ -44,7 +44,13 @@ pub(crate) enum Command {
     /// Streaming rule engine: events in, incidents and action requests out.
     Rules(RulesArgs),
     /// Remediation workers: governor, Kubernetes, Slurm, IPMI, paging, audit.
-    Remediate(ServiceArgs),
+    Remediate(RemediateArgs),
+    /// Approve an action that waits for a person (admin API).
+    Approve(ApproveArgs),
+    /// The remediation circuit breaker: status, reset, open (admin API).
+    Breaker(BreakerArgs),
+    /// A target's remediation timeline from the audit topic.
+    Audit(AuditArgs),
     /// Every stage in one process, for small clusters.
     Run(ServiceArgs),
     /// Zero-install demo: in-process Kafka, simulated fleet, scripted faults.
@@ -172,6 +178,83 @@ pub(crate) struct RulesArgs {
     /// per event, smaller ones answer sooner under load.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) max_batch: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RemediateArgs {
+    /// Remediation config (TOML): governor, executors, pagers, plans.
+    #[arg(long)]
+    pub(crate) remediation: Option<PathBuf>,
+    /// Inventory file (TOML): topology for budgets, BMC addresses, names.
+    #[arg(long)]
+    pub(crate) inventory: Option<PathBuf>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9465")]
+    pub(crate) listen: String,
+    /// Address of the admin API (bearer token required).
+    #[arg(long, default_value = "127.0.0.1:9466")]
+    pub(crate) admin_listen: String,
+    /// Consumer group.
+    #[arg(long, default_value = "pitcrew-remediate")]
+    pub(crate) group_id: String,
+    /// This instance's name, in audit records (default: host name).
+    #[arg(long, env = "PITCREW_INSTANCE")]
+    pub(crate) instance: Option<String>,
+    /// Describe every destructive step instead of running it.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AdminArgs {
+    /// The admin API of `pitcrew remediate`.
+    #[arg(long, default_value = "http://127.0.0.1:9466", env = "PITCREW_ADMIN")]
+    pub(crate) admin: String,
+    /// File with the admin bearer token (else PITCREW_ADMIN_TOKEN).
+    #[arg(long)]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Who is acting, for the audit trail (default: $USER).
+    #[arg(long, env = "USER", default_value = "unknown")]
+    pub(crate) by: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApproveArgs {
+    /// The action id (act-...) waiting for approval.
+    pub(crate) action: String,
+    #[command(flatten)]
+    pub(crate) admin: AdminArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BreakerArgs {
+    #[command(subcommand)]
+    pub(crate) op: BreakerOp,
+    #[command(flatten)]
+    pub(crate) admin: AdminArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BreakerOp {
+    /// Show the breaker and the fleet budget.
+    Status,
+    /// Reset a latched breaker: destructive remediation resumes.
+    Reset,
+    /// Latch the breaker: stop every destructive step now.
+    Open {
+        #[arg(long, default_value = "opened by hand")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// The target: `n17` (a node) or `node/n17`, `leaf_switch/leaf-1a`.
+    #[arg(long)]
+    pub(crate) target: String,
+    /// One JSON record per line.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

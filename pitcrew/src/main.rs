@@ -1,6 +1,7 @@
 //! The `pitcrew` binary: parses the command line, sets up logging and hands
 //! over to the stage crates. No logic of its own lives here.
 
+mod admin;
 mod cli;
 mod cmd;
 mod http;

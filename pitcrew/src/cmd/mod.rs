@@ -5,6 +5,7 @@ mod bench_pipeline;
 mod bench_rules;
 mod check;
 mod collect;
+mod remediate;
 mod replay;
 mod rulefiles;
 mod rules;
@@ -31,7 +32,32 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
         Command::Check(args) => check::check(&args),
         Command::Test(args) => check::test(&args),
         Command::Replay(args) => replay::run(config.as_deref(), &args),
-        Command::Remediate(_) => return not_built("remediate", "remediation workers", 5),
+        Command::Remediate(args) => {
+            runtime().and_then(|rt| rt.block_on(remediate::run(config.as_deref(), &args)))
+        }
+        Command::Approve(args) => admin_command(
+            &args.admin,
+            "POST",
+            &format!("/v1/approve/{}", args.action),
+            serde_json::json!({ "by": args.admin.by }),
+        ),
+        Command::Breaker(args) => {
+            let (method, path, body) = match &args.op {
+                crate::cli::BreakerOp::Status => ("GET", "/v1/breaker", serde_json::json!({})),
+                crate::cli::BreakerOp::Reset => (
+                    "POST",
+                    "/v1/breaker/reset",
+                    serde_json::json!({ "by": args.admin.by }),
+                ),
+                crate::cli::BreakerOp::Open { reason } => (
+                    "POST",
+                    "/v1/breaker/open",
+                    serde_json::json!({ "by": args.admin.by, "reason": reason }),
+                ),
+            };
+            admin_command(&args.admin, method, path, body)
+        }
+        Command::Audit(args) => remediate::audit(config.as_deref(), &args),
         Command::Run(_) => return not_built("run", "the all-in-one service", 6),
         Command::Demo(_) => return not_built("demo", "the demo", 6),
         Command::Simulate(_) => return not_built("simulate", "the fleet simulator", 6),
@@ -50,6 +76,25 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             eprintln!("pitcrew: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One admin API call; prints the answer, fails on an error status.
+fn admin_command(
+    admin: &crate::cli::AdminArgs,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<ExitCode> {
+    let token = crate::admin::cli_token(admin.token_file.as_deref())?;
+    let (status, answer) =
+        crate::admin::call(&admin.admin, &token, method, path, &body.to_string())?;
+    use std::io::Write as _;
+    writeln!(std::io::stdout(), "{answer}")?;
+    if (200..300).contains(&status) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        anyhow::bail!("admin API answered {status}")
     }
 }
 

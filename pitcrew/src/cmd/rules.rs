@@ -683,7 +683,7 @@ async fn stage_loop(
             last_tick = Instant::now();
             on_tick(&mut stage, &tstage, &label).await?;
             ticks += 1;
-            if ticks % 5 == 0 {
+            if ticks.is_multiple_of(5) {
                 // Lag is a round trip per partition: every 5 s is enough.
                 if let Err(e) = tstage.record_lag(Duration::from_secs(2)) {
                     tracing::debug!(error = %e, "lag not measured");
