@@ -104,6 +104,20 @@ set_working_mc 0x20
         result
     }
 
+    /// Every chassis change the hook recorded, like `set power 0`, in order.
+    pub fn power_events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("events.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_owned()))
+            .collect()
+    }
+
+    /// Whether the emulated chassis is on.
+    pub fn powered_on(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("power")).is_ok_and(|s| s.trim() == "1")
+    }
+
     /// Runs ipmitool against this BMC (the password goes through the
     /// environment, not argv).
     pub fn ipmitool(&self, args: &[&str]) -> Result<String, HarnessError> {

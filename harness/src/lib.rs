@@ -12,6 +12,7 @@
 pub mod ipmi;
 pub mod kafka;
 pub mod kube;
+pub mod slurm;
 mod process;
 pub mod webhook;
 

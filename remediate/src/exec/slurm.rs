@@ -41,6 +41,7 @@ impl NodeView {
 /// Parses one line of `scontrol -o show node N`: `Key=Value` pairs, where
 /// `Reason=` runs to the next ` Key=` (a reason may contain spaces).
 pub fn parse_node_line(line: &str) -> Option<NodeView> {
+    let line = line.trim_end();
     let state = field(line, "State")?;
     let reason = field(line, "Reason").filter(|r| !r.is_empty() && *r != "(null)");
     Some(NodeView {
