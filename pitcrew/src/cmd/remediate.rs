@@ -79,7 +79,17 @@ impl Journal for KafkaJournal {
                     Err(e) => Err(e),
                 };
                 match r {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => {
+                        // Test hook: die like kill -9 between an intent and its outcome.
+                        if state.intent.is_some()
+                            && std::env::var("PITCREW_FAILPOINT").as_deref()
+                                == Ok("remediate-crash-after-intent")
+                        {
+                            tracing::warn!("failpoint: aborting after the intent");
+                            std::process::abort();
+                        }
+                        return Ok(());
+                    }
                     Err(e) if attempt < 5 && e.is_retryable() => {
                         tracing::warn!(error = %e, attempt, "state write failed, retrying");
                         tokio::time::sleep(wait).await;

@@ -80,6 +80,10 @@ impl Kube {
                 .await
                 .map_err(|e| format!("kubernetes config: {e}"))?,
         };
+        let mut config = config;
+        // kube-client retries 429 by itself, for minutes: a PDB-blocked
+        // eviction must come back here, to the drain's own deadline.
+        config.default_retry = false;
         let client = Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))?;
         Ok(Kube::new(client))
     }
