@@ -12,8 +12,8 @@
 pub mod ipmi;
 pub mod kafka;
 pub mod kube;
-pub mod slurm;
 mod process;
+pub mod slurm;
 pub mod webhook;
 
 use std::path::PathBuf;

@@ -98,11 +98,17 @@ JobRequeue=1
             ctld: None,
             slurmds: Vec::new(),
         };
-        wait_ready("slurmctld", Some(&mut ctld), &ctld_log, Duration::from_secs(30), || {
-            cluster
-                .run("scontrol", &["ping"])
-                .is_ok_and(|o| o.contains("UP"))
-        })?;
+        wait_ready(
+            "slurmctld",
+            Some(&mut ctld),
+            &ctld_log,
+            Duration::from_secs(30),
+            || {
+                cluster
+                    .run("scontrol", &["ping"])
+                    .is_ok_and(|o| o.contains("UP"))
+            },
+        )?;
         cluster.ctld = Some(ctld);
         for n in nodes {
             let log = cluster.dir.join(format!("log/slurmd-{n}.stdout"));
@@ -174,7 +180,16 @@ JobRequeue=1
         let out = self.out_dir().join("%j.out").display().to_string();
         let id = self.run(
             "sbatch",
-            &["--parsable", "--requeue", "-w", node, "-o", &out, "--wrap", "sleep 300"],
+            &[
+                "--parsable",
+                "--requeue",
+                "-w",
+                node,
+                "-o",
+                &out,
+                "--wrap",
+                "sleep 300",
+            ],
         )?;
         Ok(id.trim().to_owned())
     }

@@ -41,6 +41,11 @@ use crate::plan::{OnFailure, Plan, PlanBook, Step, StepKind};
 pub trait Journal: Send + Sync {
     /// Enqueues an audit record; records of one target keep their order.
     fn audit(&self, record: AuditRecord) -> BoxFuture<'_, Result<(), JournalError>>;
+    /// Writes an audit record and returns once it is durable (before an
+    /// irreversible step: a crash right after must not lose it).
+    fn audit_durable(&self, record: AuditRecord) -> BoxFuture<'_, Result<(), JournalError>> {
+        self.audit(record)
+    }
     /// Writes a state record and returns once it is durable.
     fn state(&self, state: RemediationState) -> BoxFuture<'_, Result<(), JournalError>>;
 }
@@ -621,6 +626,16 @@ impl Worker {
     }
 
     async fn audit(&self, target: &Target, req: Option<&ActionRequest>, entry: AuditEntry) {
+        self.audit_with(target, req, entry, false).await;
+    }
+
+    async fn audit_with(
+        &self,
+        target: &Target,
+        req: Option<&ActionRequest>,
+        entry: AuditEntry,
+        durable: bool,
+    ) {
         let at = Timestamp::now();
         let action = req.map(|r| r.id.clone());
         let id = deterministic_id(
@@ -644,7 +659,12 @@ impl Worker {
             plan: req.map(|r| r.plan.clone()),
             entry,
         };
-        if let Err(e) = self.inner.journal.audit(record).await {
+        let written = if durable {
+            self.inner.journal.audit_durable(record).await
+        } else {
+            self.inner.journal.audit(record).await
+        };
+        if let Err(e) = written {
             self.inner.metrics.journal_errors.inc();
             tracing::error!(target_id = %target, error = %e, "audit record not written");
         }
@@ -892,6 +912,13 @@ impl Worker {
                 }
             }
             if step.kind.is_irreversible() && !resuming_here {
+                self.audit_with(
+                    target,
+                    Some(req),
+                    AuditEntry::Intent { step: name.into() },
+                    true,
+                )
+                .await;
                 let (_, durable) = self
                     .update(target, |s| {
                         s.intent = Some(Intent {
@@ -917,8 +944,6 @@ impl Worker {
                         .on_failure(target, req, plan, "intent not durable")
                         .await;
                 }
-                self.audit(target, Some(req), AuditEntry::Intent { step: name.into() })
-                    .await;
             }
             self.audit(
                 target,

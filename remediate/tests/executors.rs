@@ -90,9 +90,15 @@ async fn slurm_drains_requeues_and_resumes_only_its_own() {
     let line = cluster.node_line("n1").unwrap();
     let view = parse_node_line(&line).unwrap();
     assert!(view.drained(), "{line}");
-    assert_eq!(view.reason.as_deref(), Some("pitcrew: act-1 Xid 79 on GPU 3"));
+    assert_eq!(
+        view.reason.as_deref(),
+        Some("pitcrew: act-1 Xid 79 on GPU 3")
+    );
     // Draining again is a replay, not a second drain.
-    assert_eq!(slurm.drain("n1", "again").await.unwrap(), DrainResult::AlreadyOurs);
+    assert_eq!(
+        slurm.drain("n1", "again").await.unwrap(),
+        DrainResult::AlreadyOurs
+    );
 
     let requeued = slurm.requeue("n1", None).await.unwrap();
     assert_eq!(requeued, vec![job.clone()]);
@@ -111,7 +117,10 @@ async fn slurm_drains_requeues_and_resumes_only_its_own() {
             &["update", "nodename=n2", "state=drain", "reason=bios update"],
         )
         .unwrap();
-    assert_eq!(slurm.drain("n2", "x").await.unwrap(), DrainResult::AlreadyTheirs);
+    assert_eq!(
+        slurm.drain("n2", "x").await.unwrap(),
+        DrainResult::AlreadyTheirs
+    );
     assert!(!slurm.resume("n2").await.unwrap());
     let view = parse_node_line(&cluster.node_line("n2").unwrap()).unwrap();
     assert!(view.drained());
@@ -205,7 +214,8 @@ async fn kubernetes_cordons_taints_evicts_through_pdbs_and_uncordons_its_own() {
     // Running and Ready (there is no kubelet to say so): a Pending pod
     // would be evictable whatever its PDB says.
     let pod: serde_json::Value = serde_json::from_str(
-        &api.request("GET", "/api/v1/namespaces/default/pods/guarded-0", None).unwrap(),
+        &api.request("GET", "/api/v1/namespaces/default/pods/guarded-0", None)
+            .unwrap(),
     )
     .unwrap();
     let mut pod = pod;
@@ -225,7 +235,11 @@ async fn kubernetes_cordons_taints_evicts_through_pdbs_and_uncordons_its_own() {
     )
     .unwrap();
     let pdb = api
-        .request("GET", "/apis/policy/v1/namespaces/default/poddisruptionbudgets/guard", None)
+        .request(
+            "GET",
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/guard",
+            None,
+        )
         .unwrap();
     let mut pdb: serde_json::Value = serde_json::from_str(&pdb).unwrap();
     pdb["status"] = serde_json::json!({"observedGeneration": 1, "disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1});
@@ -242,28 +256,47 @@ async fn kubernetes_cordons_taints_evicts_through_pdbs_and_uncordons_its_own() {
         serde_json::from_str(&api.request("GET", "/api/v1/nodes/gpu-1", None).unwrap()).unwrap();
     assert_eq!(node["spec"]["unschedulable"], true);
     let taints = node["spec"]["taints"].as_array().unwrap();
-    assert!(taints.iter().any(|t| t["key"] == TAINT_KEY && t["effect"] == "NoSchedule"));
+    assert!(taints
+        .iter()
+        .any(|t| t["key"] == TAINT_KEY && t["effect"] == "NoSchedule"));
     // A replay changes nothing.
     let again = kube.cordon("gpu-1", "act-1").await.unwrap();
     assert!(!again.cordoned && !again.tainted);
 
     // The PDB blocks `guarded-0`: retried with backoff, then reported.
     let started = Instant::now();
-    let err = kube.evict("gpu-1", None, Duration::from_secs(2)).await.unwrap_err();
-    assert!(started.elapsed() >= Duration::from_millis(1000), "{:?}", started.elapsed());
+    let err = kube
+        .evict("gpu-1", None, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(err.to_string().contains("default/guarded-0"), "{err}");
     assert!(!err.is_retryable());
     // `train-0` was evicted (deletionTimestamp set or gone); the other node's pod was not.
-    let pods: serde_json::Value =
-        serde_json::from_str(&api.request("GET", "/api/v1/namespaces/default/pods", None).unwrap()).unwrap();
+    let pods: serde_json::Value = serde_json::from_str(
+        &api.request("GET", "/api/v1/namespaces/default/pods", None)
+            .unwrap(),
+    )
+    .unwrap();
     let by_name: BTreeMap<String, serde_json::Value> = pods["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["metadata"]["name"].as_str().unwrap().to_owned(), p.clone()))
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_owned(),
+                p.clone(),
+            )
+        })
         .collect();
     assert!(
-        by_name.get("train-0").is_none_or(|p| !p["metadata"]["deletionTimestamp"].is_null()),
+        by_name
+            .get("train-0")
+            .is_none_or(|p| !p["metadata"]["deletionTimestamp"].is_null()),
         "train-0 evicted"
     );
     assert!(by_name["guarded-0"]["metadata"]["deletionTimestamp"].is_null());
@@ -272,7 +305,12 @@ async fn kubernetes_cordons_taints_evicts_through_pdbs_and_uncordons_its_own() {
     // Once the PDB allows it, the drain completes.
     pdb["status"]["disruptionsAllowed"] = serde_json::json!(1);
     let current: serde_json::Value = serde_json::from_str(
-        &api.request("GET", "/apis/policy/v1/namespaces/default/poddisruptionbudgets/guard", None).unwrap(),
+        &api.request(
+            "GET",
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/guard",
+            None,
+        )
+        .unwrap(),
     )
     .unwrap();
     pdb["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
@@ -282,7 +320,10 @@ async fn kubernetes_cordons_taints_evicts_through_pdbs_and_uncordons_its_own() {
         Some(&pdb.to_string()),
     )
     .unwrap();
-    let n = kube.evict("gpu-1", None, Duration::from_secs(10)).await.unwrap();
+    let n = kube
+        .evict("gpu-1", None, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(n, 1);
 
     kube.uncordon("gpu-1", true, true).await.unwrap();
@@ -299,7 +340,10 @@ async fn kubernetes_cordons_taints_evicts_through_pdbs_and_uncordons_its_own() {
     kube.uncordon("gpu-2", r.cordoned, r.tainted).await.unwrap();
     let node: serde_json::Value =
         serde_json::from_str(&api.request("GET", "/api/v1/nodes/gpu-2", None).unwrap()).unwrap();
-    assert_eq!(node["spec"]["unschedulable"], true, "the operator's cordon stays");
+    assert_eq!(
+        node["spec"]["unschedulable"], true,
+        "the operator's cordon stays"
+    );
     // A node that does not exist: permanent.
     let err = kube.cordon("nope", "act-3").await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
@@ -370,7 +414,10 @@ async fn webhooks_are_signed_retried_on_500_and_429_and_resolved() {
         assert_eq!(r.path, "/am");
         let ts: i64 = r.header("x-pitcrew-timestamp").unwrap().parse().unwrap();
         let sig = r.header("x-pitcrew-signature").unwrap();
-        assert_eq!(sig, format!("sha256={}", sign(&key, ts, r.body.as_bytes()).unwrap()));
+        assert_eq!(
+            sig,
+            format!("sha256={}", sign(&key, ts, r.body.as_bytes()).unwrap())
+        );
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["version"], "4");
         assert_eq!(v["status"], "firing");
@@ -398,7 +445,10 @@ async fn webhooks_are_signed_retried_on_500_and_429_and_resolved() {
         .await
         .unwrap_err();
     assert!(!err.is_retryable());
-    assert!(err.to_string().contains("pd refused the page: 400"), "{err}");
+    assert!(
+        err.to_string().contains("pd refused the page: 400"),
+        "{err}"
+    );
     assert!(!err.to_string().contains("R0UTE"));
     assert_eq!(hook.requests().len(), 7);
 }

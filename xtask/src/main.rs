@@ -28,6 +28,7 @@ const DEBIAN_PACKAGES: &[(&str, Probe)] = &[
     ("openipmi", Probe::Command("ipmi_sim")),
     ("ipmitool", Probe::Command("ipmitool")),
     ("etcd-server", Probe::Command("etcd")),
+    ("slurm-wlm", Probe::Command("slurmctld")),
     ("curl", Probe::Command("curl")),
     ("openssl", Probe::Command("openssl")),
     ("procps", Probe::Command("kill")),
