@@ -242,16 +242,11 @@ pub fn subject(target: &Target) -> Target {
 }
 
 fn gpu_of(req: &ActionRequest) -> Option<String> {
-    if let Some(v) = req.params.get("gpu") {
-        return Some(match v {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        });
-    }
-    if req.target.kind == TargetKind::Gpu {
-        return req.target.name.split('/').nth(1).map(str::to_owned);
-    }
-    None
+    param_str(req, "gpu").or_else(|| {
+        (req.target.kind == TargetKind::Gpu)
+            .then(|| req.target.name.split('/').nth(1).map(str::to_owned))
+            .flatten()
+    })
 }
 
 fn param_str(req: &ActionRequest, key: &str) -> Option<String> {
@@ -732,55 +727,54 @@ impl Worker {
     /// Returns whether there is one.
     async fn finish(&self, target: &Target, req: &ActionRequest, end: End) -> bool {
         let inner = &self.inner;
-        let mut returned = false;
+        let back_in_service = matches!(end, End::Completed { out: false });
         let mut escalated = false;
         let mut to_resolve = Vec::new();
-        let (_, _) = self
-            .update(target, |st| {
-                st.intent = None;
-                st.approval_expires_at = None;
-                st.verify_since = None;
-                match &end {
-                    End::Completed { out: false } | End::RefusedAtStart | End::NotApproved => {
-                        returned = st.owned.any() || matches!(end, End::Completed { .. });
-                        if !st.owned.any() {
-                            st.phase = Phase::Healthy;
-                        } else {
-                            // Refused mid-way would be Escalated; here owned
-                            // means a previous plan's hold: keep it visible.
-                            st.phase = Phase::Escalated;
-                            returned = false;
-                        }
-                        if matches!(end, End::Completed { out: false }) {
-                            // Back in service: pages about this target are done.
-                            to_resolve = std::mem::take(&mut st.open_pages);
-                        }
-                    }
-                    End::Completed { out: true } | End::Escalated => {
-                        st.phase = Phase::Escalated;
-                        escalated = true;
-                    }
-                    End::Failed => st.phase = Phase::Failed,
-                    End::Next(next) => {
-                        st.phase = Phase::InProgress;
-                        st.queued.insert(0, (**next).clone());
+        self.update(target, |st| {
+            st.intent = None;
+            st.approval_expires_at = None;
+            st.verify_since = None;
+            match &end {
+                End::Completed { out: false } | End::RefusedAtStart | End::NotApproved => {
+                    // Still holding something from an earlier plan: keep it visible.
+                    st.phase = if st.owned.any() {
+                        Phase::Escalated
+                    } else {
+                        Phase::Healthy
+                    };
+                    if back_in_service {
+                        // Back in service: pages about this target are done.
+                        to_resolve = std::mem::take(&mut st.open_pages);
                     }
                 }
-                st.request = None;
-                st.action = None;
-                st.plan = None;
-                st.step = 0;
-                if let Some(next) = (!st.queued.is_empty()).then(|| st.queued.remove(0)) {
-                    start(st, &next, inner.cfg.handled_cap, Timestamp::now());
+                End::Completed { out: true } | End::Escalated => {
+                    st.phase = Phase::Escalated;
+                    escalated = true;
                 }
-            })
-            .await;
-        if matches!(end, End::Completed { out: false }) {
-            if !lock(&inner.governor).is_out(target) {
-                returned = false;
+                End::Failed => st.phase = Phase::Failed,
+                End::Next(next) => {
+                    st.phase = Phase::InProgress;
+                    st.queued.insert(0, (**next).clone());
+                }
             }
-            lock(&inner.governor).release(target);
-            if returned {
+            st.request = None;
+            st.action = None;
+            st.plan = None;
+            st.step = 0;
+            if !st.queued.is_empty() {
+                let next = st.queued.remove(0);
+                start(st, &next, inner.cfg.handled_cap, Timestamp::now());
+            }
+        })
+        .await;
+        if back_in_service {
+            let was_out = {
+                let mut gov = lock(&inner.governor);
+                let was_out = gov.is_out(target);
+                gov.release(target);
+                was_out
+            };
+            if was_out {
                 inner.metrics.returned.inc();
                 self.audit(target, Some(req), AuditEntry::Returned).await;
             }
@@ -830,8 +824,10 @@ impl Worker {
         while i < plan.steps.len() {
             let step = &plan.steps[i];
             let name = step.kind.as_str();
-            let resuming_here = found_intent;
-            if step.kind.is_destructive() && !resuming_here {
+            // The first step run after a restart with an intent: it was
+            // allowed before the crash and its intent is written.
+            let resuming = std::mem::take(&mut found_intent);
+            if step.kind.is_destructive() && !resuming {
                 if dry {
                     inner.metrics.step(name, "dry_run");
                     self.audit(target, Some(req), AuditEntry::DryRun { step: name.into() })
@@ -911,7 +907,7 @@ impl Worker {
                     }
                 }
             }
-            if step.kind.is_irreversible() && !resuming_here {
+            if step.kind.is_irreversible() && !resuming {
                 self.audit_with(
                     target,
                     Some(req),
@@ -961,7 +957,6 @@ impl Worker {
             }
             let started = Instant::now();
             let snap = self.snapshot(target).unwrap_or_else(|| st.clone());
-            let resuming = std::mem::take(&mut found_intent);
             let result = self
                 .execute_with_retries(target, req, plan, step, &snap, resuming)
                 .await;
@@ -1208,6 +1203,8 @@ impl Worker {
                     });
                 }
                 let mut notes = Vec::new();
+                // Already done only if every system already was as wanted.
+                done.already = true;
                 if let Some(c) = &exec.cluster {
                     let r = c.cordon(&k8s, &req.id).await?;
                     // On a retry or resume, keep what an earlier attempt owned.
@@ -1218,9 +1215,7 @@ impl Worker {
                     } else {
                         "kubernetes: already unschedulable"
                     });
-                    if !r.cordoned && !r.tainted {
-                        done.already = true;
-                    }
+                    done.already &= !r.cordoned && !r.tainted;
                 }
                 if let Some(s) = &exec.scheduler {
                     let reason = format!("{} {}", req.id, req.reason);
@@ -1236,7 +1231,7 @@ impl Worker {
                             "slurm: already drained by someone else (not ours to resume)"
                         }
                     });
-                    done.already = done.already && r != DrainResult::Drained;
+                    done.already &= r != DrainResult::Drained;
                 }
                 done.detail = notes.join("; ");
             }

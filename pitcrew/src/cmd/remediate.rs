@@ -180,14 +180,6 @@ fn read_states(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<Remediati
     Ok(latest.into_values().collect())
 }
 
-pub(crate) fn default_instance() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("pid{}", std::process::id()))
-}
-
 pub(crate) async fn run(config: Option<&Path>, args: &RemediateArgs) -> anyhow::Result<ExitCode> {
     let bus = BusConfig::load(config)?;
     let rcfg = match &args.remediation {
@@ -195,7 +187,10 @@ pub(crate) async fn run(config: Option<&Path>, args: &RemediateArgs) -> anyhow::
         None => RemediateConfig::default(),
     };
     let inventory = Arc::new(rulefiles::inventory(args.inventory.as_deref())?);
-    let instance = args.instance.clone().unwrap_or_else(default_instance);
+    let instance = args
+        .instance
+        .clone()
+        .unwrap_or_else(super::rules::default_instance);
     let actor = format!("remediate@{instance}");
     ensure_topics(&bus.kafka, &bus.topics)
         .await

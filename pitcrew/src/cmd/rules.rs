@@ -381,7 +381,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &RulesArgs) -> anyhow::Resu
     result.map(|()| ExitCode::SUCCESS)
 }
 
-fn default_instance() -> String {
+pub(crate) fn default_instance() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .ok()

@@ -52,6 +52,14 @@ struct Inner {
     requeued: Vec<String>,
 }
 
+fn toggle(set: &mut BTreeSet<String>, node: &str, on: bool) {
+    if on {
+        set.insert(node.to_owned());
+    } else {
+        set.remove(node);
+    }
+}
+
 /// The simulated fleet. Cheap to clone (shared state).
 #[derive(Clone, Debug, Default)]
 pub struct SimFleet {
@@ -100,21 +108,11 @@ impl SimFleet {
     }
 
     pub fn set_bmc_down(&self, node: &str, down: bool) {
-        let mut i = self.lock();
-        if down {
-            i.bmc_down.insert(node.to_owned());
-        } else {
-            i.bmc_down.remove(node);
-        }
+        toggle(&mut self.lock().bmc_down, node, down);
     }
 
     pub fn set_pdb_blocked(&self, node: &str, blocked: bool) {
-        let mut i = self.lock();
-        if blocked {
-            i.pdb_blocked.insert(node.to_owned());
-        } else {
-            i.pdb_blocked.remove(node);
-        }
+        toggle(&mut self.lock().pdb_blocked, node, blocked);
     }
 
     pub fn heartbeat(&self, node: &str, at: Timestamp) {
