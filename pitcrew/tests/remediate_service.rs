@@ -16,7 +16,7 @@ use pitcrew_bus::{ensure_topics, BusConfig, BusMetrics, Producer};
 use pitcrew_contract::{examples, ActionRequest, EventKind, Target, Timestamp, V1};
 use pitcrew_harness::ipmi::{SimulatedBmc, PASSWORD};
 use pitcrew_harness::webhook::WebhookReceiver;
-use pitcrew_tests::{config, kafka, unique};
+use pitcrew_tests::{config, unique};
 
 struct Service(Child);
 impl Drop for Service {
@@ -41,19 +41,7 @@ async fn setup(bmc: &SimulatedBmc, hook: &WebhookReceiver) -> Setup {
     ensure_topics(&cfg.kafka, &cfg.topics).await.unwrap();
     let dir = std::env::temp_dir().join(format!("pitcrew-remediate-{prefix}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let t = &cfg.topics;
-    let text = format!(
-        "[kafka]\nbrokers = \"{}\"\n[kafka.consumer]\nsession_timeout_ms = 6000\n\
-         [topics]\nreplication_factor = 1\n[topics.events]\nname = \"{}\"\n[topics.alerts]\nname = \"{}\"\n\
-         [topics.actions]\nname = \"{}\"\n[topics.audit]\nname = \"{}\"\n[topics.state]\nname = \"{}\"\ncompact = true\n[topics.dlq]\nname = \"{}\"\n",
-        kafka(),
-        t.events.name,
-        t.alerts.name,
-        t.actions.name,
-        t.audit.name,
-        t.state.name,
-        t.dlq.name
-    );
+    let text = pitcrew_tests::config_file_text(&cfg);
     let config_file = dir.join("pitcrew.toml");
     std::fs::write(&config_file, text).unwrap();
     std::fs::write(

@@ -42,20 +42,7 @@ async fn setup(name: &str, partitions: i32) -> Setup {
     ensure_topics(&cfg.kafka, &cfg.topics).await.unwrap();
     let dir = std::env::temp_dir().join(format!("pitcrew-rules-{prefix}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let t = &cfg.topics;
-    let text = format!(
-        "[kafka]\nbrokers = \"{}\"\n[kafka.consumer]\nsession_timeout_ms = 6000\n[kafka.producer]\nlinger_ms = 1\n\
-         [topics]\nreplication_factor = 1\n[topics.events]\nname = \"{}\"\npartitions = {}\n[topics.alerts]\nname = \"{}\"\n\
-         [topics.actions]\nname = \"{}\"\n[topics.audit]\nname = \"{}\"\n[topics.state]\nname = \"{}\"\ncompact = true\n[topics.dlq]\nname = \"{}\"\n",
-        kafka(),
-        t.events.name,
-        partitions,
-        t.alerts.name,
-        t.actions.name,
-        t.audit.name,
-        t.state.name,
-        t.dlq.name
-    );
+    let text = pitcrew_tests::config_file_text(&cfg);
     let config_file = dir.join("pitcrew.toml");
     std::fs::write(&config_file, text).unwrap();
     Setup {

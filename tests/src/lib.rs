@@ -92,6 +92,25 @@ pub fn config(prefix: &str) -> BusConfig {
 }
 
 /// A consumer of `topic` in a group of its own.
+/// A pitcrew config file (TOML) for `cfg`'s broker and topics, for tests
+/// that run the binary: single-broker topics, short sessions, little linger.
+pub fn config_file_text(cfg: &BusConfig) -> String {
+    let t = &cfg.topics;
+    format!(
+        "[kafka]\nbrokers = \"{}\"\n[kafka.consumer]\nsession_timeout_ms = 6000\n[kafka.producer]\nlinger_ms = 1\n\
+         [topics]\nreplication_factor = 1\n[topics.events]\nname = \"{}\"\npartitions = {}\n[topics.alerts]\nname = \"{}\"\n\
+         [topics.actions]\nname = \"{}\"\n[topics.audit]\nname = \"{}\"\n[topics.state]\nname = \"{}\"\ncompact = true\n[topics.dlq]\nname = \"{}\"\n",
+        cfg.kafka.brokers,
+        t.events.name,
+        t.events.partitions,
+        t.alerts.name,
+        t.actions.name,
+        t.audit.name,
+        t.state.name,
+        t.dlq.name
+    )
+}
+
 pub fn fresh_consumer(kafka: &KafkaConfig, topic: &str, metrics: BusMetrics) -> Consumer {
     #[allow(clippy::expect_used)] // a test helper: failing loudly is the point
     Consumer::new(kafka, &unique("g"), &[topic], metrics).expect("consumer")
