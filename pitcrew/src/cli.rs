@@ -208,13 +208,18 @@ pub(crate) struct RemediateArgs {
 #[derive(Debug, Args)]
 pub(crate) struct AdminArgs {
     /// The admin API of `pitcrew remediate`.
-    #[arg(long, default_value = "http://127.0.0.1:9466", env = "PITCREW_ADMIN")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:9466",
+        env = "PITCREW_ADMIN"
+    )]
     pub(crate) admin: String,
     /// File with the admin bearer token (else PITCREW_ADMIN_TOKEN).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub(crate) token_file: Option<PathBuf>,
     /// Who is acting, for the audit trail (default: $USER).
-    #[arg(long, env = "USER", default_value = "unknown")]
+    #[arg(long, global = true, env = "USER", default_value = "unknown")]
     pub(crate) by: String,
 }
 

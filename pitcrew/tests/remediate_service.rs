@@ -177,7 +177,6 @@ fn wait_audit(s: &Setup, needle: &str, count: usize, limit: Duration) -> String 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "work in progress (issue 5): after the restart the worker finds the intent and does not cycle, but verification does not finish within the test's limit; see the issue note"]
 async fn a_crash_between_intent_and_outcome_does_not_cycle_again() {
     let bmc = SimulatedBmc::start().unwrap();
     let hook = WebhookReceiver::start().unwrap();

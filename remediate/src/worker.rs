@@ -335,13 +335,28 @@ impl Worker {
                     }
                     continue;
                 }
-                if st.owned.any() {
-                    gov.mark_out(&st.target);
-                }
                 let running = matches!(
                     st.phase,
                     Phase::InProgress | Phase::AwaitingApproval | Phase::Verifying
                 ) && st.request.is_some();
+                // Out of service: pitcrew holds a cordon or drain, or the
+                // running plan got past (or intends) a step that takes the
+                // node out, such as a power cycle.
+                let reached = st.step as usize + usize::from(st.intent.is_some());
+                let out_by_plan = running
+                    && st
+                        .request
+                        .as_ref()
+                        .and_then(|r| self.inner.plans.get(&r.plan))
+                        .is_some_and(|p| {
+                            p.steps
+                                .iter()
+                                .take(reached)
+                                .any(|s| s.kind.takes_out_of_service())
+                        });
+                if st.owned.any() || out_by_plan {
+                    gov.mark_out(&st.target);
+                }
                 if running {
                     resume.push(st.target.clone());
                 }
