@@ -429,6 +429,19 @@ pub(crate) enum BenchWhat {
         #[arg(long, default_value_t = 10_000)]
         max_batch: usize,
     },
+    /// Decisions per second through the remediation governor on one core,
+    /// with a steady number of nodes out of service.
+    Governor {
+        /// Seconds to measure for.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Nodes in the inventory.
+        #[arg(long, default_value_t = 12_500)]
+        nodes: u32,
+        /// Nodes held out of service while asks come in.
+        #[arg(long, default_value_t = 600)]
+        out: usize,
+    },
     /// Produce and consume throughput against a Kafka (--config or
     /// PITCREW__KAFKA__BROKERS); creates and uses a throwaway topic.
     Kafka {

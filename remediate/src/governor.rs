@@ -15,7 +15,7 @@
 //! Refusals of 3 and 4 are the signature of a storm: `trip_after` of them
 //! within `trip_window` latch the breaker.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -187,6 +187,9 @@ pub struct Governor {
     cfg: GovernorConfig,
     inventory: Arc<Inventory>,
     out: BTreeSet<Target>,
+    /// Targets of `out` per domain (rack, leaf switch, PDU), kept with
+    /// `out` so a domain check is one lookup, not a walk of `out`.
+    out_per_domain: HashMap<(Scope, String), usize>,
     buckets: BTreeMap<(StepKind, Scope, String), Bucket>,
     storm: VecDeque<Timestamp>,
     breaker: Option<BreakerState>,
@@ -202,6 +205,7 @@ impl Governor {
             cfg,
             inventory,
             out: BTreeSet::new(),
+            out_per_domain: HashMap::new(),
             buckets: BTreeMap::new(),
             storm: VecDeque::new(),
             breaker: None,
@@ -238,13 +242,34 @@ impl Governor {
 
     /// Marks a target out of service (restoring state after a restart).
     pub fn mark_out(&mut self, target: &Target) {
-        self.out.insert(target.clone());
+        if self.out.insert(target.clone()) {
+            self.count_domains(target, true);
+        }
     }
 
     /// The target is back in service (or handed to people and removed
     /// from the fleet by them: `pitcrew` no longer holds it).
     pub fn release(&mut self, target: &Target) {
-        self.out.remove(target);
+        if self.out.remove(target) {
+            self.count_domains(target, false);
+        }
+    }
+
+    fn count_domains(&mut self, target: &Target, added: bool) {
+        for scope in [Scope::Rack, Scope::LeafSwitch, Scope::Pdu] {
+            let Some(domain) = self.domain_of(target, scope) else {
+                continue;
+            };
+            let key = (scope, domain);
+            if added {
+                *self.out_per_domain.entry(key).or_insert(0) += 1;
+            } else if let Some(n) = self.out_per_domain.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.out_per_domain.remove(&key);
+                }
+            }
+        }
     }
 
     pub fn is_out(&self, target: &Target) -> bool {
@@ -370,17 +395,19 @@ impl Governor {
                 let Some(domain) = self.domain_of(ask.target, scope) else {
                     continue;
                 };
-                let used = self
-                    .out
-                    .iter()
-                    .filter(|t| self.domain_of(t, scope).as_deref() == Some(domain.as_str()))
-                    .count();
+                let key = (scope, domain);
+                let used = if scope == Scope::Fleet {
+                    self.out.len()
+                } else {
+                    self.out_per_domain.get(&key).copied().unwrap_or(0)
+                };
                 if used >= max {
                     return refuse(
                         RefusalKind::DomainBudget,
                         format!(
-                            "{} {domain} budget: {used} of {max} out of service",
-                            scope.as_str()
+                            "{} {} budget: {used} of {max} out of service",
+                            scope.as_str(),
+                            key.1
                         ),
                     );
                 }
@@ -422,7 +449,7 @@ impl Governor {
             }
         }
         if newly_out {
-            self.out.insert(ask.target.clone());
+            self.mark_out(ask.target);
         }
         Ok(())
     }
@@ -609,13 +636,21 @@ mod tests {
         /// Whatever the order of asks and releases, the governor never lets
         /// more targets out than the fleet limit or a rack's budget.
         #[test]
-        fn budgets_hold_under_any_sequence(ops in proptest::collection::vec((0usize..40, 0u8..4), 1..300)) {
+        fn budgets_hold_under_any_sequence(
+            restore in proptest::collection::vec(0usize..8, 0..4),
+            ops in proptest::collection::vec((0usize..40, 0u8..4), 1..300),
+        ) {
             let mut cfg = GovernorConfig::default();
             cfg.max_out_of_service = 6;
             cfg.max_out_of_service_percent = 100.0;
             cfg.trip_after = u32::MAX;
             let inv = inventory(40, 5);
             let mut g = Governor::new(cfg, Arc::clone(&inv));
+            // A restart first restores what its state says is out (one per
+            // rack, within the fleet budget).
+            for rack in restore {
+                g.mark_out(&Target::node(format!("n{}", rack * 5)));
+            }
             for (i, (node, op)) in ops.into_iter().enumerate() {
                 let target = Target::node(format!("n{node}"));
                 let step = [StepKind::Cordon, StepKind::PowerCycle, StepKind::Page, StepKind::Drain][usize::from(op % 4)];
@@ -630,6 +665,21 @@ mod tests {
                     let rack = inv.get(&o.name).and_then(|n| n.rack.clone()).unwrap_or_default();
                     *per_rack.entry(rack).or_default() += 1;
                 }
+                // The per-domain counters agree with a count of `out`.
+                let counted: BTreeMap<String, usize> = g
+                    .out_per_domain
+                    .iter()
+                    .filter(|((scope, _), _)| *scope == Scope::Rack)
+                    .map(|((_, rack), n)| (rack.clone(), *n))
+                    .collect();
+                proptest::prop_assert_eq!(&counted, &per_rack);
+                let leaves: usize = g
+                    .out_per_domain
+                    .iter()
+                    .filter(|((scope, _), _)| *scope == Scope::LeafSwitch)
+                    .map(|(_, n)| *n)
+                    .sum();
+                proptest::prop_assert_eq!(leaves, g.out.len());
                 proptest::prop_assert!(per_rack.values().all(|&n| n <= 2), "{per_rack:?}");
             }
         }

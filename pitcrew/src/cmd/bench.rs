@@ -39,6 +39,11 @@ pub(crate) async fn run(config: Option<&Path>, args: BenchArgs) -> anyhow::Resul
             )
             .await?
         }
+        BenchWhat::Governor {
+            seconds,
+            nodes,
+            out,
+        } => super::bench_governor::run(seconds, nodes, out),
         BenchWhat::Kafka { events, partitions } => kafka_bench(config, events, partitions).await?,
     }
     Ok(ExitCode::SUCCESS)

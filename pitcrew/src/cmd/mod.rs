@@ -1,6 +1,7 @@
 //! One module per implemented subcommand; the rest say they are not built.
 
 mod bench;
+mod bench_governor;
 mod bench_pipeline;
 mod bench_rules;
 mod check;
