@@ -139,6 +139,38 @@ impl KubeApiserver {
         self.dir.join("certs/apiserver.crt")
     }
 
+    /// Writes a kubeconfig for this server (its CA, the test token) to
+    /// `path`.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> Result<(), HarnessError> {
+        let text = format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: {}
+    certificate-authority: {}
+users:
+- name: pitcrew
+  user:
+    token: {TOKEN}
+contexts:
+- name: test
+  context: {{cluster: test, user: pitcrew}}
+current-context: test
+",
+            self.url,
+            self.ca_file().display()
+        );
+        std::fs::write(path, text).map_err(|e| HarnessError::io("write kubeconfig", e))
+    }
+
+    /// Where the server's files are (its kubeconfig from `cargo xtask
+    /// kube` among them).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     fn wait_ready(&mut self) -> Result<(), HarnessError> {
         let mut process = self.apiserver.take();
         let result = wait_ready(

@@ -442,6 +442,26 @@ pub(crate) enum BenchWhat {
         #[arg(long, default_value_t = 600)]
         out: usize,
     },
+    /// The remediation service against a Kafka (--config or
+    /// PITCREW__KAFKA__BROKERS) on throwaway topics: time from an action
+    /// request on Kafka to the cordon call, and to cordon many nodes at
+    /// once. Cordons go to --kubeconfig's API server, or to a simulated
+    /// fleet.
+    Remediate {
+        /// Nodes asked for at once in the scale phase.
+        #[arg(long, default_value_t = 150)]
+        nodes: u32,
+        /// Requests in the latency phase, one node each.
+        #[arg(long, default_value_t = 200)]
+        probes: u32,
+        /// Milliseconds between latency requests.
+        #[arg(long, default_value_t = 20)]
+        probe_ms: u64,
+        /// A kubeconfig whose API server gets the cordons (the bench
+        /// creates and deletes its Node objects there).
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+    },
     /// Produce and consume throughput against a Kafka (--config or
     /// PITCREW__KAFKA__BROKERS); creates and uses a throwaway topic.
     Kafka {

@@ -265,3 +265,35 @@ async fn a_crash_between_intent_and_outcome_does_not_cycle_again() {
     let all = audit(&s);
     assert!(!all.contains(PASSWORD) && !all.contains(TOKEN));
 }
+
+/// The benchmark runs the service's own path and accounts for every
+/// request (its numbers are reported in docs/benchmarks.md, not asserted).
+#[test]
+fn bench_remediate_accounts_for_every_request() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pitcrew"))
+        .args([
+            "--log",
+            "error",
+            "bench",
+            "remediate",
+            "--nodes",
+            "20",
+            "--probes",
+            "10",
+            "--probe-ms",
+            "5",
+        ])
+        .env("PITCREW__KAFKA__BROKERS", pitcrew_tests::kafka())
+        .env("PITCREW__TOPICS__REPLICATION_FACTOR", "1")
+        .env_remove("PITCREW_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("(n=10)").count(), 3, "{stdout}");
+    assert!(stdout.contains("all 20 nodes cordoned after"), "{stdout}");
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pitcrew_contract::Timestamp;
 use pitcrew_harness::ipmi::{SimulatedBmc, PASSWORD, USER};
-use pitcrew_harness::kube::{KubeApiserver, TOKEN};
+use pitcrew_harness::kube::KubeApiserver;
 use pitcrew_harness::slurm::SlurmCluster;
 use pitcrew_harness::webhook::WebhookReceiver;
 use pitcrew_remediate::exec::ipmi::Ipmi;
@@ -18,7 +18,9 @@ use pitcrew_remediate::exec::page::{
     sign, Page, PageEvent, PageSeverity, Paging, Receiver, ReceiverKind, Retry, Secret,
 };
 use pitcrew_remediate::exec::slurm::{parse_node_line, Slurm};
-use pitcrew_remediate::exec::{Cluster, DrainResult, Power, PowerOp, PowerState, Scheduler};
+use pitcrew_remediate::exec::{
+    Cluster, CordonResult, DrainResult, Power, PowerOp, PowerState, Scheduler,
+};
 
 fn ipmi_for(bmc: &SimulatedBmc, password: &str) -> Ipmi {
     Ipmi {
@@ -133,30 +135,7 @@ async fn slurm_drains_requeues_and_resumes_only_its_own() {
 fn kubeconfig(api: &KubeApiserver) -> tempfile_path::Path {
     let dir = pitcrew_harness::run_dir("kubeconfig").unwrap();
     let path = dir.join("config");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster:
-    server: {}
-    certificate-authority: {}
-users:
-- name: pitcrew
-  user:
-    token: {TOKEN}
-contexts:
-- name: test
-  context: {{cluster: test, user: pitcrew}}
-current-context: test
-",
-            api.url(),
-            api.ca_file().display()
-        ),
-    )
-    .unwrap();
+    api.write_kubeconfig(&path).unwrap();
     tempfile_path::Path(path)
 }
 
@@ -208,6 +187,7 @@ async fn kubernetes_cordons_taints_evicts_through_pdbs_and_uncordons_its_own() {
     .unwrap();
     create_node(&api, "gpu-1", false);
     create_node(&api, "gpu-2", true);
+    create_node(&api, "gpu-3", false);
     create_pod(&api, "train-0", "gpu-1", "train");
     create_pod(&api, "guarded-0", "gpu-1", "guarded");
     create_pod(&api, "elsewhere", "gpu-2", "train");
@@ -344,9 +324,54 @@ async fn kubernetes_cordons_taints_evicts_through_pdbs_and_uncordons_its_own() {
         node["spec"]["unschedulable"], true,
         "the operator's cordon stays"
     );
+    // Cordons racing on one node: the resourceVersion guard turns the
+    // losers' writes into 409s; they read again and find it done. One
+    // claims the cordon, and there is one taint.
+    let mut racing = kube.clone();
+    racing.backoff = Duration::from_millis(5);
+    let results = race_cordons(&racing, "gpu-3", 6).await;
+    assert_eq!(
+        results.iter().filter(|r| r.cordoned).count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(
+        results.iter().filter(|r| r.tainted).count(),
+        1,
+        "{results:?}"
+    );
+    let node: serde_json::Value =
+        serde_json::from_str(&api.request("GET", "/api/v1/nodes/gpu-3", None).unwrap()).unwrap();
+    assert_eq!(node["spec"]["unschedulable"], true);
+    assert_eq!(
+        node["spec"]["taints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["key"] == TAINT_KEY)
+            .count(),
+        1
+    );
+
     // A node that does not exist: permanent.
     let err = kube.cordon("nope", "act-3").await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
+}
+
+/// `n` cordons of `node` at once, each on its own task.
+async fn race_cordons(kube: &Kube, node: &str, n: usize) -> Vec<CordonResult> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let kube = kube.clone();
+            let node = node.to_owned();
+            tokio::spawn(async move { kube.cordon(&node, &format!("act-race-{i}")).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap().unwrap());
+    }
+    out
 }
 
 fn page() -> Page {

@@ -46,10 +46,11 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("provision") => provision(),
         Some("kafka") => kafka_shell(),
+        Some("kube") => kube_shell(),
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  test [-- CARGO_TEST_ARGS]  provision, start real components, run all checks and tests\n  provision                  install packages and download Kafka jars only\n  kafka                      start a Kafka broker and wait (Enter stops it)\n  fuzz [decode|kmsg|rules] [SECONDS]  fuzz a parser (cargo-fuzz, nightly): the wire decoder (default), the kernel-log parser or the rule compiler, 60 s by default"
+                "usage: cargo xtask <command>\n\n  test [-- CARGO_TEST_ARGS]  provision, start real components, run all checks and tests\n  provision                  install packages and download Kafka jars only\n  kafka                      start a Kafka broker and wait (Enter stops it)\n  kube                       start etcd and kube-apiserver, write a kubeconfig, and wait (Enter stops them)\n  fuzz [decode|kmsg|rules] [SECONDS]  fuzz a parser (cargo-fuzz, nightly): the wire decoder (default), the kernel-log parser or the rule compiler, 60 s by default"
             );
             return ExitCode::from(2);
         }
@@ -214,6 +215,19 @@ fn kafka_shell() -> Result<()> {
         broker.bootstrap()
     );
     println!("log: {}", broker.log_path().display());
+    println!("press Enter to stop");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    Ok(())
+}
+
+fn kube_shell() -> Result<()> {
+    let api = pitcrew_harness::kube::KubeApiserver::start()
+        .context("starting kube-apiserver (built with Go on first use)")?;
+    let kubeconfig = api.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig)?;
+    println!("kube-apiserver on {}", api.url());
+    println!("kubeconfig: {}", kubeconfig.display());
     println!("press Enter to stop");
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);

@@ -44,6 +44,12 @@ pub(crate) async fn run(config: Option<&Path>, args: BenchArgs) -> anyhow::Resul
             nodes,
             out,
         } => super::bench_governor::run(seconds, nodes, out),
+        BenchWhat::Remediate {
+            nodes,
+            probes,
+            probe_ms,
+            kubeconfig,
+        } => super::bench_remediate::run(config, nodes, probes, probe_ms, kubeconfig).await?,
         BenchWhat::Kafka { events, partitions } => kafka_bench(config, events, partitions).await?,
     }
     Ok(ExitCode::SUCCESS)

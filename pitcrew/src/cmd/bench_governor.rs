@@ -38,19 +38,21 @@ pub(crate) fn run(seconds: f64, nodes: u32, out: usize) {
             name: format!("n{i}"),
         })
         .collect();
-    let mut cfg = GovernorConfig::default();
-    // Room for the steady state, so the fleet check runs its full course.
-    cfg.max_out_of_service = out + out / 10 + 1;
-    cfg.max_out_of_service_percent = 100.0;
-    cfg.domain_max = [(Scope::Rack, 2), (Scope::LeafSwitch, 4)].into();
-    cfg.buckets = vec![BucketSpec {
-        step: StepKind::PowerCycle,
-        per: Scope::Rack,
-        capacity: 4,
-        period: Duration::from_secs(3600),
-    }];
-    // Decisions, not the breaker's short cut, are what is measured.
-    cfg.trip_after = u32::MAX;
+    let cfg = GovernorConfig {
+        // Room for the steady state, so the fleet check runs its full course.
+        max_out_of_service: out + out / 10 + 1,
+        max_out_of_service_percent: 100.0,
+        domain_max: [(Scope::Rack, 2), (Scope::LeafSwitch, 4)].into(),
+        buckets: vec![BucketSpec {
+            step: StepKind::PowerCycle,
+            per: Scope::Rack,
+            capacity: 4,
+            period: Duration::from_secs(3600),
+        }],
+        // Decisions, not the breaker's short cut, are what is measured.
+        trip_after: u32::MAX,
+        ..GovernorConfig::default()
+    };
     let mut governor = Governor::new(cfg, inventory);
     println!(
         "governor bench: {nodes} nodes (16 per rack, 64 per leaf), {out} out of service, \

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_governor;
 mod bench_pipeline;
+mod bench_remediate;
 mod bench_rules;
 mod check;
 mod collect;

@@ -14,6 +14,7 @@
 //! instance in the same consumer group would split the partitions and the
 //! budgets with them (see ARCHITECTURE.md, "left for later").
 
+use std::future::Future;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,9 +31,10 @@ use pitcrew_contract::{
     Timestamp,
 };
 use pitcrew_remediate::config::RemediateConfig;
-use pitcrew_remediate::exec::{BoxFuture, ExecError, Heartbeats};
+use pitcrew_remediate::exec::{BoxFuture, ExecError, Executors, Heartbeats};
 use pitcrew_remediate::metrics::RemediateMetrics;
 use pitcrew_remediate::{Governor, Journal, JournalError, Worker};
+use pitcrew_rules::Inventory;
 use prometheus_client::registry::Registry;
 
 use super::rulefiles;
@@ -180,6 +182,179 @@ fn read_states(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<Remediati
     Ok(latest.into_values().collect())
 }
 
+/// What the service is built from.
+pub(crate) struct ServiceSpec<'a> {
+    pub(crate) bus: &'a BusConfig,
+    pub(crate) remediation: &'a RemediateConfig,
+    pub(crate) inventory: Arc<Inventory>,
+    /// Who the audit trail names (`remediate@INSTANCE`).
+    pub(crate) actor: String,
+    pub(crate) group_id: &'a str,
+    pub(crate) dry_run: bool,
+}
+
+/// The worker and its Kafka plumbing: built the same way for `pitcrew
+/// remediate` and for its benchmark, which wraps an executor to time it.
+pub(crate) struct Service {
+    pub(crate) worker: Worker,
+    consumer: Consumer,
+    producer: Producer,
+    dlq: DeadLetterWriter,
+    actions_topic: String,
+}
+
+impl Service {
+    /// Connects the executors (then `adjust` may wrap them), restores
+    /// every target's state from the state topic and subscribes.
+    pub(crate) async fn start(
+        spec: ServiceSpec<'_>,
+        metrics: &RemediateMetrics,
+        bus_metrics: &BusMetrics,
+        adjust: impl FnOnce(&mut Executors),
+    ) -> anyhow::Result<Service> {
+        let ServiceSpec {
+            bus,
+            remediation: rcfg,
+            inventory,
+            actor,
+            group_id,
+            dry_run,
+        } = spec;
+        ensure_topics(&bus.kafka, &bus.topics)
+            .await
+            .context("create pitcrew's topics")?;
+        let mut exec = rcfg
+            .executors(&inventory, &actor)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if let Some(pager) = Arc::get_mut(&mut exec.pager) {
+            let paging = std::mem::take(pager);
+            *pager = paging.with_metrics(metrics.pages.clone());
+        }
+        let events_partitions = partition_count(&bus.kafka, &bus.topics.events.name).await?;
+        exec.heartbeats = Some(Arc::new(KafkaHeartbeats {
+            kafka: bus.kafka.clone(),
+            topic: bus.topics.events.name.clone(),
+            partitions: events_partitions.max(1),
+        }));
+        adjust(&mut exec);
+
+        // Few messages, each on someone's critical path: no lingering.
+        let mut producer_cfg = bus.kafka.clone();
+        producer_cfg.producer.linger_ms = 0;
+        let producer = Producer::new(&producer_cfg, bus_metrics.clone())?;
+        let journal = Arc::new(KafkaJournal {
+            producer: producer.clone(),
+            audit_topic: bus.topics.audit.name.clone(),
+            state_topic: bus.topics.state.name.clone(),
+        });
+        let mut wcfg = rcfg.worker_config(&actor).map_err(anyhow::Error::msg)?;
+        wcfg.dry_run |= dry_run;
+        let governor = Governor::new(
+            rcfg.governor_config().map_err(anyhow::Error::msg)?,
+            Arc::clone(&inventory),
+        );
+        let worker = Worker::new(
+            wcfg,
+            rcfg.plans().map_err(anyhow::Error::msg)?,
+            exec,
+            journal,
+            governor,
+            inventory,
+            metrics.clone(),
+        );
+
+        let states = {
+            let kafka = bus.kafka.clone();
+            let topic = bus.topics.state.name.clone();
+            tokio::task::spawn_blocking(move || read_states(&kafka, &topic)).await??
+        };
+        tracing::info!(targets = states.len(), "state restored");
+        worker.restore(states);
+
+        let consumer = Consumer::new(
+            &bus.kafka,
+            group_id,
+            &[&bus.topics.actions.name, &bus.topics.alerts.name],
+            bus_metrics.clone(),
+        )?;
+        let dlq = DeadLetterWriter::new(
+            producer.clone(),
+            &bus.topics.dlq.name,
+            "remediate",
+            bus_metrics.clone(),
+        );
+        Ok(Service {
+            worker,
+            consumer,
+            producer,
+            dlq,
+            actions_topic: bus.topics.actions.name.clone(),
+        })
+    }
+
+    /// Feeds requests and incidents to the worker until `shutdown`, then
+    /// waits for running steps (up to 30 s) and commits.
+    pub(crate) async fn consume(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Service {
+            worker,
+            consumer,
+            producer,
+            dlq,
+            actions_topic,
+        } = self;
+        tokio::pin!(shutdown);
+        loop {
+            let msg = tokio::select! {
+                () = &mut shutdown => break,
+                m = consumer.recv() => m,
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consume failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let payload = msg.payload().unwrap_or_default();
+            if msg.topic() == actions_topic {
+                match decode::<ActionRequest>(payload) {
+                    Ok(req) => {
+                        let mut wait = Duration::from_millis(100);
+                        loop {
+                            match worker.submit(req.clone()).await {
+                                Ok(_) => break,
+                                Err(e) => {
+                                    tracing::error!(error = %e, action = %req.id, "request not durable, retrying");
+                                    tokio::time::sleep(wait).await;
+                                    wait = (wait * 2).min(Duration::from_secs(10));
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        dlq.send(&msg, &e.to_string(), e.reason_label()).await?;
+                    }
+                }
+            } else {
+                match decode::<Incident>(payload) {
+                    Ok(inc) => worker.incident(&inc).await,
+                    Err(e) => {
+                        dlq.send(&msg, &e.to_string(), e.reason_label()).await?;
+                    }
+                }
+            }
+            consumer.processed(&msg)?;
+        }
+        tracing::info!("shutting down: waiting for running steps (up to 30 s)");
+        let _ = worker.wait_idle(Duration::from_secs(30)).await;
+        let _ = consumer.commit();
+        let _ = producer.flush(Duration::from_secs(10)).await;
+        Ok(())
+    }
+}
+
 pub(crate) async fn run(config: Option<&Path>, args: &RemediateArgs) -> anyhow::Result<ExitCode> {
     let bus = BusConfig::load(config)?;
     let rcfg = match &args.remediation {
@@ -192,9 +367,6 @@ pub(crate) async fn run(config: Option<&Path>, args: &RemediateArgs) -> anyhow::
         .clone()
         .unwrap_or_else(super::rules::default_instance);
     let actor = format!("remediate@{instance}");
-    ensure_topics(&bus.kafka, &bus.topics)
-        .await
-        .context("create pitcrew's topics")?;
 
     let mut registry = Registry::default();
     let bus_metrics = BusMetrics::default();
@@ -202,59 +374,27 @@ pub(crate) async fn run(config: Option<&Path>, args: &RemediateArgs) -> anyhow::
     let metrics = RemediateMetrics::default();
     metrics.register(&mut registry);
 
-    let mut exec = rcfg
-        .executors(&inventory, &actor)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    if let Some(pager) = Arc::get_mut(&mut exec.pager) {
-        let paging = std::mem::take(pager);
-        *pager = paging.with_metrics(metrics.pages.clone());
-    }
-    let events_partitions = partition_count(&bus.kafka, &bus.topics.events.name).await?;
-    exec.heartbeats = Some(Arc::new(KafkaHeartbeats {
-        kafka: bus.kafka.clone(),
-        topic: bus.topics.events.name.clone(),
-        partitions: events_partitions.max(1),
-    }));
-
-    // Few messages, each on someone's critical path: no lingering.
-    let mut producer_cfg = bus.kafka.clone();
-    producer_cfg.producer.linger_ms = 0;
-    let producer = Producer::new(&producer_cfg, bus_metrics.clone())?;
-    let journal = Arc::new(KafkaJournal {
-        producer: producer.clone(),
-        audit_topic: bus.topics.audit.name.clone(),
-        state_topic: bus.topics.state.name.clone(),
-    });
-    let mut wcfg = rcfg.worker_config(&actor).map_err(anyhow::Error::msg)?;
-    wcfg.dry_run |= args.dry_run;
-    let governor = Governor::new(
-        rcfg.governor_config().map_err(anyhow::Error::msg)?,
-        Arc::clone(&inventory),
-    );
-    let worker = Worker::new(
-        wcfg,
-        rcfg.plans().map_err(anyhow::Error::msg)?,
-        exec,
-        journal,
-        governor,
-        Arc::clone(&inventory),
-        metrics.clone(),
-    );
-
-    let states = {
-        let kafka = bus.kafka.clone();
-        let topic = bus.topics.state.name.clone();
-        tokio::task::spawn_blocking(move || read_states(&kafka, &topic)).await??
-    };
-    tracing::info!(targets = states.len(), "state restored");
-    worker.restore(states);
+    let service = Service::start(
+        ServiceSpec {
+            bus: &bus,
+            remediation: &rcfg,
+            inventory,
+            actor: actor.clone(),
+            group_id: &args.group_id,
+            dry_run: args.dry_run,
+        },
+        &metrics,
+        &bus_metrics,
+        |_| {},
+    )
+    .await?;
 
     let health: crate::http::Health = Arc::new(|| Ok(()));
     let (addr, _http) = crate::http::serve(&args.listen, Arc::new(registry), health).await?;
     let admin_addr = match rcfg.admin_token().map_err(anyhow::Error::msg)? {
         Some(token) => {
-            let (a, _) = crate::admin::serve(&args.admin_listen, token, worker.clone()).await?;
+            let (a, _) =
+                crate::admin::serve(&args.admin_listen, token, service.worker.clone()).await?;
             Some(a.to_string())
         }
         None => {
@@ -265,69 +405,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &RemediateArgs) -> anyhow::
         }
     };
     tracing::info!(listen = %addr, admin = admin_addr.as_deref().unwrap_or("off"), actor = %actor, "remediation worker starting");
-
-    let consumer = Consumer::new(
-        &bus.kafka,
-        &args.group_id,
-        &[&bus.topics.actions.name, &bus.topics.alerts.name],
-        bus_metrics.clone(),
-    )?;
-    let dlq = DeadLetterWriter::new(
-        producer.clone(),
-        &bus.topics.dlq.name,
-        "remediate",
-        bus_metrics,
-    );
-    let actions_topic = bus.topics.actions.name.clone();
-    let shutdown = super::collect::shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let msg = tokio::select! {
-            _ = &mut shutdown => break,
-            m = consumer.recv() => m,
-        };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "consume failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let payload = msg.payload().unwrap_or_default();
-        if msg.topic() == actions_topic {
-            match decode::<ActionRequest>(payload) {
-                Ok(req) => {
-                    let mut wait = Duration::from_millis(100);
-                    loop {
-                        match worker.submit(req.clone()).await {
-                            Ok(_) => break,
-                            Err(e) => {
-                                tracing::error!(error = %e, action = %req.id, "request not durable, retrying");
-                                tokio::time::sleep(wait).await;
-                                wait = (wait * 2).min(Duration::from_secs(10));
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    dlq.send(&msg, &e.to_string(), e.reason_label()).await?;
-                }
-            }
-        } else {
-            match decode::<Incident>(payload) {
-                Ok(inc) => worker.incident(&inc).await,
-                Err(e) => {
-                    dlq.send(&msg, &e.to_string(), e.reason_label()).await?;
-                }
-            }
-        }
-        consumer.processed(&msg)?;
-    }
-    tracing::info!("shutting down: waiting for running steps (up to 30 s)");
-    let _ = worker.wait_idle(Duration::from_secs(30)).await;
-    let _ = consumer.commit();
-    let _ = producer.flush(Duration::from_secs(10)).await;
+    service.consume(super::collect::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Reconciler rules: read the Node first; a node already unschedulable was
 //! cordoned by someone else and pitcrew does not claim it (so it will not
-//! uncordon it later); the taint is pitcrew's own key, added with a
-//! read-modify-write guarded by `resourceVersion` (409: read again);
+//! uncordon it later); the taint is pitcrew's own key, added in the same
+//! read-modify-write as `unschedulable`, guarded by `resourceVersion`
+//! (409: read again);
 //! evictions go through the Eviction API so PodDisruptionBudgets hold (429:
 //! back off and try again until the deadline, then report which pods are
 //! blocked).
@@ -92,34 +93,44 @@ impl Kube {
         Api::all(self.client.clone())
     }
 
-    async fn add_taint(&self, node: &str, action: &str) -> Result<bool, ExecError> {
+    /// Sets `unschedulable` and adds pitcrew's taint in one write guarded
+    /// by `resourceVersion` (409: read again), so a cordon is two requests
+    /// and a node is never left cordoned without the taint that says why.
+    /// Each flag says what this write changed: a node someone else had
+    /// already cordoned is not claimed.
+    async fn cordon_and_taint(&self, node: &str, action: &str) -> Result<CordonResult, ExecError> {
         let api = self.nodes();
         let mut wait = self.backoff;
         for _ in 0..8 {
             let mut n = api.get(node).await.map_err(|e| classify("get node", e))?;
             let spec = n.spec.get_or_insert_with(Default::default);
+            let cordoned = !spec.unschedulable.unwrap_or(false);
             let taints = spec.taints.get_or_insert_with(Vec::new);
-            if taints.iter().any(|t| t.key == TAINT_KEY) {
-                return Ok(false);
+            let tainted = !taints.iter().any(|t| t.key == TAINT_KEY);
+            if !cordoned && !tainted {
+                return Ok(CordonResult::default());
             }
-            taints.push(Taint {
-                key: TAINT_KEY.to_owned(),
-                value: Some(action.chars().take(63).collect()),
-                effect: "NoSchedule".to_owned(),
-                time_added: None,
-            });
+            spec.unschedulable = Some(true);
+            if tainted {
+                taints.push(Taint {
+                    key: TAINT_KEY.to_owned(),
+                    value: Some(action.chars().take(63).collect()),
+                    effect: "NoSchedule".to_owned(),
+                    time_added: None,
+                });
+            }
             match api.replace(node, &PostParams::default(), &n).await {
-                Ok(_) => return Ok(true),
+                Ok(_) => return Ok(CordonResult { cordoned, tainted }),
                 Err(e) if code(&e) == Some(409) => {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
-                Err(e) => return Err(classify("taint node", e)),
+                Err(e) => return Err(classify("cordon node", e)),
             }
         }
         Err(ExecError::retryable(
             "kubernetes",
-            "taint node: conflicts kept coming",
+            "cordon node: conflicts kept coming",
         ))
     }
 
@@ -191,23 +202,7 @@ impl Cluster for Kube {
         node: &'a str,
         action: &'a str,
     ) -> BoxFuture<'a, Result<CordonResult, ExecError>> {
-        Box::pin(async move {
-            let api = self.nodes();
-            let n = api.get(node).await.map_err(|e| classify("get node", e))?;
-            let already = n
-                .spec
-                .as_ref()
-                .and_then(|s| s.unschedulable)
-                .unwrap_or(false);
-            let cordoned = if already {
-                false
-            } else {
-                api.cordon(node).await.map_err(|e| classify("cordon", e))?;
-                true
-            };
-            let tainted = self.add_taint(node, action).await?;
-            Ok(CordonResult { cordoned, tainted })
-        })
+        Box::pin(self.cordon_and_taint(node, action))
     }
 
     fn evict<'a>(
