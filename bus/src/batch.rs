@@ -112,6 +112,18 @@ impl BatchProducer {
         payloads: &[&[u8]],
         timeout: Duration,
     ) -> Result<(), BusError> {
+        let records: Vec<(&str, &[u8])> = payloads.iter().map(|p| (key, *p)).collect();
+        self.send_keyed(topic, &records, timeout)
+    }
+
+    /// `send_batch` with a key per payload (a fleet simulator's batch
+    /// spans many nodes, each keyed by its node).
+    pub fn send_keyed(
+        &self,
+        topic: &str,
+        records: &[(&str, &[u8])],
+        timeout: Duration,
+    ) -> Result<(), BusError> {
         let mut serial = self.serial.lock().map_err(|_| BusError::Closed)?;
         *serial += 1;
         let batch = *serial;
@@ -124,9 +136,9 @@ impl BatchProducer {
         }
         let deadline = Instant::now() + timeout;
         let label = BusMetrics::topic(topic);
-        for payload in payloads {
+        for (key, payload) in records {
             let mut record = BaseRecord::with_opaque_to(topic, batch as usize)
-                .key(key)
+                .key(*key)
                 .payload(*payload);
             loop {
                 match self.inner.send(record) {
@@ -151,7 +163,7 @@ impl BatchProducer {
                 }
             }
         }
-        let expected = payloads.len() as u64;
+        let expected = records.len() as u64;
         // flush() polls, which runs the delivery callbacks.
         let _ = self
             .inner

@@ -342,6 +342,14 @@ impl SourceMap<'_> {
 }
 
 impl<'a, 'm> Cx<'a, 'm> {
+    pub(crate) fn new(
+        map: &'a SourceMap<'m>,
+        diags: &'a mut Diags,
+        labels: &'a mut Vec<String>,
+    ) -> Cx<'a, 'm> {
+        Cx { map, diags, labels }
+    }
+
     pub(crate) fn err(&mut self, span: &Range<usize>, msg: String) {
         self.diags.list.push(self.map.diag(span, Level::Error, msg));
     }

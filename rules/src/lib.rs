@@ -21,6 +21,7 @@ mod inventory;
 mod pack;
 mod plans;
 mod program;
+mod scenario;
 mod template;
 mod testing;
 
@@ -32,5 +33,6 @@ pub use inventory::{expand, Inventory, NodeInfo};
 pub use pack::{default_pack, DEFAULT_INVENTORY_EXAMPLE};
 pub use plans::BUILTIN_PLANS;
 pub use program::{group_value, Program, Rule, StagePlan};
+pub use scenario::Scenario;
 pub use template::Template;
 pub use testing::{describe_output, run_test, Expect, TestCase, TestResult, TEST_EPOCH};

@@ -282,7 +282,7 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
     }
 }
 
-fn event(
+pub(crate) fn event(
     cx: &mut Cx<'_, '_>,
     t: (&DeTable<'_>, Range<usize>),
     test: &str,

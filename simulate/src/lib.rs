@@ -1,0 +1,404 @@
+//! pitcrew's fleet simulator: what `pitcrew demo` and `pitcrew simulate`
+//! feed the pipeline with.
+//!
+//! - [`FleetSpec`] is the fleet's shape (nodes, GPUs, racks, leaf switches,
+//!   jobs) and its [`Inventory`];
+//! - [`Fleet::sample`] is one sampling round of every live node: the
+//!   periodic telemetry a node agent sends (heartbeat, per GPU thermal,
+//!   ECC, PCIe replay, NVLink and a training step, per node InfiniBand
+//!   counters), all quiet;
+//! - [`Player`] plays a fault script ([`Scenario`]) against a clock.
+//!
+//! No I/O and no clock: callers pass the time in, so tests are exact.
+
+use pitcrew_contract::{
+    examples, Event, EventData, EventKind, GpuRef, IbCounterName, Timestamp,
+};
+use pitcrew_rules::{Inventory, NodeInfo, Scenario, Span, TEST_EPOCH};
+
+/// The demo's built-in fault script.
+pub const DEMO_SCENARIO: &str = include_str!("../scenarios/demo.toml");
+
+/// The shape of a simulated fleet. Nodes are `n1`..`nN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetSpec {
+    pub nodes: u32,
+    pub gpus: u32,
+    pub nodes_per_rack: u32,
+    pub racks_per_leaf: u32,
+    pub nodes_per_job: u32,
+    pub driver_version: String,
+}
+
+impl Default for FleetSpec {
+    fn default() -> Self {
+        FleetSpec {
+            nodes: 64,
+            gpus: 8,
+            nodes_per_rack: 8,
+            racks_per_leaf: 2,
+            nodes_per_job: 8,
+            driver_version: "570.86.15".to_owned(),
+        }
+    }
+}
+
+impl FleetSpec {
+    pub fn node_name(&self, i: u32) -> String {
+        format!("n{}", i + 1)
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        (0..self.nodes).map(|i| self.node_name(i)).collect()
+    }
+
+    /// Racks `r1`.., leaf switches `leaf-1`.., one driver version.
+    pub fn inventory(&self) -> Inventory {
+        let per_rack = self.nodes_per_rack.max(1);
+        let per_leaf = per_rack * self.racks_per_leaf.max(1);
+        Inventory::new(
+            (0..self.nodes)
+                .map(|i| NodeInfo {
+                    name: self.node_name(i),
+                    rack: Some(format!("r{}", i / per_rack + 1)),
+                    leaf_switch: Some(format!("leaf-{}", i / per_leaf + 1)),
+                    gpus: Some(self.gpus),
+                    driver_version: Some(self.driver_version.clone()),
+                    ..NodeInfo::default()
+                })
+                .collect(),
+        )
+    }
+
+    /// The job node `i` runs (`job-1` on the first `nodes_per_job` nodes).
+    pub fn job_of(&self, i: u32) -> String {
+        format!("job-{}", i / self.nodes_per_job.max(1))
+    }
+
+    /// Events one sampling round produces with every node alive.
+    pub fn events_per_round(&self) -> u64 {
+        u64::from(self.nodes) * (u64::from(self.gpus) * 5 + IB_PORTS as u64 + 1)
+    }
+}
+
+/// InfiniBand ports sampled per node.
+const IB_PORTS: u32 = 8;
+
+/// Periodic telemetry for a fleet.
+#[derive(Debug)]
+pub struct Fleet {
+    spec: FleetSpec,
+    names: Vec<String>,
+    templates: Templates,
+    round: u64,
+    /// Prefixes event ids so runs against a long-lived Kafka never collide.
+    run: String,
+}
+
+#[derive(Debug)]
+struct Templates {
+    heartbeat: Event,
+    thermal: Event,
+    ecc: Event,
+    replay: Event,
+    nvlink: Event,
+    step: Event,
+    ib: Event,
+}
+
+fn quiet(kind: EventKind) -> Event {
+    let mut e = examples::event(kind);
+    e.labels.clear();
+    match &mut e.data {
+        EventData::GpuThermal(t) => {
+            t.throttle.clear();
+            t.clock_event_reasons = 0;
+        }
+        EventData::GpuEcc(x) => {
+            x.corrected_delta = 0;
+            x.uncorrected_delta = 0;
+        }
+        EventData::GpuPcieReplay(x) => x.delta = 0,
+        EventData::GpuNvlink(x) => x.delta = 0,
+        EventData::NetIbCounter(x) => {
+            x.counter = IbCounterName::SymbolError;
+            x.delta = 0;
+        }
+        EventData::JobStep(x) => {
+            x.traffic_bytes = Some(1 << 30);
+            x.step_time_s = 1.0;
+        }
+        _ => {}
+    }
+    e
+}
+
+impl Fleet {
+    pub fn new(spec: FleetSpec, run: impl Into<String>) -> Fleet {
+        Fleet {
+            names: spec.node_names(),
+            spec,
+            templates: Templates {
+                heartbeat: quiet(EventKind::NodeHeartbeat),
+                thermal: quiet(EventKind::GpuThermal),
+                ecc: quiet(EventKind::GpuEcc),
+                replay: quiet(EventKind::GpuPcieReplay),
+                nvlink: quiet(EventKind::GpuNvlink),
+                step: quiet(EventKind::JobStep),
+                ib: quiet(EventKind::NetIbCounter),
+            },
+            round: 0,
+            run: run.into(),
+        }
+    }
+
+    pub fn spec(&self) -> &FleetSpec {
+        &self.spec
+    }
+
+    /// One round: every node `alive` accepts sends its telemetry, stamped
+    /// `now`. Returns how many events were appended.
+    pub fn sample(
+        &mut self,
+        now: Timestamp,
+        alive: &dyn Fn(&str) -> bool,
+        out: &mut Vec<Event>,
+    ) -> usize {
+        let before = out.len();
+        self.round += 1;
+        let round = self.round;
+        for (i, node) in self.names.iter().enumerate() {
+            if !alive(node) {
+                continue;
+            }
+            let i = i as u32;
+            let mut seq = 0u32;
+            let mut push = |template: &Event, gpu: Option<u32>, out: &mut Vec<Event>| {
+                let mut e = template.clone();
+                e.node.clone_from(node);
+                e.time = now;
+                e.id = format!("{}-{node}-{round}-{seq}", self.run);
+                seq += 1;
+                e.gpu = gpu.map(|g| GpuRef {
+                    index: Some(g),
+                    ..GpuRef::default()
+                });
+                out.push(e);
+            };
+            push(&self.templates.heartbeat, None, out);
+            let job = self.spec.job_of(i);
+            let job_rank0 = (i % self.spec.nodes_per_job.max(1)) * self.spec.gpus;
+            for g in 0..self.spec.gpus {
+                push(&self.templates.thermal, Some(g), out);
+                push(&self.templates.ecc, Some(g), out);
+                push(&self.templates.replay, Some(g), out);
+                push(&self.templates.nvlink, Some(g), out);
+                push(&self.templates.step, Some(g), out);
+                if let Some(Event {
+                    data: EventData::JobStep(s),
+                    ..
+                }) = out.last_mut()
+                {
+                    s.job.clone_from(&job);
+                    s.rank = job_rank0 + g;
+                    s.step = round;
+                }
+            }
+            for port in 0..IB_PORTS {
+                push(&self.templates.ib, None, out);
+                if let Some(Event {
+                    data: EventData::NetIbCounter(x),
+                    ..
+                }) = out.last_mut()
+                {
+                    x.device = format!("mlx5_{port}");
+                    x.port = 1;
+                }
+            }
+        }
+        out.len() - before
+    }
+}
+
+/// Plays a scenario's events once their time has come.
+#[derive(Debug)]
+pub struct Player {
+    events: Vec<Event>,
+    next: usize,
+    run: String,
+}
+
+impl Player {
+    pub fn new(scenario: &Scenario, run: impl Into<String>) -> Player {
+        Player {
+            events: scenario.events.clone(),
+            next: 0,
+            run: run.into(),
+        }
+    }
+
+    /// The events due `elapsed` into a run that started at `start`, with
+    /// their times moved onto that clock.
+    pub fn due(&mut self, start: Timestamp, elapsed: Span) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Some(e) = self.events.get(self.next) {
+            let offset = e.time.unix_nanos() - TEST_EPOCH.unix_nanos();
+            if offset > elapsed.0 {
+                break;
+            }
+            let mut e = e.clone();
+            e.time = start.add_nanos(offset);
+            e.id = format!("{}-{}", self.run, e.id);
+            out.push(e);
+            self.next += 1;
+        }
+        out
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.events.len() - self.next
+    }
+
+    pub fn total(&self) -> usize {
+        self.events.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_round_is_every_live_node_and_its_shape_is_known() {
+        let spec = FleetSpec {
+            nodes: 4,
+            ..FleetSpec::default()
+        };
+        let mut fleet = Fleet::new(spec.clone(), "t");
+        let mut out = Vec::new();
+        let now = Timestamp::from_unix_millis(1_800_000_000_000);
+        let n = fleet.sample(now, &|_| true, &mut out);
+        assert_eq!(n as u64, spec.events_per_round());
+        assert!(out.iter().all(|e| e.time == now));
+        let ids: std::collections::HashSet<&str> = out.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.len(), out.len(), "ids are unique");
+        // A node that is off sends nothing.
+        out.clear();
+        fleet.sample(now, &|n| n != "n2", &mut out);
+        assert!(out.iter().all(|e| e.node != "n2"));
+        assert_eq!(out.len() as u64, spec.events_per_round() / 4 * 3);
+        // Training steps carry the job and a rank per GPU.
+        let ranks: Vec<u32> = out
+            .iter()
+            .filter(|e| e.node == "n3")
+            .filter_map(|e| match &e.data {
+                EventData::JobStep(s) => Some(s.rank),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ranks, (16..24).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn every_sample_is_quiet_under_the_default_pack() {
+        // The background must not open incidents by itself: only the
+        // scripted faults do.
+        let set = pitcrew_rules::compile(&pitcrew_rules::default_pack()).unwrap();
+        let spec = FleetSpec {
+            nodes: 16,
+            ..FleetSpec::default()
+        };
+        let mut engine = pitcrew_rules::Engine::new(
+            std::sync::Arc::new(set.program),
+            std::sync::Arc::new(spec.inventory()),
+            pitcrew_rules::EngineConfig::default(),
+        );
+        let mut fleet = Fleet::new(spec, "t");
+        let start = Timestamp::from_unix_millis(1_800_000_000_000);
+        let mut outputs = Vec::new();
+        for s in 0..300 {
+            let mut evs = Vec::new();
+            let now = start.add_nanos(s * 1_000_000_000);
+            fleet.sample(now, &|_| true, &mut evs);
+            for e in &evs {
+                engine.process(e);
+            }
+            engine.advance(now);
+            outputs.extend(engine.drain());
+        }
+        assert!(outputs.is_empty(), "{:?}", outputs.first());
+    }
+
+    #[test]
+    fn the_demo_script_parses_and_is_shorter_than_the_demo() {
+        let s = Scenario::parse("demo.toml", DEMO_SCENARIO).unwrap();
+        assert!(s.length() < Span::from_secs(20), "{}", s.length());
+        let spec = FleetSpec::default();
+        let inv = spec.inventory();
+        assert!(s.events.iter().all(|e| inv.get(&e.node).is_some()));
+    }
+
+    #[test]
+    fn the_demo_script_asks_for_exactly_the_reference_actions() {
+        let set = pitcrew_rules::compile(&pitcrew_rules::default_pack()).unwrap();
+        let spec = FleetSpec::default();
+        let mut engine = pitcrew_rules::Engine::new(
+            std::sync::Arc::new(set.program),
+            std::sync::Arc::new(spec.inventory()),
+            pitcrew_rules::EngineConfig::default(),
+        );
+        let scenario = Scenario::parse("demo.toml", DEMO_SCENARIO).unwrap();
+        let mut player = Player::new(&scenario, "t");
+        let mut fleet = Fleet::new(spec, "t");
+        let start = Timestamp::from_unix_millis(1_800_000_000_000);
+        let mut actions = Vec::new();
+        // 30 s of demo, sampled every 100 ms.
+        for tick in 0..300 {
+            let elapsed = Span(tick * 100_000_000);
+            let now = start.add_nanos(elapsed.0);
+            let mut evs = player.due(start, elapsed);
+            if tick % 10 == 0 {
+                fleet.sample(now, &|_| true, &mut evs);
+            }
+            evs.sort_by_key(|e| e.time);
+            for e in &evs {
+                engine.process(e);
+            }
+            engine.advance(now);
+            for o in engine.drain() {
+                if let pitcrew_rules::Output::Action(a) = o {
+                    actions.push(format!("{} {}", a.plan, a.target));
+                }
+            }
+        }
+        actions.sort();
+        assert_eq!(
+            actions,
+            [
+                "notify job/job-1",
+                "page driver_version/570.86.15",
+                "page leaf_switch/leaf-4",
+                "reboot_node node/n17",
+                "reboot_node node/n42",
+                "restart_app node/n5",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_player_releases_events_when_due_on_the_run_clock() {
+        let s = Scenario::parse("demo.toml", DEMO_SCENARIO).unwrap();
+        let mut p = Player::new(&s, "run1");
+        let start = Timestamp::from_unix_millis(1_800_000_000_000);
+        assert!(p.due(start, Span::from_secs(2)).is_empty());
+        let due = p.due(start, Span::from_secs(3));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].node, "n17");
+        assert_eq!(due[0].time, start.add_nanos(3_000_000_000));
+        assert!(due[0].id.starts_with("run1-"));
+        let rest = p.due(start, Span::from_secs(60));
+        assert_eq!(rest.len() + 1, p.total());
+        assert_eq!(p.remaining(), 0);
+    }
+}
