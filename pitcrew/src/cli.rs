@@ -51,8 +51,9 @@ pub(crate) enum Command {
     Breaker(BreakerArgs),
     /// A target's remediation timeline from the audit topic.
     Audit(AuditArgs),
-    /// Every stage in one process, for small clusters.
-    Run(ServiceArgs),
+    /// The rules and remediation stages in one process, for small
+    /// clusters (collectors run on the nodes).
+    Run(RunArgs),
     /// Zero-install demo: in-process Kafka, simulated fleet, scripted faults.
     Demo(DemoArgs),
     /// Check rule files and print diagnostics as file:line:col.
@@ -263,10 +264,20 @@ pub(crate) struct AuditArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct ServiceArgs {
-    /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:9464")]
-    pub(crate) listen: String,
+pub(crate) struct RunArgs {
+    /// Every `pitcrew rules` option; --listen, --inventory, --instance and
+    /// --dry-run apply to both stages.
+    #[command(flatten)]
+    pub(crate) rules: RulesArgs,
+    /// Remediation config (TOML): plans, governor, executors, pagers.
+    #[arg(long)]
+    pub(crate) remediation: Option<PathBuf>,
+    /// Address of the remediation admin API (bearer token).
+    #[arg(long, default_value = "127.0.0.1:9466")]
+    pub(crate) admin_listen: String,
+    /// Consumer group of the remediation stage.
+    #[arg(long, default_value = "pitcrew-remediate")]
+    pub(crate) remediate_group_id: String,
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +291,13 @@ pub(crate) struct DemoArgs {
     /// Fault script to play instead of the built-in one.
     #[arg(long)]
     pub(crate) scenario: Option<PathBuf>,
+    /// Remediation config: real executors and pagers where configured,
+    /// simulated ones for the rest.
+    #[arg(long)]
+    pub(crate) remediation: Option<PathBuf>,
+    /// Address of /metrics.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub(crate) listen: String,
 }
 
 #[derive(Debug, Args)]
@@ -325,9 +343,12 @@ pub(crate) struct SimulateArgs {
     /// Nodes in the simulated fleet.
     #[arg(long, default_value_t = 64)]
     pub(crate) nodes: u32,
-    /// Fault script.
+    /// Fault script (the `[[event]]` format of rule tests).
     #[arg(long)]
     pub(crate) scenario: Option<PathBuf>,
+    /// Stop after this long (e.g. 60s); default: until interrupted.
+    #[arg(long)]
+    pub(crate) duration: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
+    // The demo's terminal is its live view: only warnings go to stderr,
+    // unless a log filter was asked for.
+    if matches!(cli.command, cli::Command::Demo(_))
+        && std::env::var_os("PITCREW_LOG").is_none()
+        && !std::env::args().any(|a| a.starts_with("--log"))
+    {
+        cli.global.log = "warn".to_owned();
+        cli.global.log_format = cli::LogFormat::Text;
+    }
     cli::init_logging(&cli.global);
     cmd::dispatch(cli)
 }

@@ -63,21 +63,6 @@ fn every_subcommand_has_help() {
 }
 
 #[test]
-fn unbuilt_subcommands_say_so_and_exit_2() {
-    let cases: &[&[&str]] = &[&["run"], &["demo", "--duration", "30s"], &["simulate"]];
-    for args in cases {
-        let out = pitcrew(args, None);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(out.stdout.is_empty(), "{args:?}: no fake output");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert!(
-            err.starts_with(&format!("pitcrew {}: not built yet", args[0])),
-            "{args:?}: {err}"
-        );
-    }
-}
-
-#[test]
 fn schema_validate_names_the_bad_field() {
     let good = String::from_utf8(pitcrew_contract::encode(
         &pitcrew_contract::examples::event(pitcrew_contract::EventKind::PcieAer),

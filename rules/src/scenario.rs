@@ -53,7 +53,11 @@ impl Scenario {
         }
         let mut cx = Cx::new(&map, &mut diags, &mut labels);
         let whole = (doc.get_ref(), 0..text.len());
-        cx.keys(whole.clone(), &["name", "description", "event"], "a scenario");
+        cx.keys(
+            whole.clone(),
+            &["name", "description", "event"],
+            "a scenario",
+        );
         let name = cx
             .opt_str(whole.clone(), "name")
             .map_or_else(|| file.to_owned(), |n| n.0);

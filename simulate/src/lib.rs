@@ -11,9 +11,7 @@
 //!
 //! No I/O and no clock: callers pass the time in, so tests are exact.
 
-use pitcrew_contract::{
-    examples, Event, EventData, EventKind, GpuRef, IbCounterName, Timestamp,
-};
+use pitcrew_contract::{examples, Event, EventData, EventKind, GpuRef, IbCounterName, Timestamp};
 use pitcrew_rules::{Inventory, NodeInfo, Scenario, Span, TEST_EPOCH};
 
 /// The demo's built-in fault script.

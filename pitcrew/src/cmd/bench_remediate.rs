@@ -295,6 +295,7 @@ pub(crate) async fn run(
             actor: format!("remediate@{prefix}bench"),
             group_id: &format!("{prefix}remediate"),
             dry_run: false,
+            create_topics: true,
         },
         &metrics,
         &bus_metrics,

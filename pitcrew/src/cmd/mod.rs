@@ -1,4 +1,4 @@
-//! One module per implemented subcommand; the rest say they are not built.
+//! One module per subcommand.
 
 mod bench;
 mod bench_governor;
@@ -7,19 +7,19 @@ mod bench_remediate;
 mod bench_rules;
 mod check;
 mod collect;
+mod demo;
 mod remediate;
 mod replay;
 mod rulefiles;
 mod rules;
+mod run;
 mod schema;
+mod simulate;
 mod topics;
 
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
-
-/// Exit code of a subcommand that is not built yet.
-const NOT_BUILT: u8 = 2;
 
 pub(crate) fn dispatch(cli: Cli) -> ExitCode {
     let config = cli.global.config.clone();
@@ -60,9 +60,15 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             admin_command(&args.admin, method, path, body)
         }
         Command::Audit(args) => remediate::audit(config.as_deref(), &args),
-        Command::Run(_) => return not_built("run", "the all-in-one service", 6),
-        Command::Demo(_) => return not_built("demo", "the demo", 6),
-        Command::Simulate(_) => return not_built("simulate", "the fleet simulator", 6),
+        Command::Run(args) => {
+            runtime().and_then(|rt| rt.block_on(run::run(config.as_deref(), &args)))
+        }
+        Command::Demo(args) => {
+            runtime().and_then(|rt| rt.block_on(demo::run(config.as_deref(), &args)))
+        }
+        Command::Simulate(args) => {
+            runtime().and_then(|rt| rt.block_on(simulate::run(config.as_deref(), &args)))
+        }
         Command::Topics(args) => {
             runtime().and_then(|rt| rt.block_on(topics::run(config.as_deref(), args)))
         }
@@ -98,11 +104,6 @@ fn admin_command(
     } else {
         anyhow::bail!("admin API answered {status}")
     }
-}
-
-fn not_built(command: &str, what: &str, issue: u32) -> ExitCode {
-    eprintln!("pitcrew {command}: not built yet ({what} is tracked in issue #{issue})");
-    ExitCode::from(NOT_BUILT)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -191,6 +191,9 @@ pub(crate) struct ServiceSpec<'a> {
     pub(crate) actor: String,
     pub(crate) group_id: &'a str,
     pub(crate) dry_run: bool,
+    /// Create pitcrew's topics first (a broker without the admin API, like
+    /// the demo's in-process one, has them made beforehand).
+    pub(crate) create_topics: bool,
 }
 
 /// The worker and its Kafka plumbing: built the same way for `pitcrew
@@ -219,10 +222,13 @@ impl Service {
             actor,
             group_id,
             dry_run,
+            create_topics,
         } = spec;
-        ensure_topics(&bus.kafka, &bus.topics)
-            .await
-            .context("create pitcrew's topics")?;
+        if create_topics {
+            ensure_topics(&bus.kafka, &bus.topics)
+                .await
+                .context("create pitcrew's topics")?;
+        }
         let mut exec = rcfg
             .executors(&inventory, &actor)
             .await
@@ -382,6 +388,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &RemediateArgs) -> anyhow::
             actor: actor.clone(),
             group_id: &args.group_id,
             dry_run: args.dry_run,
+            create_topics: true,
         },
         &metrics,
         &bus_metrics,

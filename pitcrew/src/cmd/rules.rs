@@ -259,42 +259,171 @@ struct StageCfg {
     max_batch: usize,
 }
 
+/// The node and group stages and the rule reloader, running.
+pub(crate) struct RulesService {
+    node: tokio::task::JoinHandle<anyhow::Result<()>>,
+    group: tokio::task::JoinHandle<anyhow::Result<()>>,
+    reloader: tokio::task::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    /// Set once the node stage has its partitions.
+    pub(crate) ready: Arc<AtomicBool>,
+}
+
+impl RulesService {
+    /// Compiles the rules and starts both stages. `create_topics`: create
+    /// the re-keyed group topic (a broker without the admin API, like the
+    /// demo's in-process one, has its topics made beforehand).
+    pub(crate) async fn start(
+        bus: &BusConfig,
+        args: &RulesArgs,
+        inventory: Arc<Inventory>,
+        metrics: &RulesMetrics,
+        bus_metrics: &BusMetrics,
+        create_topics: bool,
+    ) -> anyhow::Result<RulesService> {
+        let loaded = match load_rules(&args.rules) {
+            Ok(l) => l,
+            Err(diags) => {
+                for d in &diags {
+                    eprintln!("{d}");
+                }
+                anyhow::bail!("the rules do not compile ({} diagnostics)", diags.len());
+            }
+        };
+        let lateness =
+            Span::parse(&args.lateness).map_err(|e| anyhow::anyhow!("--lateness: {e}"))?;
+        let lookback_cap =
+            Span::parse(&args.lookback_cap).map_err(|e| anyhow::anyhow!("--lookback-cap: {e}"))?;
+        let idle_grace =
+            Span::parse(&args.idle_grace).map_err(|e| anyhow::anyhow!("--idle-grace: {e}"))?;
+        if create_topics {
+            let group_spec = TopicSpec {
+                name: args.group_topic.clone(),
+                partitions: bus.topics.events.partitions,
+                retention_ms: Some(24 * 3600 * 1000),
+                compact: false,
+            };
+            ensure_topic_specs(&bus.kafka, &[&group_spec], bus.topics.replication_factor)
+                .await
+                .context("create the re-keyed events topic")?;
+        }
+        metrics.rules_loaded.set(loaded.rules as i64);
+        tracing::info!(
+            rules = loaded.rules,
+            routes = loaded.plan.routes.len(),
+            "rules stage starting"
+        );
+
+        // Absence rules attribute inventory nodes to partitions: that needs
+        // the topic's real partition count, not the configured one.
+        let events_partitions = match partition_count(&bus.kafka, &bus.topics.events.name).await? {
+            0 => anyhow::bail!(
+                "topic {} does not exist (run `pitcrew topics bootstrap`)",
+                bus.topics.events.name
+            ),
+            n => {
+                if n != bus.topics.events.partitions {
+                    tracing::warn!(topic = %bus.topics.events.name, configured = bus.topics.events.partitions, actual = n, "the events topic's partition count differs from the config; using the topic's");
+                }
+                n
+            }
+        };
+        let cfg = StageCfg {
+            kafka: bus.kafka.clone(),
+            events_topic: bus.topics.events.name.clone(),
+            group_topic: args.group_topic.clone(),
+            alerts_topic: bus.topics.alerts.name.clone(),
+            actions_topic: bus.topics.actions.name.clone(),
+            dlq_topic: bus.topics.dlq.name.clone(),
+            events_partitions,
+            inventory,
+            lateness,
+            lookback_cap,
+            idle_grace,
+            dry_run: args.dry_run,
+            max_batch: args.max_batch.max(1),
+        };
+        let (tx, rx) = watch::channel(loaded);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicBool::new(false));
+        let instance = args.instance.clone().unwrap_or_else(default_instance);
+
+        let reloader = tokio::spawn(reload_loop(
+            args.rules.clone(),
+            tx,
+            metrics.clone(),
+            Arc::clone(&stop),
+        ));
+        let node = tokio::spawn(stage_loop(
+            StageKind::Node,
+            cfg.clone(),
+            format!("{}-node", args.group_id),
+            format!("{instance}-node"),
+            rx.clone(),
+            metrics.clone(),
+            bus_metrics.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&ready),
+        ));
+        let group = tokio::spawn(stage_loop(
+            StageKind::Group,
+            cfg,
+            format!("{}-group", args.group_id),
+            format!("{instance}-group"),
+            rx,
+            metrics.clone(),
+            bus_metrics.clone(),
+            Arc::clone(&stop),
+            Arc::new(AtomicBool::new(false)),
+        ));
+        Ok(RulesService {
+            node,
+            group,
+            reloader,
+            stop,
+            ready,
+        })
+    }
+
+    /// Runs until a stage fails or `shutdown`; then stops after the
+    /// current batch.
+    pub(crate) async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let RulesService {
+            node,
+            group,
+            reloader,
+            stop,
+            ready: _,
+        } = self;
+        let result = tokio::select! {
+            r = node => r.map_err(anyhow::Error::from).and_then(|r| r),
+            r = group => r.map_err(anyhow::Error::from).and_then(|r| r),
+            () = shutdown => {
+                tracing::info!("stopping after the current batch");
+                stop.store(true, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(())
+            }
+        };
+        reloader.abort();
+        result
+    }
+}
+
 pub(crate) async fn run(config: Option<&Path>, args: &RulesArgs) -> anyhow::Result<ExitCode> {
     let bus = BusConfig::load(config)?;
-    let loaded = match load_rules(&args.rules) {
-        Ok(l) => l,
-        Err(diags) => {
-            for d in &diags {
-                eprintln!("{d}");
-            }
-            anyhow::bail!("the rules do not compile ({} diagnostics)", diags.len());
-        }
-    };
     let inventory = Arc::new(rulefiles::inventory(args.inventory.as_deref())?);
-    let lateness = Span::parse(&args.lateness).map_err(|e| anyhow::anyhow!("--lateness: {e}"))?;
-    let lookback_cap =
-        Span::parse(&args.lookback_cap).map_err(|e| anyhow::anyhow!("--lookback-cap: {e}"))?;
-    let idle_grace =
-        Span::parse(&args.idle_grace).map_err(|e| anyhow::anyhow!("--idle-grace: {e}"))?;
-    let group_spec = TopicSpec {
-        name: args.group_topic.clone(),
-        partitions: bus.topics.events.partitions,
-        retention_ms: Some(24 * 3600 * 1000),
-        compact: false,
-    };
-    ensure_topic_specs(&bus.kafka, &[&group_spec], bus.topics.replication_factor)
-        .await
-        .context("create the re-keyed events topic")?;
-
     let mut registry = Registry::default();
     let bus_metrics = BusMetrics::default();
     bus_metrics.register(&mut registry);
     let metrics = RulesMetrics::default();
     metrics.register(&mut registry);
-    metrics.rules_loaded.set(loaded.rules as i64);
-    let ready = Arc::new(AtomicBool::new(false));
+    let service = RulesService::start(&bus, args, inventory, &metrics, &bus_metrics, true).await?;
     let health: crate::http::Health = {
-        let ready = Arc::clone(&ready);
+        let ready = Arc::clone(&service.ready);
         Arc::new(move || {
             if ready.load(Ordering::Relaxed) {
                 Ok(())
@@ -304,81 +433,11 @@ pub(crate) async fn run(config: Option<&Path>, args: &RulesArgs) -> anyhow::Resu
         })
     };
     let (addr, _http) = crate::http::serve(&args.listen, Arc::new(registry), health).await?;
-    tracing::info!(listen = %addr, rules = loaded.rules, routes = loaded.plan.routes.len(), "rules stage starting");
-
-    // Absence rules attribute inventory nodes to partitions: that needs the
-    // topic's real partition count, not the configured one.
-    let events_partitions = match partition_count(&bus.kafka, &bus.topics.events.name).await? {
-        0 => anyhow::bail!(
-            "topic {} does not exist (run `pitcrew topics bootstrap`)",
-            bus.topics.events.name
-        ),
-        n => {
-            if n != bus.topics.events.partitions {
-                tracing::warn!(topic = %bus.topics.events.name, configured = bus.topics.events.partitions, actual = n, "the events topic's partition count differs from the config; using the topic's");
-            }
-            n
-        }
-    };
-    let cfg = StageCfg {
-        kafka: bus.kafka.clone(),
-        events_topic: bus.topics.events.name.clone(),
-        group_topic: args.group_topic.clone(),
-        alerts_topic: bus.topics.alerts.name.clone(),
-        actions_topic: bus.topics.actions.name.clone(),
-        dlq_topic: bus.topics.dlq.name.clone(),
-        events_partitions,
-        inventory,
-        lateness,
-        lookback_cap,
-        idle_grace,
-        dry_run: args.dry_run,
-        max_batch: args.max_batch.max(1),
-    };
-    let (tx, rx) = watch::channel(loaded);
-    let stop = Arc::new(AtomicBool::new(false));
-    let instance = args.instance.clone().unwrap_or_else(default_instance);
-
-    let reloader = tokio::spawn(reload_loop(
-        args.rules.clone(),
-        tx,
-        metrics.clone(),
-        Arc::clone(&stop),
-    ));
-    let node = tokio::spawn(stage_loop(
-        StageKind::Node,
-        cfg.clone(),
-        format!("{}-node", args.group_id),
-        format!("{instance}-node"),
-        rx.clone(),
-        metrics.clone(),
-        bus_metrics.clone(),
-        Arc::clone(&stop),
-        Arc::clone(&ready),
-    ));
-    let group = tokio::spawn(stage_loop(
-        StageKind::Group,
-        cfg,
-        format!("{}-group", args.group_id),
-        format!("{instance}-group"),
-        rx,
-        metrics,
-        bus_metrics,
-        Arc::clone(&stop),
-        Arc::new(AtomicBool::new(false)),
-    ));
-    let result = tokio::select! {
-        r = node => r.map_err(anyhow::Error::from).and_then(|r| r),
-        r = group => r.map_err(anyhow::Error::from).and_then(|r| r),
-        () = super::collect::shutdown_signal() => {
-            tracing::info!("stopping after the current batch");
-            stop.store(true, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            Ok(())
-        }
-    };
-    reloader.abort();
-    result.map(|()| ExitCode::SUCCESS)
+    tracing::info!(listen = %addr, "rules stage listening");
+    service
+        .run_until(super::collect::shutdown_signal())
+        .await
+        .map(|()| ExitCode::SUCCESS)
 }
 
 pub(crate) fn default_instance() -> String {
