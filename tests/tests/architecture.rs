@@ -105,6 +105,13 @@ fn dependency_absences_hold() {
         "pitcrew-ingest",
         &["kube", "kube-client", "reqwest", "hyper"],
     );
+    // The simulator is pure: no Kafka, no runtime, no executor.
+    assert_absent(
+        &c,
+        "pitcrew-simulate",
+        &["rdkafka", "rdkafka-sys", "pitcrew-bus", "tokio"],
+    );
+    assert_absent(&c, "pitcrew-simulate", EXECUTOR_CRATES);
     // The check itself can fail: the bus does depend on rdkafka.
     assert!(c["pitcrew-bus"].contains("rdkafka"));
 }
