@@ -11,6 +11,19 @@ use tokio::net::TcpListener;
 /// Answers whether the service is healthy, with a reason when it is not.
 pub(crate) type Health = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// Sums the samples of `name` in a Prometheus text exposition: a metric
+/// name sums every label set, a name with labels (`x{stage="node"}`)
+/// matches those exactly.
+pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| name.ends_with('}') || rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Binds `listen` and serves until the task is dropped. Returns the bound
 /// address (port 0 picks one).
 pub(crate) async fn serve(
@@ -71,4 +84,17 @@ pub(crate) async fn serve(
         }
     });
     Ok((addr, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn metric_sum_adds_label_sets_and_not_longer_names() {
+        let text = "# HELP x_total help\nx_total{stage=\"node\"} 3\nx_total{stage=\"group\"} 4\nx_total_more 100\nx_total 1\n";
+        assert_eq!(metric_sum(text, "x_total"), 8.0);
+        assert_eq!(metric_sum(text, "x_total{stage=\"node\"}"), 3.0);
+        assert_eq!(metric_sum(text, "y_total"), 0.0);
+    }
 }

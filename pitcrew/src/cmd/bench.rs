@@ -258,3 +258,11 @@ async fn kafka_bench(config: Option<&Path>, events: u64, partitions: i32) -> any
     );
     Ok(())
 }
+
+/// The `q` quantile of sorted samples (nearest rank); NaN when empty.
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return f64::NAN;
+    };
+    sorted[((last as f64 * q).round() as usize).min(last)]
+}

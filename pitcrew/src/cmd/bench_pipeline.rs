@@ -50,10 +50,7 @@ fn http_metric(addr: &str, name: &str) -> f64 {
     let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    crate::http::metric_sum(&text, name)
 }
 
 /// One fleet event as the agents send it (thermal, ECC, replay, IB
@@ -335,11 +332,7 @@ pub(crate) async fn run(
     let cpu2 = cpu_of(pid);
     let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     lat.sort_by(f64::total_cmp);
-    let pct = |q: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let pct = |q: f64| super::bench::quantile(&lat, q);
     println!(
         "  background: {:.0} events/s offered ({} sent), the stage evaluated {:.0} events/s using {:.0}% of a core",
         sent_bg.load(Ordering::Relaxed) as f64 / bg_secs,

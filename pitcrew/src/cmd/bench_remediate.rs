@@ -29,6 +29,7 @@ use pitcrew_remediate::exec::{BoxFuture, Cluster, CordonResult, ExecError};
 use pitcrew_remediate::metrics::RemediateMetrics;
 use pitcrew_rules::{Inventory, NodeInfo};
 
+use super::bench::quantile;
 use super::remediate::{Service, ServiceSpec};
 
 #[derive(Clone, Copy, Default)]
@@ -111,14 +112,6 @@ fn request(node: &str, stamp: i64) -> ActionRequest {
         events: vec![],
         dry_run: false,
     }
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn summary(name: &str, mut ms: Vec<f64>) {

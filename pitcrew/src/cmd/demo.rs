@@ -24,7 +24,7 @@ use pitcrew_bus::rdkafka::message::Message;
 use pitcrew_bus::rdkafka::mocking::MockCluster;
 use pitcrew_bus::{BatchProducer, BusConfig, BusMetrics, Consumer};
 use pitcrew_contract::{
-    decode, encode, ActionRequest, AuditEntry, AuditRecord, Incident, IncidentStatus, Timestamp,
+    decode, ActionRequest, AuditEntry, AuditRecord, Incident, IncidentStatus, Timestamp,
 };
 use pitcrew_remediate::config::RemediateConfig;
 use pitcrew_remediate::exec::sim::SimFleet;
@@ -194,14 +194,6 @@ fn incident_lines(seen: &Seen) -> Vec<String> {
         .collect()
 }
 
-/// Sums a counter family from the registry's text exposition.
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 struct Counters {
     produced: AtomicU64,
     faults: AtomicU64,
@@ -217,19 +209,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
         .unwrap_or(0),
     );
     let scenario = match &args.scenario {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read scenario {}", path.display()))?;
-            Scenario::parse(&path.display().to_string(), &text).map_err(|d| {
-                anyhow::anyhow!(
-                    "the scenario has errors:\n{}",
-                    d.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )
-            })?
-        }
+        Some(path) => super::rulefiles::scenario(path)?,
         None => Scenario::parse("demo.toml", DEMO_SCENARIO)
             .map_err(|d| anyhow::anyhow!("built-in scenario: {d:?}"))?,
     };
@@ -339,24 +319,12 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
                     continue;
                 }
                 let n = events.len() as u64;
-                let p = Arc::clone(&producer);
-                let topic = topic.clone();
-                let sent = tokio::task::spawn_blocking(move || {
-                    let encoded: Vec<(String, Vec<u8>)> =
-                        events.iter().map(|e| (e.node.clone(), encode(e))).collect();
-                    let records: Vec<(&str, &[u8])> = encoded
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_slice()))
-                        .collect();
-                    p.send_keyed(&topic, &records, Duration::from_secs(10))
-                })
-                .await;
+                let sent = super::simulate::send_events(&producer, &topic, events).await;
                 match sent {
-                    Ok(Ok(())) => {
+                    Ok(()) => {
                         counters.produced.fetch_add(n, Ordering::Relaxed);
                     }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "demo telemetry not sent"),
-                    Err(e) => tracing::warn!(error = %e, "demo feeder"),
+                    Err(e) => tracing::warn!(error = %e, "demo telemetry not sent"),
                 }
             }
         })
@@ -387,7 +355,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
                 let secs = started.elapsed().as_secs();
                 let mut text = String::new();
                 let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-                let evaluated = metric_sum(&text, "pitcrew_rules_events_total");
+                let evaluated = crate::http::metric_sum(&text, "pitcrew_rules_events_total");
                 let rate = evaluated - last_events;
                 last_events = evaluated;
                 let budget = worker.budget();

@@ -1,10 +1,11 @@
-//! Reading rule and inventory files for `check`, `test`, `replay` and
-//! `rules`: the rules crate does no I/O, so the binary reads for it.
+//! Reading rule, inventory and scenario files for `check`, `test`,
+//! `replay`, `rules`, `demo` and `simulate`: the rules crate does no I/O,
+//! so the binary reads for it.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use pitcrew_rules::{Diagnostic, Inventory, SourceFile};
+use pitcrew_rules::{Diagnostic, Inventory, Scenario, SourceFile};
 
 /// The path that names the built-in default pack.
 pub(crate) const DEFAULT_PACK: &str = "@default";
@@ -53,13 +54,23 @@ pub(crate) fn inventory(path: Option<&Path>) -> anyhow::Result<Inventory> {
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("read inventory {}", path.display()))?;
-    Inventory::parse(&path.display().to_string(), &text).map_err(|d| {
-        anyhow::anyhow!(
-            "inventory has errors:\n{}",
-            d.iter()
-                .map(Diagnostic::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })
+    Inventory::parse(&path.display().to_string(), &text).map_err(|d| diagnostics("inventory", &d))
+}
+
+fn diagnostics(what: &str, d: &[Diagnostic]) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what} has errors:\n{}",
+        d.iter()
+            .map(Diagnostic::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+/// Reads and parses a fault script (`demo --scenario`, `simulate
+/// --scenario`).
+pub(crate) fn scenario(path: &Path) -> anyhow::Result<Scenario> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read scenario {}", path.display()))?;
+    Scenario::parse(&path.display().to_string(), &text).map_err(|d| diagnostics("the scenario", &d))
 }

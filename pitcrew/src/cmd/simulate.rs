@@ -9,12 +9,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use pitcrew_bus::{ensure_topics, BatchProducer, BusConfig, BusMetrics};
-use pitcrew_contract::{encode, Timestamp};
-use pitcrew_rules::{Scenario, Span};
+use pitcrew_contract::{encode, Event, Timestamp};
+use pitcrew_rules::Span;
 use pitcrew_simulate::{Fleet, FleetSpec, Player};
 
 use crate::cli::SimulateArgs;
@@ -24,24 +25,11 @@ pub(crate) async fn run(config: Option<&Path>, args: &SimulateArgs) -> anyhow::R
     ensure_topics(&bus.kafka, &bus.topics)
         .await
         .context("create pitcrew's topics")?;
-    let scenario = match &args.scenario {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read scenario {}", path.display()))?;
-            Some(
-                Scenario::parse(&path.display().to_string(), &text).map_err(|d| {
-                    anyhow::anyhow!(
-                        "the scenario has errors:\n{}",
-                        d.iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    )
-                })?,
-            )
-        }
-        None => None,
-    };
+    let scenario = args
+        .scenario
+        .as_deref()
+        .map(super::rulefiles::scenario)
+        .transpose()?;
     let spec = FleetSpec {
         nodes: args.nodes.max(1),
         ..FleetSpec::default()
@@ -52,7 +40,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &SimulateArgs) -> anyhow::R
     let run_id = format!("sim{}", Timestamp::now().unix_millis());
     let mut fleet = Fleet::new(spec.clone(), run_id.clone());
     let mut player = scenario.as_ref().map(|s| Player::new(s, run_id));
-    let producer = std::sync::Arc::new(BatchProducer::new(&bus.kafka, BusMetrics::default())?);
+    let producer = Arc::new(BatchProducer::new(&bus.kafka, BusMetrics::default())?);
     let topic = bus.topics.events.name.clone();
     let limit = match &args.duration {
         Some(d) => Some(Span::parse(d).map_err(|e| anyhow::anyhow!("--duration: {e}"))?),
@@ -83,18 +71,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &SimulateArgs) -> anyhow::R
             .unwrap_or_default();
         fleet.sample(Timestamp::now(), &|_| true, &mut events);
         let n = events.len() as u64;
-        let p = std::sync::Arc::clone(&producer);
-        let t = topic.clone();
-        tokio::task::spawn_blocking(move || {
-            let encoded: Vec<(String, Vec<u8>)> =
-                events.iter().map(|e| (e.node.clone(), encode(e))).collect();
-            let records: Vec<(&str, &[u8])> = encoded
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                .collect();
-            p.send_keyed(&t, &records, Duration::from_secs(30))
-        })
-        .await??;
+        send_events(&producer, &topic, events).await?;
         total += n;
         window += n;
         if window_start.elapsed() >= Duration::from_secs(5) {
@@ -132,4 +109,26 @@ pub(crate) async fn run(config: Option<&Path>, args: &SimulateArgs) -> anyhow::R
             .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Produces `events` keyed by node, as the agents do, and waits for every
+/// acknowledgement (off the async threads).
+pub(crate) async fn send_events(
+    producer: &Arc<BatchProducer>,
+    topic: &str,
+    events: Vec<Event>,
+) -> anyhow::Result<()> {
+    let producer = Arc::clone(producer);
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let encoded: Vec<(String, Vec<u8>)> =
+            events.iter().map(|e| (e.node.clone(), encode(e))).collect();
+        let records: Vec<(&str, &[u8])> = encoded
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        producer.send_keyed(&topic, &records, Duration::from_secs(30))
+    })
+    .await??;
+    Ok(())
 }
