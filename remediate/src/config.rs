@@ -6,6 +6,7 @@
 //! dry_run = false
 //! approval_ttl = "1h"
 //! verify = { timeout = "15m", quiet = "2m", poll = "5s" }
+//! boundary_deadline = "24h"   # a drain deferred to the job boundary waits this long
 //!
 //! [governor]
 //! max_out_of_service = 50
@@ -88,6 +89,7 @@ pub struct WorkerSection {
     pub verify: VerifySection,
     pub retry_base: Option<String>,
     pub drain_deadline: Option<String>,
+    pub boundary_deadline: Option<String>,
     pub escalation_team: Option<String>,
     pub page_retries: Option<u32>,
 }
@@ -274,6 +276,11 @@ impl RemediateConfig {
                 "remediate.drain_deadline",
                 &w.drain_deadline,
                 d.drain_deadline,
+            )?,
+            boundary_deadline: dur(
+                "remediate.boundary_deadline",
+                &w.boundary_deadline,
+                d.boundary_deadline,
             )?,
             handled_cap: d.handled_cap,
             queue_cap: d.queue_cap,

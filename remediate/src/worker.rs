@@ -31,7 +31,7 @@ use pitcrew_rules::Inventory;
 use tokio::sync::{oneshot, Notify};
 
 use crate::exec::page::{Page, PageEvent, PageSeverity};
-use crate::exec::{BoxFuture, DrainResult, ExecError, Executors, PowerOp, PowerState};
+use crate::exec::{BoxFuture, DrainResult, ExecError, Executors, PowerOp, PowerState, Scheduler};
 use crate::governor::{Ask, Governor, Verdict};
 use crate::metrics::{ReasonLabel, RemediateMetrics, StepLabel};
 use crate::plan::{OnFailure, Plan, PlanBook, Step, StepKind};
@@ -146,6 +146,10 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     /// How long evictions may be blocked by PDBs before the drain fails.
     pub drain_deadline: Duration,
+    /// How long a drain deferred to the job boundary (`when =
+    /// "job_boundary"`, `at = "checkpoint"`) waits for the node's jobs to
+    /// end before it requeues them anyway.
+    pub boundary_deadline: Duration,
     /// Action ids remembered per target for duplicate detection.
     pub handled_cap: usize,
     /// Requests waiting per target.
@@ -165,6 +169,7 @@ impl Default for WorkerConfig {
             verify_poll: Duration::from_secs(5),
             retry_base: Duration::from_secs(1),
             drain_deadline: Duration::from_secs(600),
+            boundary_deadline: Duration::from_secs(24 * 3600),
             handled_cap: 64,
             queue_cap: 4,
             escalation_team: None,
@@ -247,6 +252,13 @@ fn gpu_of(req: &ActionRequest) -> Option<String> {
             .then(|| req.target.name.split('/').nth(1).map(str::to_owned))
             .flatten()
     })
+}
+
+/// Whether the request asks to wait for the job boundary before it takes
+/// running work away (`when = "job_boundary"`, `at = "checkpoint"`).
+fn deferred(req: &ActionRequest) -> bool {
+    param_str(req, "when").as_deref() == Some("job_boundary")
+        || param_str(req, "at").as_deref() == Some("checkpoint")
 }
 
 fn param_str(req: &ActionRequest, key: &str) -> Option<String> {
@@ -1257,6 +1269,11 @@ impl Worker {
                     None
                 };
                 let mut notes = Vec::new();
+                if step.kind == StepKind::Drain && deferred(req) {
+                    if let Some(s) = &exec.scheduler {
+                        notes.push(self.wait_job_boundary(target, s.as_ref(), &slurm).await?);
+                    }
+                }
                 if let Some(c) = &exec.cluster {
                     let deadline = step.timeout.unwrap_or(self.inner.cfg.drain_deadline);
                     let n = c.evict(&k8s, job.as_deref(), deadline).await?;
@@ -1443,6 +1460,77 @@ impl Worker {
             action: req.map(|r| r.id.clone()),
             started_at: Timestamp::now(),
             details,
+        }
+    }
+
+    /// A deferred drain: the node is cordoned (no new work) and its running
+    /// jobs go on to their end. The boundary comes when no job runs on the
+    /// node, when a request waiting on this target restarts the app anyway
+    /// (it would end the job: the reset rides along), or at the deadline
+    /// (then the drain requeues what still runs).
+    async fn wait_job_boundary(
+        &self,
+        target: &Target,
+        scheduler: &dyn Scheduler,
+        node: &str,
+    ) -> Result<String, ExecError> {
+        let cfg = &self.inner.cfg;
+        let started = Instant::now();
+        let deadline = started + cfg.boundary_deadline;
+        let mut announced = false;
+        loop {
+            let jobs = scheduler.running(node).await?;
+            let waited = started.elapsed().as_secs();
+            if jobs.is_empty() {
+                return Ok(format!("job boundary after {waited} s"));
+            }
+            let restart = self.snapshot(target).and_then(|s| {
+                s.queued.iter().find_map(|q| {
+                    let requeues =
+                        self.inner.plans.get(&q.plan).is_some_and(|p| {
+                            p.steps.iter().any(|st| st.kind == StepKind::RequeueJobs)
+                        });
+                    requeues.then(|| q.clone())
+                })
+            });
+            if let Some(q) = restart {
+                // This drain requeues the job: that is the restart the
+                // waiting request asks for, so it is done here, not again
+                // after the plan (and not refused by the cooldown it set).
+                let cap = self.inner.cfg.handled_cap;
+                self.update(target, |s| {
+                    s.queued.retain(|x| x.id != q.id);
+                    s.handled.push(q.id.clone());
+                    if s.handled.len() > cap {
+                        let cut = s.handled.len() - cap;
+                        s.handled.drain(..cut);
+                    }
+                })
+                .await;
+                self.audit(
+                    target,
+                    Some(&q),
+                    AuditEntry::AlreadyDone {
+                        step: "requeue_jobs".into(),
+                    },
+                )
+                .await;
+                return Ok(format!(
+                    "job boundary: {} ({}) restarts the app after {waited} s",
+                    q.id, q.plan
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Ok(format!(
+                    "job boundary not reached in {waited} s: requeueing [{}]",
+                    jobs.join(",")
+                ));
+            }
+            if !announced {
+                announced = true;
+                tracing::info!(target_id = %target, jobs = ?jobs, "drain deferred to the job boundary");
+            }
+            tokio::time::sleep(cfg.verify_poll).await;
         }
     }
 

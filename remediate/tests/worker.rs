@@ -510,3 +510,130 @@ async fn requests_for_a_busy_node_wait_their_turn_and_gpu_targets_are_their_node
         Phase::Escalated
     );
 }
+
+fn with_job(r: &Rig, node: &str, job: &str) {
+    r.fleet.set_node(
+        node,
+        SimNode {
+            jobs: vec![job.into()],
+            ..SimNode::default()
+        },
+    );
+}
+
+#[tokio::test]
+async fn a_drain_deferred_to_the_job_boundary_lets_the_job_run_to_its_end() {
+    let r = rig(4);
+    with_job(&r, "n1", "101");
+    let mut req = request("n1", "drain_node");
+    req.params.insert("at".into(), "checkpoint".into());
+    r.worker.submit(req).await.unwrap();
+    // Cordoned at once (no new work), the running job untouched.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n = r.fleet.node("n1").unwrap();
+    assert!(n.unschedulable && n.slurm_drain_reason.is_some());
+    assert_eq!(n.jobs, vec!["101".to_owned()]);
+    assert_eq!(r.fleet.count("slurm requeue"), 0, "{:?}", r.fleet.calls());
+    assert!(r.worker.busy());
+    // The job ends by itself: the drain goes on and requeues nothing.
+    let mut n = r.fleet.node("n1").unwrap();
+    n.jobs.clear();
+    r.fleet.set_node("n1", n);
+    assert!(r.worker.wait_idle(Duration::from_secs(5)).await);
+    let audits = r.journal.audits();
+    let drained = audits
+        .iter()
+        .find_map(|a| match &a.entry {
+            AuditEntry::StepSucceeded { step, detail } if step == "drain" => detail.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert!(drained.contains("job boundary after"), "{drained}");
+    assert!(drained.contains("slurm: requeued []"), "{drained}");
+}
+
+#[tokio::test]
+async fn an_app_restart_waiting_behind_a_deferred_reset_is_the_boundary() {
+    let r = rig(4);
+    with_job(&r, "n1", "101");
+    let target = Target::new(pitcrew_contract::TargetKind::Gpu, "n1/2");
+    let mut reset = request("n1", "reset_gpu");
+    reset.target = target.clone();
+    reset.id = ActionRequest::make_id("inc-63", &target, "reset_gpu", 0);
+    reset.params.insert("when".into(), "job_boundary".into());
+    r.worker.submit(reset).await.unwrap();
+    // The node's agent stays alive through the GPU reset.
+    let fleet = r.fleet.clone();
+    let beat = tokio::spawn(async move {
+        loop {
+            fleet.heartbeat("n1", Timestamp::now());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        r.fleet.count("gpu reset"),
+        0,
+        "{:?} {:?}",
+        r.fleet.calls(),
+        r.journal
+            .audits()
+            .iter()
+            .map(|a| format!("{:?}", a.entry))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(r.fleet.node("n1").unwrap().jobs, vec!["101".to_owned()]);
+    // Hours later a contained ECC error restarts the app: the job ends
+    // there, and the GPU reset rides along at that boundary.
+    let mut restart = request("n1", "restart_app");
+    restart.id = ActionRequest::make_id("inc-94", &Target::node("n1"), "restart_app", 0);
+    let restart_id = restart.id.clone();
+    let restart_req = restart.clone();
+    assert_eq!(r.worker.submit(restart).await.unwrap(), Submitted::Queued);
+    assert!(r.worker.wait_idle(Duration::from_secs(5)).await);
+    beat.abort();
+    assert_eq!(r.fleet.count("gpu reset"), 1, "{:?}", r.fleet.calls());
+    let n = r.fleet.node("n1").unwrap();
+    assert!(n.jobs.is_empty() && !n.unschedulable && n.slurm_drain_reason.is_none());
+    assert_eq!(
+        n.power_cycles,
+        0,
+        "{:?}",
+        r.journal
+            .audits()
+            .iter()
+            .map(|a| format!("{} {:?}", a.target, a.entry))
+            .collect::<Vec<_>>()
+    );
+    // Requeued exactly once, by the reset's drain; the waiting restart is
+    // done there and does not run again.
+    let audits = r.journal.audits();
+    let requeues: Vec<String> = audits
+        .iter()
+        .filter_map(|a| match &a.entry {
+            AuditEntry::StepSucceeded { step, detail } if step == "drain" => detail.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requeues.len(), 1, "{requeues:?}");
+    assert!(
+        requeues[0].contains("restarts the app") && requeues[0].contains("requeued [101]"),
+        "{requeues:?}"
+    );
+    assert_eq!(r.fleet.count("slurm requeue"), 1, "{:?}", r.fleet.calls());
+    let restart = audits
+        .iter()
+        .filter(|a| a.action.as_deref() == Some(restart_id.as_str()))
+        .map(|a| format!("{:?}", a.entry))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        restart,
+        vec!["Received", "AlreadyDone { step: \"requeue_jobs\" }"],
+        "the restart is done by the drain, not refused or escalated"
+    );
+    // And a redelivery of it is a duplicate.
+    assert_eq!(
+        r.worker.submit(restart_req).await.unwrap(),
+        Submitted::Duplicate
+    );
+}

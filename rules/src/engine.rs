@@ -1403,13 +1403,20 @@ impl Engine {
         if inc.status == IncidentStatus::Open {
             if let Some(p) = &inc.plan {
                 self.stats.actions += 1;
+                let mut params = p.params.clone();
+                // The hit job, so an app restart requeues that job only.
+                if let Some(job) = inc.labels.get("job") {
+                    params
+                        .entry("job".to_owned())
+                        .or_insert_with(|| job.clone().into());
+                }
                 self.out.push(Output::Action(ActionRequest {
                     v: V1,
                     id: ActionRequest::make_id(&inc.id, &inc.blame, &p.plan, 0),
                     incident: inc.id.clone(),
                     target: inc.blame.clone(),
                     plan: p.plan.clone(),
-                    params: p.params.clone(),
+                    params,
                     requested_at: inc.at,
                     reason: inc.summary.clone(),
                     events: inc.events.clone(),

@@ -127,6 +127,9 @@ pub trait Scheduler: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<String>, ExecError>>;
     /// Resumes the node if its drain is pitcrew's. Returns whether it did.
     fn resume<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<bool, ExecError>>;
+    /// The ids of the jobs running (or starting) on the node: none means the
+    /// node is at a job boundary.
+    fn running<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Vec<String>, ExecError>>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -221,6 +221,10 @@ impl Cluster for SimFleet {
 }
 
 impl Scheduler for SimFleet {
+    fn running<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Vec<String>, ExecError>> {
+        Box::pin(async move { self.with_node("slurm", node, |n| n.jobs.clone()) })
+    }
+
     fn drain<'a>(
         &'a self,
         node: &'a str,

@@ -149,6 +149,10 @@ impl Slurm {
 }
 
 impl Scheduler for Slurm {
+    fn running<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Vec<String>, ExecError>> {
+        Box::pin(self.jobs_on(node))
+    }
+
     fn drain<'a>(
         &'a self,
         node: &'a str,
