@@ -106,16 +106,20 @@ set_working_mc 0x20
 
     /// Every chassis change the hook recorded, like `set power 0`, in order.
     pub fn power_events(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("events.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_owned()))
-            .collect()
+        self.view().power_events()
     }
 
     /// Whether the emulated chassis is on.
     pub fn powered_on(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("power")).is_ok_and(|s| s.trim() == "1")
+        self.view().powered_on()
+    }
+
+    /// A read-only view of the chassis that can go to another thread (a
+    /// simulated node agent that is silent while its power is off).
+    pub fn view(&self) -> PowerView {
+        PowerView {
+            dir: self.dir.clone(),
+        }
     }
 
     /// Runs ipmitool against this BMC (the password goes through the
@@ -165,6 +169,36 @@ set_working_mc 0x20
         // Let the simulator read the line before the socket closes.
         std::thread::sleep(Duration::from_millis(200));
         Ok(())
+    }
+}
+
+/// What a [`SimulatedBmc`]'s chassis did, readable from any thread.
+#[derive(Clone, Debug)]
+pub struct PowerView {
+    dir: PathBuf,
+}
+
+impl PowerView {
+    /// Every chassis change, like `set power 0`, in order.
+    pub fn power_events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("events.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_owned()))
+            .collect()
+    }
+
+    /// Whether the chassis is on.
+    pub fn powered_on(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("power")).is_ok_and(|s| s.trim() == "1")
+    }
+
+    /// How many times the power went off (a cycle counts once).
+    pub fn power_offs(&self) -> usize {
+        self.power_events()
+            .iter()
+            .filter(|e| e.as_str() == "set power 0")
+            .count()
     }
 }
 

@@ -109,6 +109,11 @@ pub struct Ask<'a> {
     /// Destructive plan starts on this target (from its state).
     pub attempts: &'a [Timestamp],
     pub cooldown_until: Option<Timestamp>,
+    /// The plan hands the target to people (it has an `rma` step): a node
+    /// that keeps failing must still be taken out, so cooldown and the
+    /// attempt budget, which stop remediation loops, do not hold it back.
+    /// The breaker, the budgets and the buckets still do.
+    pub hands_off: bool,
 }
 
 /// Why a step was refused. `escalate`: the target needs people (cooldown
@@ -354,7 +359,7 @@ impl Governor {
                 format!("circuit breaker open since {}: {}", b.opened_at, b.reason),
             );
         }
-        if ask.plan_start {
+        if ask.plan_start && !ask.hands_off {
             if let Some(until) = ask.cooldown_until.filter(|u| *u > now) {
                 return refuse(
                     RefusalKind::Cooldown,
@@ -485,6 +490,7 @@ mod tests {
             plan_start: true,
             attempts: &[],
             cooldown_until: None,
+            hands_off: false,
         }
     }
 
@@ -573,6 +579,7 @@ mod tests {
         let n = Target::node("n1");
         let a = Ask {
             cooldown_until: Some(t(100)),
+            hands_off: false,
             ..ask(&n, StepKind::Cordon)
         };
         match g.check(&a, t(50)) {
@@ -598,6 +605,17 @@ mod tests {
             ..ask(&n, StepKind::Drain)
         };
         assert!(allowed(&g.check(&a, t(200))));
+        // A plan that hands the node to people (RMA) still takes it out.
+        let a = Ask {
+            attempts: &attempts,
+            cooldown_until: Some(t(300)),
+            hands_off: true,
+            ..ask(&n, StepKind::Cordon)
+        };
+        assert!(allowed(&g.check(&a, t(200))));
+        // But never past the breaker.
+        g.open_breaker("test".into(), t(200));
+        assert!(!allowed(&g.check(&a, t(201))));
     }
 
     #[test]

@@ -872,6 +872,7 @@ impl Worker {
                         plan_start: plan_start_pending && Some(i) >= first_destructive,
                         attempts: &snap.attempts,
                         cooldown_until: snap.cooldown_until,
+                        hands_off: plan.steps.iter().any(|s| s.kind == StepKind::Rma),
                     };
                     lock(&inner.governor).check(&ask, Timestamp::now())
                 };

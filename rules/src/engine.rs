@@ -351,6 +351,8 @@ pub struct Engine {
     history: FxMap<String, VecDeque<Timestamp>>,
     maintenance: FxMap<Box<str>, Option<Timestamp>>,
     drivers: FxMap<Box<str>, Box<str>>,
+    /// Each node's boot id from its heartbeats: a new one is a reboot.
+    boots: FxMap<Box<str>, Box<str>>,
     key_buf: String,
     stats: Stats,
     out: Vec<Output>,
@@ -377,6 +379,7 @@ impl Engine {
             history: FxMap::default(),
             maintenance: FxMap::default(),
             drivers: FxMap::default(),
+            boots: FxMap::default(),
             key_buf: String::with_capacity(64),
             out: Vec::new(),
         }
@@ -424,7 +427,7 @@ impl Engine {
         }
         total += self.timers.len() * std::mem::size_of::<(Timestamp, u64, TimerKind)>();
         total += self.open.len() * 512;
-        total += self.drivers.len() * 48 + self.maintenance.len() * 48;
+        total += (self.drivers.len() + self.boots.len() + self.maintenance.len()) * 48;
         total
     }
 
@@ -532,6 +535,17 @@ impl Engine {
                 }
             },
             EventData::NodeHeartbeat(h) => {
+                let node = event.node.as_str();
+                match self.boots.get(node) {
+                    Some(b) if **b == *h.boot_id => {}
+                    Some(_) => {
+                        self.boots.insert(node.into(), h.boot_id.as_str().into());
+                        self.rebooted(node, event.time);
+                    }
+                    None => {
+                        self.boots.insert(node.into(), h.boot_id.as_str().into());
+                    }
+                }
                 if let Some(v) = &h.driver_version {
                     if self.drivers.get(event.node.as_str()).map(|x| &**x) != Some(v.as_str()) {
                         self.drivers
@@ -540,6 +554,33 @@ impl Engine {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The node came back with a new boot id: the faults it had before
+    /// are over (whatever remediated them). Resolving their incidents now,
+    /// not after their quiet time, lets the same fault after the reboot
+    /// open a new incident, and count as a repeat (a second fall is an
+    /// RMA, not evidence on the first). Incidents that resolve by their
+    /// own condition (thresholds, absences) are left to it.
+    fn rebooted(&mut self, node: &str, at: Timestamp) {
+        let gpu_prefix = format!("{node}/");
+        let slots: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, o)| {
+                o.quiet.is_some()
+                    && o.last_at <= at
+                    && match o.inc.blame.kind {
+                        TargetKind::Node => o.inc.blame.name == node,
+                        TargetKind::Gpu => o.inc.blame.name.starts_with(&gpu_prefix),
+                        _ => false,
+                    }
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for slot in slots {
+            self.close(&slot, at);
         }
     }
 

@@ -86,6 +86,7 @@ pub(crate) fn run(seconds: f64, nodes: u32, out: usize) {
                 plan_start: true,
                 attempts: &attempts,
                 cooldown_until: None,
+                hands_off: false,
             };
             decisions += 1;
             if let Verdict::Refuse { .. } = governor.check(&ask, now) {

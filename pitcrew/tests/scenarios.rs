@@ -1,0 +1,838 @@
+//! The scenario suite: every scenario of reference/faults.md ("Scenarios
+//! every release must get right") end to end through the real components.
+//!
+//! Each scenario runs its own `pitcrew run` (the rules and remediation
+//! stages, default rule pack) on its own topics of the real local Kafka,
+//! with real executors: a shared Slurm cluster (slurmctld and a slurmd per
+//! node that can be touched), a shared kube-apiserver with those Nodes,
+//! `ipmi_sim` BMCs for the nodes a scenario may power-cycle, a GPU reset
+//! hook that records its calls, and webhook receivers for the pages (one
+//! per team). The test plays the scenario's events (rule-test event
+//! format) as a node agent would, keeps every node's heartbeat going, and
+//! then asserts, from the actions, alerts and audit topics, the BMCs,
+//! Slurm, Kubernetes and the webhooks:
+//!
+//! - the exact set of actions the rules asked for (and so, every one they
+//!   did not),
+//! - each action's audit chain: every record names the action, its
+//!   incident and the fault's events, and the steps ran in order,
+//! - the pages each team got,
+//! - and it records the time from the fault reaching Kafka to the first
+//!   step of the action (printed; `--nocapture` shows them).
+//!
+//! The fleet: 96 nodes n1-n96, 8 to a rack, 4 racks to a leaf switch;
+//! n1-n48 on driver 570.86.15, n49-n96 on 580.95.05.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use pitcrew_bus::{read_topic_merged, BatchProducer, BusConfig, BusMetrics};
+use pitcrew_contract::{
+    decode, encode, examples, ActionRequest, AuditEntry, AuditRecord, Event, EventData, EventKind,
+    Incident, Timestamp,
+};
+use pitcrew_harness::ipmi::{PowerView, SimulatedBmc, PASSWORD};
+use pitcrew_harness::kube::KubeApiserver;
+use pitcrew_harness::slurm::SlurmCluster;
+use pitcrew_harness::webhook::WebhookReceiver;
+use pitcrew_remediate::worker::describe;
+use pitcrew_simulate::Player;
+use pitcrew_tests::{config, config_file_text, unique};
+
+const FLEET: u32 = 96;
+/// Nodes some scenario may cordon, drain or requeue: they are in Slurm and
+/// Kubernetes. Every other node of the fleet exists only in the inventory,
+/// so a step on one of them fails, and the test sees it.
+const TOUCHABLE: &[&str] = &[
+    "n11", "n12", "n13", "n17", "n18", "n42", "n43", "n50", "n60", "n70", "n88", "n90",
+];
+const TEAMS: &[&str] = &["hardware", "network", "gpu-platform"];
+
+// ---- shared infrastructure -------------------------------------------
+
+struct Infra {
+    slurm: SlurmCluster,
+    kube: KubeApiserver,
+    kubeconfig: PathBuf,
+}
+
+fn infra() -> &'static Mutex<Infra> {
+    static INFRA: OnceLock<Mutex<Infra>> = OnceLock::new();
+    INFRA.get_or_init(|| {
+        let slurm = SlurmCluster::start(TOUCHABLE).unwrap();
+        let kube = KubeApiserver::start().unwrap();
+        for n in TOUCHABLE {
+            kube.request(
+                "POST",
+                "/api/v1/nodes",
+                Some(&format!(
+                    r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{n}"}},"spec":{{}}}}"#
+                )),
+            )
+            .unwrap();
+        }
+        let kubeconfig = kube.dir().join("scenarios.kubeconfig");
+        kube.write_kubeconfig(&kubeconfig).unwrap();
+        Mutex::new(Infra {
+            slurm,
+            kube,
+            kubeconfig,
+        })
+    })
+}
+
+fn with_infra<T>(f: impl FnOnce(&Infra) -> T) -> T {
+    let g = infra()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(&g)
+}
+
+/// Submits a requeueable job pinned to `node`; its Slurm id.
+fn job_on(node: &str) -> String {
+    with_infra(|i| i.slurm.submit_on(node).unwrap())
+}
+
+fn job_field(job: &str, field: &str) -> String {
+    let line = with_infra(|i| i.slurm.job_line(job).unwrap());
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn wait_job_running(job: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while job_field(job, "JobState") != "RUNNING" {
+        assert!(Instant::now() < deadline, "job {job} never ran");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn slurm_node(node: &str) -> String {
+    with_infra(|i| i.slurm.node_line(node).unwrap())
+}
+
+fn kube_unschedulable(node: &str) -> bool {
+    let body = with_infra(|i| {
+        i.kube
+            .request("GET", &format!("/api/v1/nodes/{node}"), None)
+            .unwrap()
+    });
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["spec"]["unschedulable"].as_bool().unwrap_or(false)
+}
+
+// ---- one scenario's run ----------------------------------------------
+
+struct Pager {
+    team: &'static str,
+    hook: WebhookReceiver,
+}
+
+/// A page as a webhook received it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Paged {
+    team: String,
+    status: String,
+    target: String,
+}
+
+struct Run {
+    name: &'static str,
+    cfg: BusConfig,
+    dir: PathBuf,
+    child: Child,
+    pagers: Vec<Pager>,
+    producer: Arc<BatchProducer>,
+    pump: Arc<AtomicBool>,
+    pumping: bool,
+    resets: PathBuf,
+    /// The BMCs of the nodes that have one: a node is silent while its
+    /// power is off and comes back with a new boot id after each cycle.
+    power: Arc<BTreeMap<String, PowerView>>,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.pump.store(false, Ordering::Relaxed);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node_name(i: u32) -> String {
+    format!("n{i}")
+}
+
+fn inventory(bmcs: &[(&str, &SimulatedBmc)]) -> String {
+    let mut text = String::new();
+    for i in 1..=FLEET {
+        let name = node_name(i);
+        let rack = (i - 1) / 8 + 1;
+        let leaf = (i - 1) / 32 + 1;
+        let driver = if i <= 48 { "570.86.15" } else { "580.95.05" };
+        text.push_str(&format!(
+            "[[node]]\nname = \"{name}\"\nrack = \"r{rack}\"\nleaf_switch = \"leaf-{leaf}\"\ndriver_version = \"{driver}\"\ngpus = 8\n"
+        ));
+        if let Some((_, bmc)) = bmcs.iter().find(|(n, _)| *n == name) {
+            text.push_str(&format!("bmc = \"{}\"\n", bmc.address()));
+        }
+    }
+    text
+}
+
+impl Run {
+    /// Starts `pitcrew run` on fresh topics; returns once it is ready.
+    fn start(name: &'static str, bmcs: &[(&str, &SimulatedBmc)]) -> Run {
+        let prefix = unique(&format!("scn-{}", name.replace(' ', "")));
+        let cfg = config(&prefix);
+        let dir = std::env::temp_dir().join(format!("pitcrew-{prefix}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pitcrew.toml"), config_file_text(&cfg)).unwrap();
+        std::fs::write(dir.join("inventory.toml"), inventory(bmcs)).unwrap();
+        let pagers: Vec<Pager> = TEAMS
+            .iter()
+            .map(|t| Pager {
+                team: t,
+                hook: WebhookReceiver::start().unwrap(),
+            })
+            .collect();
+        let resets = dir.join("gpu-resets.log");
+        let kubeconfig = with_infra(|i| i.kubeconfig.clone());
+        let slurm_conf = with_infra(|i| i.slurm.conf().to_owned());
+        let mut rem = format!(
+            "[remediate]\nretry_base = \"100ms\"\nescalation_team = \"hardware\"\nboundary_deadline = \"10m\"\n\
+             verify = {{ timeout = \"60s\", quiet = \"2s\", poll = \"200ms\" }}\n\
+             [kubernetes]\nkubeconfig = \"{}\"\n[slurm]\nconf = \"{}\"\n\
+             [ipmi]\nusername = \"admin\"\npassword_env = \"PITCREW_TEST_BMC_PASSWORD\"\n\
+             [gpu_reset]\ncommand = [\"sh\", \"-c\", \"echo {{node}} {{gpu}} >> {}\"]\n",
+            kubeconfig.display(),
+            slurm_conf.display(),
+            resets.display()
+        );
+        for p in &pagers {
+            // The hardware team also takes RMAs and escalations.
+            rem.push_str(&format!(
+                "[[pager]]\nname = \"{t}\"\nkind = \"webhook\"\nurl = \"{}\"\nteams = [\"{t}\"]\nrma = {}\n",
+                p.hook.url("/hook"),
+                p.team == "hardware",
+                t = p.team,
+            ));
+        }
+        std::fs::write(dir.join("remediation.toml"), rem).unwrap();
+        let port = pitcrew_harness::free_port().unwrap();
+        let admin = pitcrew_harness::free_port().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pitcrew"))
+            .args(["--config", dir.join("pitcrew.toml").to_str().unwrap()])
+            .args(["--log", "warn", "run"])
+            .args(["--inventory", dir.join("inventory.toml").to_str().unwrap()])
+            .args([
+                "--remediation",
+                dir.join("remediation.toml").to_str().unwrap(),
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--group-topic", &format!("{prefix}events.by-group")])
+            .args(["--group-id", &format!("{prefix}rules")])
+            .args(["--remediate-group-id", &format!("{prefix}remediate")])
+            .args([
+                "--lateness",
+                "1s",
+                "--idle-grace",
+                "1s",
+                "--instance",
+                "scn",
+            ])
+            .env_remove("PITCREW_CONFIG")
+            .env("PITCREW_TEST_BMC_PASSWORD", PASSWORD)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Its warnings go to this test's output; a secret never may.
+        let mut stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            assert!(
+                !text.contains(PASSWORD),
+                "the BMC password reached the logs"
+            );
+            if !text.is_empty() {
+                eprintln!("[{name}] pitcrew run stderr:\n{text}");
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("[{name}] pitcrew run exited: {st}");
+            }
+            if http_status(port, "/readyz") == Some(200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{name}] pitcrew run never ready"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let producer = Arc::new(BatchProducer::new(&cfg.kafka, BusMetrics::default()).unwrap());
+        Run {
+            name,
+            cfg,
+            dir,
+            child,
+            pagers,
+            producer,
+            pump: Arc::new(AtomicBool::new(true)),
+            pumping: false,
+            resets,
+            power: Arc::new(
+                bmcs.iter()
+                    .map(|(n, b)| ((*n).to_owned(), b.view()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Plays `script` (rule-test event format, `[[event]]` tables) as if
+    /// it began `lead` ago, with every node's heartbeat every 10 s over
+    /// that past; then keeps the heartbeats going in real time. Returns
+    /// when Kafka has acknowledged the events: the fault's arrival.
+    fn play(&mut self, script: &str, lead: Duration) -> (Vec<Event>, Instant) {
+        assert!(
+            !self.pumping || lead.is_zero(),
+            "a backdated play must come first: later ones would be late"
+        );
+        let script =
+            pitcrew_rules::Scenario::parse(self.name, script).unwrap_or_else(|d| panic!("{d:?}"));
+        let base = Timestamp::now().add_nanos(-(lead.as_nanos() as i64));
+        let mut player = Player::new(&script, unique("ev"));
+        let scripted = player.due(base, pitcrew_rules::Span(i64::MAX));
+        let mut all = scripted.clone();
+        if !self.pumping {
+            let mut t = base;
+            while t.unix_nanos() < Timestamp::now().unix_nanos() {
+                all.extend((1..=FLEET).map(|i| heartbeat(&node_name(i), t, 0)));
+                t = t.add_nanos(10_000_000_000);
+            }
+        }
+        all.sort_by_key(|e| e.time.unix_nanos());
+        self.send(&all);
+        let arrived = Instant::now();
+        if !self.pumping {
+            self.pumping = true;
+            let producer = Arc::clone(&self.producer);
+            let topic = self.cfg.topics.events.name.clone();
+            let on = Arc::clone(&self.pump);
+            let power = Arc::clone(&self.power);
+            std::thread::spawn(move || {
+                while on.load(Ordering::Relaxed) {
+                    let now = Timestamp::now();
+                    let beats: Vec<Event> = (1..=FLEET)
+                        .map(node_name)
+                        .filter_map(|n| match power.get(&n) {
+                            Some(p) if !p.powered_on() => None,
+                            Some(p) => Some(heartbeat(&n, now, p.power_offs())),
+                            None => Some(heartbeat(&n, now, 0)),
+                        })
+                        .collect();
+                    let _ = send_to(&producer, &topic, &beats);
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            });
+        }
+        (scripted, arrived)
+    }
+
+    fn send(&self, events: &[Event]) {
+        send_to(&self.producer, &self.cfg.topics.events.name, events).unwrap();
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self, topic: &str) -> Vec<T> {
+        let mut out = Vec::new();
+        read_topic_merged(
+            &self.cfg.kafka,
+            topic,
+            0,
+            None,
+            Duration::from_secs(30),
+            |p| {
+                if let Ok(v) = decode::<T>(p) {
+                    out.push(v);
+                }
+            },
+            |_, _, _| {},
+        )
+        .unwrap();
+        out
+    }
+
+    fn actions(&self) -> Vec<ActionRequest> {
+        self.read(&self.cfg.topics.actions.name)
+    }
+
+    fn incidents(&self) -> Vec<Incident> {
+        self.read(&self.cfg.topics.alerts.name)
+    }
+
+    fn audits(&self) -> Vec<AuditRecord> {
+        self.read(&self.cfg.topics.audit.name)
+    }
+
+    /// The (plan, target) of every action the rules asked for, sorted.
+    fn asked(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .actions()
+            .iter()
+            .map(|a| (a.plan.clone(), a.target.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Waits until `done` holds for the audit trail; returns it.
+    fn wait_audit(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&[AuditRecord]) -> bool,
+    ) -> Vec<AuditRecord> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let a = self.audits();
+            if done(&a) {
+                return a;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "[{}] timed out waiting for {what}; audit so far:\n{}",
+                    self.name,
+                    a.iter()
+                        .map(|r| format!(
+                            "{} {} {} {:?}",
+                            r.target,
+                            r.plan.as_deref().unwrap_or("-"),
+                            describe(&r.entry),
+                            r.entry
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Waits for the actions topic to hold at least `n` requests.
+    fn wait_actions(&self, n: usize, limit: Duration) -> Vec<(String, String)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let a = self.asked();
+            if a.len() >= n || Instant::now() > deadline {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn pages(&self) -> Vec<Paged> {
+        let mut v = Vec::new();
+        for p in &self.pagers {
+            for r in p.hook.requests() {
+                let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+                v.push(Paged {
+                    team: p.team.to_owned(),
+                    status: body["status"].as_str().unwrap_or_default().to_owned(),
+                    target: body["alerts"][0]["labels"]["target"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                });
+            }
+        }
+        v.sort();
+        v
+    }
+
+    fn resets(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.resets)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The decisions on `action`, in order (`received`, `allowed:cordon`...).
+    fn chain(audits: &[AuditRecord], plan: &str, target: &str) -> Vec<String> {
+        audits
+            .iter()
+            .filter(|r| r.plan.as_deref() == Some(plan) && request_target(r) == target)
+            .map(|r| describe(&r.entry))
+            .collect()
+    }
+
+    /// Checks the causal chain of the action for (`plan`, `target`): one
+    /// request; its incident opened by `rule` on the fault's events; every
+    /// audit record naming the action, the incident and those events.
+    /// Returns the action.
+    fn check_chain(
+        &self,
+        audits: &[AuditRecord],
+        plan: &str,
+        target: &str,
+        rule: &str,
+        fault: &[&Event],
+    ) -> ActionRequest {
+        let actions: Vec<ActionRequest> = self
+            .actions()
+            .into_iter()
+            .filter(|a| a.plan == plan && a.target.to_string() == target)
+            .collect();
+        assert_eq!(
+            actions.len(),
+            1,
+            "[{}] {plan} {target}: {actions:?}",
+            self.name
+        );
+        let action = actions.into_iter().next().unwrap();
+        let incident = self
+            .incidents()
+            .into_iter()
+            .find(|i| i.id == action.incident)
+            .unwrap_or_else(|| panic!("[{}] no incident {}", self.name, action.incident));
+        assert_eq!(incident.rule, rule, "[{}]", self.name);
+        for e in fault {
+            assert!(
+                incident.events.contains(&e.id),
+                "[{}] incident {} lacks fault event {}: {:?}",
+                self.name,
+                incident.id,
+                e.id,
+                incident.events
+            );
+        }
+        let records: Vec<&AuditRecord> = audits
+            .iter()
+            .filter(|r| r.action.as_deref() == Some(action.id.as_str()))
+            .collect();
+        assert!(
+            !records.is_empty(),
+            "[{}] no audit for {}",
+            self.name,
+            action.id
+        );
+        for r in &records {
+            assert_eq!(r.incident.as_deref(), Some(incident.id.as_str()));
+            assert_eq!(r.plan.as_deref(), Some(plan));
+            assert_eq!(r.events, action.events, "[{}] {:?}", self.name, r.entry);
+        }
+        action
+    }
+
+    /// Fault-to-step time: from the fault's arrival in Kafka to the
+    /// audit's `started:<step>` of the (plan, target) action.
+    fn time_to(
+        &self,
+        audits: &[AuditRecord],
+        arrived: (Instant, Timestamp),
+        plan: &str,
+        target: &str,
+        step: &str,
+    ) -> Duration {
+        let want = format!("started:{step}");
+        let at = audits
+            .iter()
+            .find(|r| {
+                r.plan.as_deref() == Some(plan)
+                    && request_target(r) == target
+                    && describe(&r.entry) == want
+            })
+            .unwrap_or_else(|| panic!("[{}] no {want} for {plan} {target}", self.name))
+            .at;
+        let _ = arrived.0;
+        let nanos = (at.unix_nanos() - arrived.1.unix_nanos()).max(0);
+        let d = Duration::from_nanos(nanos as u64);
+        eprintln!(
+            "scenario timing: {}: fault in Kafka -> {step} of {plan} {target}: {} ms",
+            self.name,
+            d.as_millis()
+        );
+        timings().lock().unwrap().push(format!(
+            "{}: {plan} {target} {step}: {} ms",
+            self.name,
+            d.as_millis()
+        ));
+        d
+    }
+
+    fn no_secrets(&self) {
+        for a in self.audits() {
+            let text = String::from_utf8(encode(&a)).unwrap();
+            assert!(
+                !text.contains(PASSWORD),
+                "[{}] password in audit",
+                self.name
+            );
+        }
+        let _ = &self.dir;
+    }
+}
+
+fn timings() -> &'static Mutex<Vec<String>> {
+    static T: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    T.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// The audit records of an action target the request's subject (a GPU's
+/// node); `target` strings in the tests name the request target.
+fn request_target(r: &AuditRecord) -> String {
+    r.target.to_string()
+}
+
+fn heartbeat(node: &str, at: Timestamp, boot: usize) -> Event {
+    let mut e = examples::event(EventKind::NodeHeartbeat);
+    e.node = node.to_owned();
+    e.time = at;
+    e.id = format!("hb-{node}-{}", at.unix_nanos());
+    if let EventData::NodeHeartbeat(h) = &mut e.data {
+        h.driver_version = None;
+        h.boot_id = format!("boot-{node}-{boot}");
+    }
+    e
+}
+
+fn send_to(producer: &BatchProducer, topic: &str, events: &[Event]) -> Result<(), String> {
+    let encoded: Vec<(String, Vec<u8>)> =
+        events.iter().map(|e| (e.node.clone(), encode(e))).collect();
+    let records: Vec<(&str, &[u8])> = encoded
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    producer
+        .send_keyed(topic, &records, Duration::from_secs(30))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn now_pair() -> (Instant, Timestamp) {
+    (Instant::now(), Timestamp::now())
+}
+
+fn asked(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = list
+        .iter()
+        .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn paged(list: &[(&str, &str, &str)]) -> Vec<Paged> {
+    let mut v: Vec<Paged> = list
+        .iter()
+        .map(|(team, status, target)| Paged {
+            team: (*team).to_owned(),
+            status: (*status).to_owned(),
+            target: (*target).to_owned(),
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+const REBOOT_CHAIN: &[&str] = &[
+    "received",
+    "allowed:cordon",
+    "started:cordon",
+    "succeeded:cordon",
+    "allowed:drain",
+    "started:drain",
+    "succeeded:drain",
+    "allowed:power_cycle",
+    "intent:power_cycle",
+    "started:power_cycle",
+    "succeeded:power_cycle",
+    "started:verify",
+    "succeeded:verify",
+    "started:uncordon",
+    "succeeded:uncordon",
+    "returned",
+];
+
+fn returned(audits: &[AuditRecord], plan: &str, target: &str) -> bool {
+    audits.iter().any(|r| {
+        r.plan.as_deref() == Some(plan)
+            && r.target.to_string() == target
+            && matches!(r.entry, AuditEntry::Returned)
+    })
+}
+
+fn ended(audits: &[AuditRecord], plan: &str, target: &str) -> bool {
+    audits.iter().any(|r| {
+        r.plan.as_deref() == Some(plan)
+            && r.target.to_string() == target
+            && matches!(r.entry, AuditEntry::Returned | AuditEntry::Escalated { .. })
+    })
+}
+
+/// Power cycles the simulated BMC went through (off, then on).
+fn cycles(bmc: &SimulatedBmc) -> usize {
+    bmc.view().power_offs()
+}
+
+const LONG: Duration = Duration::from_secs(120);
+
+// ---- the scenarios ------------------------------------------------------
+
+/// Scenario 1: Xid 79 on GPU 3 of n17, the root port's fatal AER within
+/// 2 s, the SEL's Bus Fatal Error, Xid 45: one incident; requeue the job,
+/// cordon, drain, power cycle, verify, return. A second fall within 7
+/// days: RMA, no second power cycle. The AER alone (n18): the same reboot.
+#[test]
+fn scenario_01_gpu_off_the_bus() {
+    let bmc17 = SimulatedBmc::start().unwrap();
+    let bmc18 = SimulatedBmc::start().unwrap();
+    let mut run = Run::start("scenario 1", &[("n17", &bmc17), ("n18", &bmc18)]);
+    let job = job_on("n17");
+    wait_job_running(&job);
+    let t0 = now_pair();
+    let (events, _) = run.play(
+        &format!(
+            r#"
+[[event]]
+node = "n17"
+kind = "gpu.xid"
+gpu = 3
+data = {{ code = 79 }}
+labels = {{ job = "{job}" }}
+[[event]]
+at = "1500ms"
+node = "n17"
+kind = "pcie.aer"
+data = {{ severity = "uncorrected_fatal", layer = "transaction", errors = ["SDES"], first = "SDES" }}
+[[event]]
+at = "2s"
+node = "n17"
+kind = "bmc.sel"
+data = {{ sensor_type = "Critical Interrupt", description = "Bus Fatal Error", asserted = true }}
+[[event]]
+at = "3s"
+node = "n17"
+kind = "gpu.xid"
+gpu = 3
+data = {{ code = 45 }}
+[[event]]
+at = "3s"
+node = "n18"
+kind = "pcie.aer"
+data = {{ severity = "uncorrected_fatal", layer = "transaction", errors = ["SDES"], first = "SDES" }}
+"#
+        ),
+        Duration::from_secs(4),
+    );
+    let audits = run.wait_audit("both reboots to return", LONG, |a| {
+        returned(a, "reboot_node", "node/n17") && returned(a, "reboot_node", "node/n18")
+    });
+    assert_eq!(
+        run.asked(),
+        asked(&[("reboot_node", "node/n17"), ("reboot_node", "node/n18")]),
+        "one incident per node, one action each"
+    );
+    let fault: Vec<&Event> = events.iter().filter(|e| e.node == "n17").collect();
+    run.check_chain(
+        &audits,
+        "reboot_node",
+        "node/n17",
+        "gpu-fallen-off-bus",
+        &fault[..1],
+    );
+    assert_eq!(Run::chain(&audits, "reboot_node", "node/n17"), REBOOT_CHAIN);
+    assert_eq!(Run::chain(&audits, "reboot_node", "node/n18"), REBOOT_CHAIN);
+    run.time_to(&audits, t0, "reboot_node", "node/n17", "cordon");
+    run.time_to(&audits, t0, "reboot_node", "node/n17", "power_cycle");
+    assert_eq!(cycles(&bmc17), 1, "{:?}", bmc17.power_events());
+    assert_eq!(cycles(&bmc18), 1, "{:?}", bmc18.power_events());
+    // The job was requeued off the node; the node is back in service.
+    assert!(
+        job_field(&job, "Restarts").parse::<u32>().unwrap_or(0) >= 1,
+        "{}",
+        with_infra(|i| i.slurm.job_line(&job).unwrap())
+    );
+    assert!(
+        !slurm_node("n17").contains("DRAIN"),
+        "{}",
+        slurm_node("n17")
+    );
+    assert!(!kube_unschedulable("n17"));
+    let _ = with_infra(|i| i.slurm.run("scancel", &[&job]));
+
+    // The second fall within 7 days: RMA, never another power cycle.
+    let t1 = now_pair();
+    run.play(
+        r#"
+[[event]]
+node = "n17"
+kind = "gpu.xid"
+gpu = 3
+data = { code = 79 }
+"#,
+        Duration::ZERO,
+    );
+    let audits = run.wait_audit("the RMA", LONG, |a| {
+        Run::chain(a, "rma", "node/n17").contains(&"paged".to_owned())
+    });
+    assert_eq!(
+        run.asked(),
+        asked(&[
+            ("reboot_node", "node/n17"),
+            ("reboot_node", "node/n18"),
+            ("rma", "node/n17")
+        ])
+    );
+    assert_eq!(cycles(&bmc17), 1, "no second power cycle");
+    assert_eq!(
+        Run::chain(&audits, "rma", "node/n17"),
+        [
+            "received",
+            "allowed:cordon",
+            "started:cordon",
+            "succeeded:cordon",
+            "allowed:drain",
+            "started:drain",
+            "succeeded:drain",
+            "started:rma",
+            "succeeded:rma",
+            "paged"
+        ]
+    );
+    // Out of service for the hardware team, not returned.
+    assert!(slurm_node("n17").contains("DRAIN"), "{}", slurm_node("n17"));
+    assert!(kube_unschedulable("n17"));
+    run.time_to(&audits, t1, "rma", "node/n17", "cordon");
+    let pages = run.pages();
+    assert!(
+        pages
+            .iter()
+            .any(|p| p.team == "hardware" && p.target == "node/n17" && p.status == "firing"),
+        "{pages:?}"
+    );
+    run.no_secrets();
+}
