@@ -254,6 +254,19 @@ fn gpu_of(req: &ActionRequest) -> Option<String> {
     })
 }
 
+/// Whether a step takes the node itself out of service (not only a job).
+fn takes_node_out(kind: StepKind) -> bool {
+    matches!(
+        kind,
+        StepKind::Cordon
+            | StepKind::Drain
+            | StepKind::ResetGpu
+            | StepKind::PowerCycle
+            | StepKind::PowerOff
+            | StepKind::PowerOn
+    )
+}
+
 /// Whether the request asks to wait for the job boundary before it takes
 /// running work away (`when = "job_boundary"`, `at = "checkpoint"`).
 fn deferred(req: &ActionRequest) -> bool {
@@ -841,11 +854,18 @@ impl Worker {
                 None => return End::Failed,
             };
         }
-        let first_destructive = plan.steps.iter().position(|s| s.kind.is_destructive());
+        // Cooldown and the attempt budget stop node remediation loops: a
+        // plan that only restarts a job (requeue_jobs) is not one, and must
+        // not hold back the drain that may follow it.
+        let first_destructive = plan
+            .steps
+            .iter()
+            .position(|s| s.kind.is_destructive())
+            .filter(|_| plan.steps.iter().any(|s| takes_node_out(s.kind)));
         // An intent in the state at the start of a run is a crash's: that
         // step is observed, not repeated.
         let mut found_intent = st.intent.as_ref().is_some_and(|i| i.action == req.id);
-        let mut plan_start_pending = st.step == 0 && !st.owned.any();
+        let mut plan_start_pending = st.step == 0 && !st.owned.any() && first_destructive.is_some();
         let mut first_call = st.step == 0;
         let mut i = st.step as usize;
         while i < plan.steps.len() {
@@ -869,7 +889,7 @@ impl Worker {
                     let ask = Ask {
                         target: &ask_target,
                         step: step.kind,
-                        plan_start: plan_start_pending && Some(i) >= first_destructive,
+                        plan_start: plan_start_pending && first_destructive.is_some_and(|f| i >= f),
                         attempts: &snap.attempts,
                         cooldown_until: snap.cooldown_until,
                         hands_off: plan.steps.iter().any(|s| s.kind == StepKind::Rma),

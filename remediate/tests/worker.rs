@@ -637,3 +637,21 @@ async fn an_app_restart_waiting_behind_a_deferred_reset_is_the_boundary() {
         Submitted::Duplicate
     );
 }
+
+#[tokio::test]
+async fn app_restarts_do_not_start_a_cooldown_that_blocks_the_drain_after_them() {
+    let r = rig(4);
+    for (i, job) in ["j-a", "j-b", "j-c"].iter().enumerate() {
+        let mut req = request("n2", "restart_app");
+        req.id = ActionRequest::make_id(&format!("inc-{i}"), &req.target, "restart_app", 0);
+        req.params.insert("job".into(), (*job).into());
+        r.worker.submit(req).await.unwrap();
+        assert!(r.worker.wait_idle(Duration::from_secs(5)).await);
+    }
+    r.worker.submit(request("n2", "drain_node")).await.unwrap();
+    assert!(r.worker.wait_idle(Duration::from_secs(5)).await);
+    let t = decisions(&r.journal, "n2");
+    assert!(!t.iter().any(|d| d.starts_with("refused")), "{t:?}");
+    assert!(t.contains(&"succeeded:cordon".to_owned()), "{t:?}");
+    assert!(r.fleet.node("n2").unwrap().unschedulable);
+}
