@@ -25,7 +25,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -51,7 +51,7 @@ const FLEET: u32 = 96;
 /// Kubernetes. Every other node of the fleet exists only in the inventory,
 /// so a step on one of them fails, and the test sees it.
 const TOUCHABLE: &[&str] = &[
-    "n11", "n12", "n13", "n17", "n18", "n42", "n43", "n50", "n60", "n70", "n88", "n90",
+    "n11", "n13", "n17", "n18", "n20", "n42", "n43", "n50", "n60", "n70", "n88", "n90",
 ];
 const TEAMS: &[&str] = &["hardware", "network", "gpu-platform"];
 
@@ -432,16 +432,13 @@ impl Run {
         }
     }
 
-    /// Waits for the actions topic to hold at least `n` requests.
-    fn wait_actions(&self, n: usize, limit: Duration) -> Vec<(String, String)> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let a = self.asked();
-            if a.len() >= n || Instant::now() > deadline {
-                return a;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
+    /// The pages that fired (a fan-in incident that resolves resolves its
+    /// page too; only the firing ones are compared).
+    fn firing(&self) -> Vec<Paged> {
+        self.pages()
+            .into_iter()
+            .filter(|p| p.status == "firing")
+            .collect()
     }
 
     fn pages(&self) -> Vec<Paged> {
@@ -472,12 +469,15 @@ impl Run {
     }
 
     /// The decisions on `action`, in order (`received`, `allowed:cordon`...).
+    /// A page to several receivers shows as one `paged`.
     fn chain(audits: &[AuditRecord], plan: &str, target: &str) -> Vec<String> {
-        audits
+        let mut v: Vec<String> = audits
             .iter()
             .filter(|r| r.plan.as_deref() == Some(plan) && request_target(r) == target)
             .map(|r| describe(&r.entry))
-            .collect()
+            .collect();
+        v.dedup_by(|a, b| a == "paged" && b == "paged");
+        v
     }
 
     /// Checks the causal chain of the action for (`plan`, `target`): one
@@ -685,14 +685,6 @@ fn returned(audits: &[AuditRecord], plan: &str, target: &str) -> bool {
     })
 }
 
-fn ended(audits: &[AuditRecord], plan: &str, target: &str) -> bool {
-    audits.iter().any(|r| {
-        r.plan.as_deref() == Some(plan)
-            && r.target.to_string() == target
-            && matches!(r.entry, AuditEntry::Returned | AuditEntry::Escalated { .. })
-    })
-}
-
 /// Power cycles the simulated BMC went through (off, then on).
 fn cycles(bmc: &SimulatedBmc) -> usize {
     bmc.view().power_offs()
@@ -835,4 +827,598 @@ data = { code = 79 }
         "{pages:?}"
     );
     run.no_secrets();
+}
+
+/// Waits until the chain of (`plan`, audit `target`) holds `step`.
+fn wait_step(run: &Run, plan: &str, target: &str, step: &str) -> Vec<AuditRecord> {
+    run.wait_audit(&format!("{step} of {plan} on {target}"), LONG, |a| {
+        Run::chain(a, plan, target).iter().any(|d| d == step)
+    })
+}
+
+const RESET_CHAIN: &[&str] = &[
+    "received",
+    "allowed:cordon",
+    "started:cordon",
+    "succeeded:cordon",
+    "allowed:drain",
+    "started:drain",
+    "succeeded:drain",
+    "allowed:reset_gpu",
+    "intent:reset_gpu",
+    "started:reset_gpu",
+    "succeeded:reset_gpu",
+    "started:verify",
+    "succeeded:verify",
+    "started:uncordon",
+    "succeeded:uncordon",
+    "returned",
+];
+
+const DRAIN_CHAIN: &[&str] = &[
+    "received",
+    "allowed:cordon",
+    "started:cordon",
+    "succeeded:cordon",
+    "allowed:drain",
+    "started:drain",
+    "succeeded:drain",
+    "started:page",
+    "succeeded:page",
+    "paged",
+];
+
+/// Scenario 2, the memory ladder: Xid 63 flags a GPU reset for the job
+/// boundary (the node takes no new work; its job runs on); the Xid 94 that
+/// follows restarts the app only, and that restart is the boundary where
+/// the reset happens. Xid 64 (n20) drains for diagnostics. Xid 95 drains and
+/// resets the GPU.
+#[test]
+fn scenario_02_memory_ladder() {
+    let bmc11 = SimulatedBmc::start().unwrap();
+    let bmc13 = SimulatedBmc::start().unwrap();
+    let mut run = Run::start("scenario 2", &[("n11", &bmc11), ("n13", &bmc13)]);
+    let job = job_on("n11");
+    wait_job_running(&job);
+    let t0 = now_pair();
+    let (ev63, _) = run.play(
+        &format!(
+            "[[event]]\nnode = \"n11\"\nkind = \"gpu.xid\"\ngpu = 2\ndata = {{ code = 63 }}\nlabels = {{ job = \"{job}\" }}\n"
+        ),
+        Duration::ZERO,
+    );
+    wait_step(&run, "reset_gpu", "node/n11", "started:drain");
+    run.time_to(&run.audits(), t0, "reset_gpu", "node/n11", "cordon");
+    // Flagged: no new work on the node, the running job untouched.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(slurm_node("n11").contains("DRAIN"), "{}", slurm_node("n11"));
+    assert_eq!(job_field(&job, "JobState"), "RUNNING");
+    assert_eq!(job_field(&job, "Restarts"), "0");
+    assert!(run.resets().is_empty());
+
+    // Hours later in the real world: Xid 94, a contained error.
+    run.play(
+        &format!(
+            "[[event]]\nnode = \"n11\"\nkind = \"gpu.xid\"\ngpu = 2\ndata = {{ code = 94 }}\nlabels = {{ job = \"{job}\" }}\n\
+             [[event]]\nat = \"1s\"\nnode = \"n20\"\nkind = \"gpu.xid\"\ngpu = 5\ndata = {{ code = 64 }}\n\
+             [[event]]\nat = \"1s\"\nnode = \"n13\"\nkind = \"gpu.xid\"\ngpu = 0\ndata = {{ code = 95 }}\n"
+        ),
+        Duration::ZERO,
+    );
+    let audits = run.wait_audit("the reset, the drain and the second reset", LONG, |a| {
+        returned(a, "reset_gpu", "node/n11")
+            && returned(a, "reset_gpu", "node/n13")
+            && Run::chain(a, "drain_node", "node/n20").contains(&"paged".to_owned())
+    });
+    assert_eq!(
+        run.asked(),
+        asked(&[
+            ("drain_node", "node/n20"),
+            ("reset_gpu", "gpu/n11/2"),
+            ("reset_gpu", "gpu/n13/0"),
+            ("restart_app", "node/n11"),
+        ])
+    );
+    run.check_chain(
+        &audits,
+        "reset_gpu",
+        "gpu/n11/2",
+        "xid-row-remap-pending",
+        &[&ev63[0]],
+    );
+    assert_eq!(Run::chain(&audits, "reset_gpu", "node/n11"), RESET_CHAIN);
+    // The restart was the boundary: done by the reset's drain, once.
+    assert_eq!(
+        Run::chain(&audits, "restart_app", "node/n11"),
+        ["received", "already_done:requeue_jobs"]
+    );
+    assert_eq!(job_field(&job, "Restarts"), "1");
+    assert_eq!(Run::chain(&audits, "drain_node", "node/n20"), DRAIN_CHAIN);
+    assert_eq!(Run::chain(&audits, "reset_gpu", "node/n13"), RESET_CHAIN);
+    let mut resets = run.resets();
+    resets.sort();
+    assert_eq!(resets, ["n11 2", "n13 0"]);
+    assert_eq!(cycles(&bmc11) + cycles(&bmc13), 0, "no reboot");
+    assert!(
+        slurm_node("n20").contains("DRAIN"),
+        "n20 stays out for diagnostics"
+    );
+    run.time_to(&audits, t0, "drain_node", "node/n20", "cordon");
+    let _ = with_infra(|i| i.slurm.run("scancel", &[&job]));
+    run.no_secrets();
+}
+
+/// Scenario 3: Xid 62 then Xid 154 naming the recovery: "-> 0x1" (GPU
+/// reset) resets the GPU; "-> 0x2" (node reboot) reboots. The 154 decides,
+/// not the 62's default.
+#[test]
+fn scenario_03_act_on_the_recovery_action() {
+    let bmc42 = SimulatedBmc::start().unwrap();
+    let bmc43 = SimulatedBmc::start().unwrap();
+    let mut run = Run::start("scenario 3", &[("n42", &bmc42), ("n43", &bmc43)]);
+    let t0 = now_pair();
+    run.play(
+        r#"
+[[event]]
+node = "n42"
+kind = "gpu.xid"
+gpu = 6
+data = { code = 62 }
+[[event]]
+at = "1s"
+node = "n42"
+kind = "gpu.xid"
+gpu = 6
+data = { code = 154, recovery_action = { action = 2, previous = 0 } }
+[[event]]
+node = "n43"
+kind = "gpu.xid"
+gpu = 1
+data = { code = 62 }
+[[event]]
+at = "1s"
+node = "n43"
+kind = "gpu.xid"
+gpu = 1
+data = { code = 154, recovery_action = { action = 1, previous = 0 } }
+"#,
+        Duration::ZERO,
+    );
+    let audits = run.wait_audit("the reboot and the reset", LONG, |a| {
+        returned(a, "reboot_node", "node/n42") && returned(a, "reset_gpu", "node/n43")
+    });
+    // Past the Xid 62 rules' 10 s hold: they were claimed, never acted.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        run.asked(),
+        asked(&[("reboot_node", "node/n42"), ("reset_gpu", "gpu/n43/1")])
+    );
+    assert_eq!(Run::chain(&audits, "reboot_node", "node/n42"), REBOOT_CHAIN);
+    assert_eq!(Run::chain(&audits, "reset_gpu", "node/n43"), RESET_CHAIN);
+    assert_eq!(cycles(&bmc42), 1);
+    assert_eq!(cycles(&bmc43), 0);
+    assert_eq!(run.resets(), ["n43 1"]);
+    run.time_to(&audits, t0, "reboot_node", "node/n42", "power_cycle");
+    run.time_to(&audits, t0, "reset_gpu", "node/n43", "reset_gpu");
+}
+
+/// Scenario 4: leaf-3 (n65-n96) dies; its 32 nodes report link_downed
+/// within 5 s. The switch is blamed, the network team paged, no node is
+/// cordoned (so no budget is used).
+#[test]
+fn scenario_04_leaf_switch_down() {
+    let mut run = Run::start("scenario 4", &[]);
+    let t0 = now_pair();
+    run.play(
+        r#"
+[[event]]
+node = "n[65-96]"
+every = "150ms"
+kind = "net.ib_counter"
+data = { counter = "link_downed", delta = 1, device = "mlx5_0", port = 1 }
+"#,
+        Duration::ZERO,
+    );
+    let audits = run.wait_audit("the switch page", LONG, |a| {
+        Run::chain(a, "page", "leaf_switch/leaf-3").contains(&"paged".to_owned())
+    });
+    run.time_to(&audits, t0, "page", "leaf_switch/leaf-3", "page");
+    // Past the per-node rule's 15 s hold: every node incident was claimed.
+    std::thread::sleep(Duration::from_secs(20));
+    assert_eq!(run.asked(), asked(&[("page", "leaf_switch/leaf-3")]));
+    let audits = run.audits();
+    assert!(
+        !audits
+            .iter()
+            .any(|r| matches!(&r.entry, AuditEntry::Allowed { .. })),
+        "no destructive step was even asked for"
+    );
+    assert_eq!(
+        run.firing(),
+        paged(&[("network", "firing", "leaf_switch/leaf-3")])
+    );
+    let suppressed = run
+        .incidents()
+        .iter()
+        .filter(|i| i.rule == "ib-link-down" && i.parent.is_some())
+        .map(|i| i.blame.to_string())
+        .collect::<BTreeSet<_>>();
+    assert_eq!(suppressed.len(), 32, "{suppressed:?}");
+}
+
+/// Scenario 5: Xid 119 on 40 nodes of the same driver within minutes: the
+/// driver is blamed, the GPU platform team paged, no GPU reset anywhere.
+#[test]
+fn scenario_05_driver_regression() {
+    let mut run = Run::start("scenario 5", &[]);
+    // Played as if it began 3 minutes ago, so the per-GPU rule's 2 minute
+    // hold is over when the test looks.
+    let t0 = now_pair();
+    run.play(
+        r#"
+[[event]]
+node = "n[49-88]"
+every = "2s"
+kind = "gpu.xid"
+gpu = 0
+data = { code = 119 }
+"#,
+        Duration::from_secs(180),
+    );
+    let audits = run.wait_audit("the driver page", LONG, |a| {
+        Run::chain(a, "page", "driver_version/580.95.05").contains(&"paged".to_owned())
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(run.asked(), asked(&[("page", "driver_version/580.95.05")]));
+    assert_eq!(
+        run.firing(),
+        paged(&[("gpu-platform", "firing", "driver_version/580.95.05")])
+    );
+    assert_eq!(
+        run.incidents()
+            .iter()
+            .filter(|i| i.rule == "xid-gsp-error" && i.parent.is_some())
+            .count(),
+        40
+    );
+    let _ = (audits, t0);
+}
+
+/// Scenario 6: a job's ranks time out in NCCL; the rank on n60 reports no
+/// traffic: n60 alone is drained (its job requeued), the job's owner told.
+#[test]
+fn scenario_06_hung_rank() {
+    let mut run = Run::start("scenario 6", &[]);
+    let job = job_on("n60");
+    wait_job_running(&job);
+    let t0 = now_pair();
+    run.play(
+        r#"
+[[event]]
+node = "n[53-59]"
+kind = "job.nccl_timeout"
+data = { job = "llm-1", rank = 0 }
+at = "80s"
+[[event]]
+node = "n[61-68]"
+kind = "job.nccl_timeout"
+data = { job = "llm-1", rank = 0 }
+at = "80s"
+[[event]]
+node = "n60"
+kind = "job.step"
+data = { job = "llm-1", rank = 60, step = 100, step_time_s = 0.0, traffic_bytes = 0 }
+every = "10s"
+repeat = 9
+[[event]]
+node = "n59"
+kind = "job.step"
+data = { job = "llm-1", rank = 59, step = 100, step_time_s = 1.0, traffic_bytes = 1000000 }
+every = "10s"
+repeat = 9
+"#,
+        Duration::from_secs(90),
+    );
+    let audits = run.wait_audit("n60's drain", LONG, |a| {
+        Run::chain(a, "drain_node", "node/n60").contains(&"paged".to_owned())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        run.asked(),
+        asked(&[("drain_node", "node/n60"), ("notify", "job/llm-1")])
+    );
+    assert_eq!(Run::chain(&audits, "drain_node", "node/n60"), DRAIN_CHAIN);
+    assert_eq!(job_field(&job, "Restarts"), "1", "its job requeued");
+    let _ = with_infra(|i| i.slurm.run("scancel", &[&job]));
+    let _ = t0;
+}
+
+/// Scenario 7: every rank of one job logs Xid 13 within a second: the job
+/// is blamed and its owner told, no node touched. The same Xid 31 on n70
+/// across three jobs: the node is suspected and drained.
+#[test]
+fn scenario_07_app_bug_or_bad_node() {
+    let mut run = Run::start("scenario 7", &[]);
+    let t0 = now_pair();
+    run.play(
+        r#"
+[[event]]
+node = "n[73-80]"
+every = "100ms"
+kind = "gpu.xid"
+gpu = 0
+labels = { job = "job-7" }
+data = { code = 13 }
+[[event]]
+node = "n70"
+kind = "gpu.xid"
+gpu = 1
+labels = { job = "j-a" }
+data = { code = 31 }
+[[event]]
+at = "1s"
+node = "n70"
+kind = "gpu.xid"
+gpu = 1
+labels = { job = "j-b" }
+data = { code = 31 }
+[[event]]
+at = "2s"
+node = "n70"
+kind = "gpu.xid"
+gpu = 1
+labels = { job = "j-c" }
+data = { code = 31 }
+"#,
+        Duration::ZERO,
+    );
+    let audits = run.wait_audit("n70's drain and the job notice", LONG, |a| {
+        Run::chain(a, "drain_node", "node/n70").contains(&"paged".to_owned())
+            && Run::chain(a, "notify", "job/job-7").contains(&"paged".to_owned())
+    });
+    // Past the app rule's 5 s hold: the job-7 faults were claimed.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(
+        run.asked(),
+        asked(&[
+            ("drain_node", "node/n70"),
+            ("notify", "job/job-7"),
+            ("restart_app", "node/n70"),
+            ("restart_app", "node/n70"),
+            ("restart_app", "node/n70"),
+        ])
+    );
+    assert_eq!(Run::chain(&audits, "drain_node", "node/n70"), DRAIN_CHAIN);
+    for n in 73..=80 {
+        assert!(
+            !audits
+                .iter()
+                .any(|r| r.target.to_string() == format!("node/n{n}")),
+            "n{n} was touched"
+        );
+    }
+    run.time_to(&audits, t0, "notify", "job/job-7", "notify");
+    run.time_to(&audits, t0, "drain_node", "node/n70", "cordon");
+}
+
+/// Scenario 8: n50 runs 10% slow with the hardware thermal slowdown bit:
+/// it is drained at the job boundary (the checkpoint), not mid-step. A
+/// site-wide 1-2% slowdown (power capping) does nothing.
+#[test]
+fn scenario_08_straggler() {
+    let mut run = Run::start("scenario 8", &[]);
+    let job = job_on("n50");
+    wait_job_running(&job);
+    run.play(
+        r#"
+[[event]]
+node = "n50"
+kind = "gpu.thermal"
+gpu = 2
+data = { gpu_temp_c = 91.0, clock_event_reasons = 64, throttle = ["hw_thermal"] }
+every = "10s"
+repeat = 16
+[[event]]
+node = "n[51-58]"
+kind = "gpu.thermal"
+gpu = 0
+data = { gpu_temp_c = 70.0, clock_event_reasons = 4, throttle = ["sw_power_cap"] }
+[[event]]
+node = "n[51-58]"
+kind = "job.step"
+data = { job = "llm-2", rank = 1, step = 10, step_time_s = 1.02, traffic_bytes = 5000000 }
+"#,
+        Duration::from_secs(160),
+    );
+    wait_step(&run, "drain_node", "node/n50", "started:drain");
+    std::thread::sleep(Duration::from_secs(3));
+    // Cordoned, waiting: the job runs on to its checkpoint.
+    assert!(slurm_node("n50").contains("DRAIN"), "{}", slurm_node("n50"));
+    assert_eq!(job_field(&job, "JobState"), "RUNNING");
+    assert_eq!(job_field(&job, "Restarts"), "0");
+    // The job ends at its checkpoint: the drain completes.
+    with_infra(|i| i.slurm.run("scancel", &[&job]).unwrap());
+    let audits = run.wait_audit("n50's drain", LONG, |a| {
+        Run::chain(a, "drain_node", "node/n50").contains(&"paged".to_owned())
+    });
+    assert_eq!(Run::chain(&audits, "drain_node", "node/n50"), DRAIN_CHAIN);
+    let detail = audits
+        .iter()
+        .find_map(|r| match &r.entry {
+            AuditEntry::StepSucceeded { step, detail } if step == "drain" => detail.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert!(detail.contains("job boundary after"), "{detail}");
+    assert!(detail.contains("requeued []"), "{detail}");
+    assert_eq!(run.asked(), asked(&[("drain_node", "node/n50")]));
+}
+
+/// Scenario 9: noise and idempotency. Replays at 5 a minute, a corrected
+/// RxErr burst and counters reset by a reboot are metrics only; the same
+/// Xid 79 delivered twice, and its action delivered twice, power-cycle
+/// once; a node in planned maintenance is left alone.
+#[test]
+fn scenario_09_noise_and_idempotency() {
+    let bmc90 = SimulatedBmc::start().unwrap();
+    let bmc92 = SimulatedBmc::start().unwrap();
+    let mut run = Run::start("scenario 9", &[("n90", &bmc90), ("n92", &bmc92)]);
+    let t0 = now_pair();
+    run.play(
+        r#"
+[[event]]
+node = "n91"
+kind = "gpu.pcie_replay"
+gpu = 0
+data = { delta = 1, total = 10 }
+every = "12s"
+repeat = 15
+[[event]]
+at = "100s"
+node = "n93"
+kind = "pcie.aer"
+data = { severity = "corrected", layer = "physical", errors = ["RxErr"] }
+every = "100ms"
+repeat = 30
+[[event]]
+at = "110s"
+node = "n94"
+kind = "gpu.pcie_replay"
+gpu = 0
+data = { delta = 0, total = 0, reset = true }
+[[event]]
+at = "110s"
+node = "n94"
+kind = "net.ib_counter"
+data = { counter = "link_downed", delta = 0, total = 0, reset = true }
+[[event]]
+at = "170s"
+node = "n92"
+kind = "node.maintenance"
+data = { state = "start", reason = "firmware" }
+[[event]]
+at = "175s"
+node = "n92"
+kind = "gpu.xid"
+gpu = 3
+data = { code = 79 }
+[[event]]
+at = "178s"
+node = "n90"
+kind = "gpu.xid"
+gpu = 3
+data = { code = 79 }
+id = "kmsg-n90-1042"
+[[event]]
+at = "179s"
+node = "n90"
+kind = "gpu.xid"
+gpu = 3
+data = { code = 79 }
+id = "kmsg-n90-1042"
+"#,
+        Duration::from_secs(180),
+    );
+    let audits = run.wait_audit("n90's reboot", LONG, |a| {
+        returned(a, "reboot_node", "node/n90")
+    });
+    // The same action delivered again (a Kafka redelivery): audited, not run.
+    let action = run
+        .actions()
+        .into_iter()
+        .find(|a| a.target.to_string() == "node/n90")
+        .unwrap();
+    let producer = pitcrew_bus::Producer::new(&run.cfg.kafka, BusMetrics::default()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(producer.send_message(&run.cfg.topics.actions.name, &action))
+        .unwrap();
+    let audits2 = run.wait_audit("the redelivery", LONG, |a| {
+        Run::chain(a, "reboot_node", "node/n90").contains(&"duplicate".to_owned())
+    });
+    assert_eq!(
+        run.asked().len(),
+        2,
+        "the one request, and its redelivery: {:?}",
+        run.actions()
+    );
+    assert_eq!(
+        run.asked()
+            .iter()
+            .filter(|a| *a == &("reboot_node".to_owned(), "node/n90".to_owned()))
+            .count(),
+        2
+    );
+    let mut chain = REBOOT_CHAIN.to_vec();
+    chain.push("duplicate");
+    assert_eq!(Run::chain(&audits2, "reboot_node", "node/n90"), chain);
+    assert_eq!(cycles(&bmc90), 1, "power-cycled once");
+    assert_eq!(cycles(&bmc92), 0, "maintenance: left alone");
+    let incidents = run.incidents();
+    assert!(
+        incidents.iter().any(|i| i.blame.to_string() == "node/n92"
+            && i.labels.get("suppressed_by").map(String::as_str) == Some("maintenance")),
+        "the maintenance suppression is on record"
+    );
+    for noisy in ["n91", "n93", "n94"] {
+        assert!(
+            !incidents
+                .iter()
+                .any(|i| i.events.iter().any(|e| e.contains(noisy))
+                    || i.blame.to_string().contains(&format!("{noisy}/"))
+                    || i.blame.to_string() == format!("node/{noisy}")),
+            "{noisy} raised an incident"
+        );
+    }
+    run.time_to(&audits, t0, "reboot_node", "node/n90", "cordon");
+}
+
+/// Scenario 10: n88 is in three failed jobs within 7 days while every
+/// check passes: drain it for deep diagnostics.
+#[test]
+fn scenario_10_lemon_node() {
+    let mut run = Run::start("scenario 10", &[]);
+    let job = job_on("n88");
+    wait_job_running(&job);
+    let t0 = now_pair();
+    let (events, _) = run.play(
+        r#"
+[[event]]
+node = "n88"
+kind = "job.finished"
+data = { job = "1001", outcome = "failed", exit_code = 1 }
+[[event]]
+at = "1s"
+node = "n88"
+kind = "job.finished"
+data = { job = "1002", outcome = "node_fail" }
+[[event]]
+at = "2s"
+node = "n87"
+kind = "job.finished"
+data = { job = "1003", outcome = "completed", exit_code = 0 }
+[[event]]
+at = "3s"
+node = "n88"
+kind = "job.finished"
+data = { job = "1004", outcome = "failed", exit_code = 137 }
+"#,
+        Duration::ZERO,
+    );
+    let audits = run.wait_audit("n88's drain", LONG, |a| {
+        Run::chain(a, "drain_node", "node/n88").contains(&"paged".to_owned())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(run.asked(), asked(&[("drain_node", "node/n88")]));
+    let lemon: Vec<&Event> = events.iter().filter(|e| e.node == "n88").collect();
+    let action = run.check_chain(&audits, "drain_node", "node/n88", "lemon-node", &lemon);
+    assert_eq!(
+        action.params.get("diagnostics").and_then(|v| v.as_str()),
+        Some("deep")
+    );
+    assert_eq!(Run::chain(&audits, "drain_node", "node/n88"), DRAIN_CHAIN);
+    assert_eq!(job_field(&job, "Restarts"), "1");
+    assert!(slurm_node("n88").contains("DRAIN"));
+    assert!(kube_unschedulable("n88"));
+    run.time_to(&audits, t0, "drain_node", "node/n88", "cordon");
+    let _ = with_infra(|i| i.slurm.run("scancel", &[&job]));
 }

@@ -246,6 +246,12 @@ impl Player {
             }
             let mut e = e.clone();
             e.time = start.add_nanos(offset);
+            // Times inside the data are on the script's clock too.
+            if let EventData::NodeMaintenance(m) = &mut e.data {
+                if let Some(until) = m.until {
+                    m.until = Some(start.add_nanos(until.unix_nanos() - TEST_EPOCH.unix_nanos()));
+                }
+            }
             e.id = format!("{}-{}", self.run, e.id);
             out.push(e);
             self.next += 1;
@@ -266,6 +272,29 @@ impl Player {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn times_inside_the_data_move_with_the_clock() {
+        let s = Scenario::parse(
+            "m.toml",
+            "[[event]]\nat = \"5s\"\nnode = \"n1\"\nkind = \"node.maintenance\"\ndata = { state = \"start\", reason = \"fw\" }\n",
+        )
+        .unwrap();
+        let written = match &s.events[0].data {
+            EventData::NodeMaintenance(m) => m.until.unwrap(),
+            d => panic!("{d:?}"),
+        };
+        let start = Timestamp::from_unix_nanos(4_000_000_000_000_000_000);
+        let mut p = Player::new(&s, "r");
+        let e = p.due(start, Span::from_secs(10)).remove(0);
+        let EventData::NodeMaintenance(m) = &e.data else {
+            panic!()
+        };
+        assert_eq!(
+            m.until.unwrap().unix_nanos() - start.unix_nanos(),
+            written.unix_nanos() - TEST_EPOCH.unix_nanos()
+        );
+    }
 
     #[test]
     fn a_round_is_every_live_node_and_its_shape_is_known() {

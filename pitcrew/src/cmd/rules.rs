@@ -358,7 +358,9 @@ impl RulesService {
             StageKind::Node,
             cfg.clone(),
             format!("{}-node", args.group_id),
-            format!("{instance}-node"),
+            // The group in the id too: two fleets' stages on one Kafka
+            // cluster with the same instance name must not fence each other.
+            format!("{}-node@{instance}", args.group_id),
             rx.clone(),
             metrics.clone(),
             bus_metrics.clone(),
@@ -369,7 +371,7 @@ impl RulesService {
             StageKind::Group,
             cfg,
             format!("{}-group", args.group_id),
-            format!("{instance}-group"),
+            format!("{}-group@{instance}", args.group_id),
             rx,
             metrics.clone(),
             bus_metrics.clone(),
