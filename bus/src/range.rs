@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -11,14 +14,31 @@ use crate::{BusError, KafkaConfig};
 
 /// A consumer that is assigned partitions by hand, commits nothing, reads
 /// only committed transactions and says when it reached a partition's end.
-fn reader(cfg: &KafkaConfig, group: &str) -> Result<BaseConsumer, BusError> {
+/// The end of a partition is how a range read knows it is done, not an
+/// error: librdkafka's default context would log each one at error level.
+struct RangeContext;
+
+impl ClientContext for RangeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+        }
+    }
+}
+
+impl ConsumerContext for RangeContext {}
+
+fn reader(cfg: &KafkaConfig, group: &str) -> Result<BaseConsumer<RangeContext>, BusError> {
     let mut cc = cfg.client_config()?;
     cc.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true");
-    cc.create().map_err(BusError::from_client_creation)
+    cc.create_with_context(RangeContext)
+        .map_err(BusError::from_client_creation)
 }
 
 /// Reads `topic`/`partition` from the first offset whose timestamp is at

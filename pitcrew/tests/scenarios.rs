@@ -154,6 +154,8 @@ struct Run {
     producer: Arc<BatchProducer>,
     pump: Arc<AtomicBool>,
     pumping: bool,
+    /// Off when `pitcrew simulate` sends the fleet's heartbeats.
+    heartbeats: bool,
     resets: PathBuf,
     /// The BMCs of the nodes that have one: a node is silent while its
     /// power is off and comes back with a new boot id after each cycle.
@@ -294,6 +296,7 @@ impl Run {
             producer,
             pump: Arc::new(AtomicBool::new(true)),
             pumping: false,
+            heartbeats: true,
             resets,
             power: Arc::new(
                 bmcs.iter()
@@ -318,7 +321,7 @@ impl Run {
         let mut player = Player::new(&script, unique("ev"));
         let scripted = player.due(base, pitcrew_rules::Span(i64::MAX));
         let mut all = scripted.clone();
-        if !self.pumping {
+        if !self.pumping && self.heartbeats {
             let mut t = base;
             while t.unix_nanos() < Timestamp::now().unix_nanos() {
                 all.extend((1..=FLEET).map(|i| heartbeat(&node_name(i), t, 0)));
@@ -328,7 +331,7 @@ impl Run {
         all.sort_by_key(|e| e.time.unix_nanos());
         self.send(&all);
         let arrived = Instant::now();
-        if !self.pumping {
+        if !self.pumping && self.heartbeats {
             self.pumping = true;
             let producer = Arc::clone(&self.producer);
             let topic = self.cfg.topics.events.name.clone();
@@ -897,6 +900,7 @@ fn scenario_02_memory_ladder() {
     assert!(run.resets().is_empty());
 
     // Hours later in the real world: Xid 94, a contained error.
+    let t1 = now_pair();
     run.play(
         &format!(
             "[[event]]\nnode = \"n11\"\nkind = \"gpu.xid\"\ngpu = 2\ndata = {{ code = 94 }}\nlabels = {{ job = \"{job}\" }}\n\
@@ -943,7 +947,7 @@ fn scenario_02_memory_ladder() {
         slurm_node("n20").contains("DRAIN"),
         "n20 stays out for diagnostics"
     );
-    run.time_to(&audits, t0, "drain_node", "node/n20", "cordon");
+    run.time_to(&audits, t1, "drain_node", "node/n20", "cordon");
     let _ = with_infra(|i| i.slurm.run("scancel", &[&job]));
     run.no_secrets();
 }
@@ -1421,4 +1425,150 @@ data = { job = "1004", outcome = "failed", exit_code = 137 }
     assert!(kube_unschedulable("n88"));
     run.time_to(&audits, t0, "drain_node", "node/n88", "cordon");
     let _ = with_infra(|i| i.slurm.run("scancel", &[&job]));
+}
+
+// ---- the end-to-end benchmark ---------------------------------------------
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn report(what: &str, mut v: Vec<Duration>) {
+    v.sort();
+    eprintln!(
+        "bench: {what}: n={} p50 {} ms, p99 {} ms, max {} ms",
+        v.len(),
+        percentile(&v, 0.5).as_millis(),
+        percentile(&v, 0.99).as_millis(),
+        v.last().unwrap().as_millis()
+    );
+}
+
+/// The end-to-end benchmark (docs/benchmarks.md): fault-to-cordon and
+/// fault-to-requeue through `pitcrew run` with `pitcrew simulate` putting
+/// the fleet's telemetry (96 nodes) on the same topic at `BENCH_RATE`
+/// events/s (default 5,000). Faults: an Xid 79 on each of the 12 nodes
+/// with a BMC and a running Slurm job, 4 at a time (the fleet budget):
+/// the time to the cordon call, and to the drain's Slurm requeue done; and
+/// an Xid 94 on 4 GPUs of each node with a job: the time to the app
+/// restart's requeue done. Times run from the fault's acknowledgement by
+/// Kafka to the audit record of the step. Numbers are printed, not
+/// asserted: `cargo test -p pitcrew --release --test scenarios --
+/// --ignored --nocapture bench`.
+#[test]
+#[ignore = "a benchmark: run it with --ignored"]
+fn bench_fault_to_cordon_and_requeue_under_load() {
+    let rate: u64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000);
+    let bmcs: Vec<SimulatedBmc> = TOUCHABLE
+        .iter()
+        .map(|_| SimulatedBmc::start().unwrap())
+        .collect();
+    let pairs: Vec<(&str, &SimulatedBmc)> = TOUCHABLE.iter().copied().zip(bmcs.iter()).collect();
+    let mut run = Run::start("bench", &pairs);
+    run.heartbeats = false;
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_pitcrew"))
+        .args(["--config", run.dir.join("pitcrew.toml").to_str().unwrap()])
+        .args(["--log", "warn", "simulate", "--nodes", "96", "--rate"])
+        .arg(rate.to_string())
+        .env_remove("PITCREW_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let mut to_cordon = Vec::new();
+    let mut to_drain_requeue = Vec::new();
+    for batch in [
+        ["n11", "n17", "n42", "n50"],
+        ["n13", "n18", "n60", "n88"],
+        ["n20", "n43", "n70", "n90"],
+    ] {
+        let jobs: Vec<String> = batch.iter().map(|n| job_on(n)).collect();
+        jobs.iter().for_each(|j| wait_job_running(j));
+        let mut arrivals = Vec::new();
+        for n in batch {
+            let t = now_pair();
+            run.play(
+                &format!("[[event]]\nnode = \"{n}\"\nkind = \"gpu.xid\"\ngpu = 3\ndata = {{ code = 79 }}\n"),
+                Duration::ZERO,
+            );
+            arrivals.push((n, t));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let audits = run.wait_audit("the batch to return", LONG, |a| {
+            batch
+                .iter()
+                .all(|n| returned(a, "reboot_node", &format!("node/{n}")))
+        });
+        for (n, t) in arrivals {
+            let target = format!("node/{n}");
+            to_cordon.push(run.time_to(&audits, t, "reboot_node", &target, "cordon"));
+            let drained = audits
+                .iter()
+                .find(|r| r.target.to_string() == target && describe(&r.entry) == "succeeded:drain")
+                .unwrap()
+                .at;
+            to_drain_requeue.push(Duration::from_nanos(
+                (drained.unix_nanos() - t.1.unix_nanos()).max(0) as u64,
+            ));
+        }
+        for j in &jobs {
+            let _ = with_infra(|i| i.slurm.run("scancel", &[j]));
+        }
+    }
+    let mut to_restart = Vec::new();
+    for gpu in 0..4 {
+        let jobs: Vec<(&str, String)> = TOUCHABLE.iter().map(|n| (*n, job_on(n))).collect();
+        jobs.iter().for_each(|(_, j)| wait_job_running(j));
+        let mut arrivals = Vec::new();
+        for (n, j) in &jobs {
+            let t = now_pair();
+            run.play(
+                &format!("[[event]]\nnode = \"{n}\"\nkind = \"gpu.xid\"\ngpu = {gpu}\ndata = {{ code = 94 }}\nlabels = {{ job = \"{j}\" }}\n"),
+                Duration::ZERO,
+            );
+            arrivals.push((*n, j.clone(), t));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let audits = run.wait_audit("the app restarts", LONG, |a| {
+            a.iter()
+                .filter(|r| {
+                    matches!(&r.entry, AuditEntry::StepSucceeded { step, detail }
+                        if step == "requeue_jobs" && detail.as_deref().is_some_and(|d| d.contains('[') && !d.contains("[]")))
+                })
+                .count()
+                >= TOUCHABLE.len() * (gpu + 1)
+        });
+        for (n, j, t) in arrivals {
+            let done = audits
+                .iter()
+                .find(|r| {
+                    r.target.to_string() == format!("node/{n}")
+                        && matches!(&r.entry, AuditEntry::StepSucceeded { step, detail }
+                            if step == "requeue_jobs" && detail.as_deref().is_some_and(|d| d.contains(&format!("[{j}]"))))
+                })
+                .unwrap()
+                .at;
+            to_restart.push(Duration::from_nanos(
+                (done.unix_nanos() - t.1.unix_nanos()).max(0) as u64,
+            ));
+            let _ = with_infra(|i| i.slurm.run("scancel", &[&j]));
+        }
+    }
+    let _ = sim.kill();
+    let _ = sim.wait();
+    eprintln!("bench: background {rate} events/s from pitcrew simulate (96 nodes)");
+    report("fault -> cordon call (Xid 79, reboot_node)", to_cordon);
+    report(
+        "fault -> drain's Slurm requeue done (Xid 79, reboot_node)",
+        to_drain_requeue,
+    );
+    report(
+        "fault -> app restart's Slurm requeue done (Xid 94, restart_app)",
+        to_restart,
+    );
 }
