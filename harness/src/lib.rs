@@ -13,6 +13,7 @@ pub mod ipmi;
 pub mod kafka;
 pub mod kube;
 mod process;
+pub mod prometheus;
 pub mod slurm;
 pub mod webhook;
 

@@ -328,7 +328,7 @@ fn test_runs_the_default_packs_tests_and_shows_a_diff_on_failure() {
     let out = pitcrew(&["test", "@default"], None);
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("rule tests: 45 passed, 0 failed"), "{text}");
+    assert!(text.contains("rule tests: 48 passed, 0 failed"), "{text}");
 
     let dir = temp_dir("test");
     let f = dir.join("wrong.toml");

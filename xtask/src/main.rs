@@ -29,6 +29,11 @@ const DEBIAN_PACKAGES: &[(&str, Probe)] = &[
     ("ipmitool", Probe::Command("ipmitool")),
     ("etcd-server", Probe::Command("etcd")),
     ("slurm-wlm", Probe::Command("slurmctld")),
+    ("prometheus", Probe::Command("prometheus")),
+    (
+        "prometheus-alertmanager",
+        Probe::Command("prometheus-alertmanager"),
+    ),
     ("curl", Probe::Command("curl")),
     ("openssl", Probe::Command("openssl")),
     ("procps", Probe::Command("kill")),
@@ -196,10 +201,16 @@ fn test(extra: &[String]) -> Result<()> {
     done(t);
 
     println!("==> total {:.1} s", all.elapsed().as_secs_f64());
+    println!(
+        "benchmarks not run (cargo test ... -- --ignored runs them): {}",
+        totals.benchmarks
+    );
     // The closing line CI reads.
     println!(
         "tests: {} passed, {} failed, {} skipped",
-        totals.passed, totals.failed, totals.ignored
+        totals.passed,
+        totals.failed,
+        totals.ignored.saturating_sub(totals.benchmarks)
     );
     if !status.success() {
         bail!("tests failed: {status}");
@@ -240,10 +251,17 @@ struct Totals {
     passed: u64,
     failed: u64,
     ignored: u64,
+    /// Ignored because they are benchmarks (`#[ignore = "a benchmark..."]`),
+    /// run by hand: not skipped tests.
+    benchmarks: u64,
 }
 
 impl Totals {
     fn add(&mut self, line: &str) {
+        if line.starts_with("test ") && line.contains("... ignored, a benchmark") {
+            self.benchmarks += 1;
+            return;
+        }
         let Some(rest) = line.strip_prefix("test result: ") else {
             return;
         };
@@ -340,5 +358,8 @@ mod tests {
         t.add("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
         t.add("running 3 tests");
         assert_eq!((t.passed, t.failed, t.ignored), (18, 1, 2));
+        t.add("test bench_x ... ignored, a benchmark: run it with --ignored");
+        t.add("test real_one ... ignored");
+        assert_eq!(t.benchmarks, 1);
     }
 }
