@@ -66,10 +66,13 @@ pub struct CollectMetrics {
     pub spool_pending_bytes: Gauge,
     pub kmsg_lost: Counter,
     pub state_entries: Family<SourceLabel, Gauge>,
+    /// This node's telemetry as `pitcrew_node_*`, for the fleet dashboard.
+    pub telemetry: crate::telemetry::TelemetryMetrics,
 }
 
 impl CollectMetrics {
     pub fn register(&self, registry: &mut Registry) {
+        self.telemetry.register(registry);
         let r = registry.sub_registry_with_prefix("pitcrew_collect");
         r.register("events", "Events produced, by source", self.events.clone());
         r.register(
@@ -499,6 +502,7 @@ impl Collector {
             return;
         };
         for ev in events {
+            self.metrics.telemetry.record(ev);
             let outcome = match spool.push(&encode(ev), Priority::of(ev.kind())) {
                 Ok(Pushed::Spooled) => "spooled",
                 Ok(Pushed::DroppedPeriodic) => "dropped_periodic",

@@ -21,3 +21,4 @@ pub mod kmsg;
 pub mod nvml;
 pub mod spool;
 pub mod sysfs;
+pub mod telemetry;

@@ -113,8 +113,8 @@ fn simulate_produces_the_fleet_and_its_scenario_to_kafka() {
         |_, _, _| {},
     )
     .unwrap();
-    // 4 nodes x 49 events a round, about 10 rounds a second for 3 s.
-    assert!(events.len() >= 4 * 49 * 20, "{} events", events.len());
+    // 4 nodes x 57 events a round, about 10 rounds a second for 3 s.
+    assert!(events.len() >= 4 * 57 * 20, "{} events", events.len());
     let xids: Vec<&Event> = events
         .iter()
         .filter(|e| matches!(&e.data, EventData::GpuXid(x) if x.code == 79))

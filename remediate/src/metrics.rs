@@ -52,6 +52,8 @@ pub struct RemediateMetrics {
     pub refusals: Family<ReasonLabel, Counter>,
     /// From the request's time to the first executor call.
     pub request_to_first_call_seconds: Histogram,
+    /// From the fault (the request's time) to the node back in service.
+    pub fault_to_return_seconds: Histogram,
     pub pages: Family<PageLabels, Counter>,
     pub targets: Gauge,
     pub in_flight: Gauge,
@@ -72,6 +74,10 @@ impl Default for RemediateMetrics {
             step_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
             refusals: Family::default(),
             request_to_first_call_seconds: Histogram::new(latency_buckets()),
+            fault_to_return_seconds: Histogram::new(
+                [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0]
+                    .into_iter(),
+            ),
             pages: Family::default(),
             targets: Gauge::default(),
             in_flight: Gauge::default(),
@@ -115,6 +121,12 @@ impl RemediateMetrics {
             "From the action request's time to the first executor call",
             prometheus_client::registry::Unit::Seconds,
             self.request_to_first_call_seconds.clone(),
+        );
+        r.register_with_unit(
+            "fault_to_return",
+            "From the fault (the action request's time) to the node returned to service",
+            prometheus_client::registry::Unit::Seconds,
+            self.fault_to_return_seconds.clone(),
         );
         r.register(
             "pages",

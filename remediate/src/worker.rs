@@ -816,6 +816,11 @@ impl Worker {
             };
             if was_out {
                 inner.metrics.returned.inc();
+                let took = (Timestamp::now().unix_nanos() - req.requested_at.unix_nanos()).max(0);
+                inner
+                    .metrics
+                    .fault_to_return_seconds
+                    .observe(took as f64 / 1e9);
                 self.audit(target, Some(req), AuditEntry::Returned).await;
             }
         }

@@ -75,7 +75,7 @@ impl FleetSpec {
 
     /// Events one sampling round produces with every node alive.
     pub fn events_per_round(&self) -> u64 {
-        u64::from(self.nodes) * (u64::from(self.gpus) * 5 + IB_PORTS as u64 + 1)
+        u64::from(self.nodes) * (u64::from(self.gpus) * 6 + IB_PORTS as u64 + 1)
     }
 }
 
@@ -100,6 +100,7 @@ struct Templates {
     ecc: Event,
     replay: Event,
     nvlink: Event,
+    remap: Event,
     step: Event,
     ib: Event,
 }
@@ -118,6 +119,12 @@ fn quiet(kind: EventKind) -> Event {
         }
         EventData::GpuPcieReplay(x) => x.delta = 0,
         EventData::GpuNvlink(x) => x.delta = 0,
+        EventData::GpuRowRemap(x) => {
+            x.correctable_delta = 0;
+            x.uncorrectable_delta = 0;
+            x.pending = false;
+            x.failure = false;
+        }
         EventData::NetIbCounter(x) => {
             x.counter = IbCounterName::SymbolError;
             x.delta = 0;
@@ -142,6 +149,7 @@ impl Fleet {
                 ecc: quiet(EventKind::GpuEcc),
                 replay: quiet(EventKind::GpuPcieReplay),
                 nvlink: quiet(EventKind::GpuNvlink),
+                remap: quiet(EventKind::GpuRowRemap),
                 step: quiet(EventKind::JobStep),
                 ib: quiet(EventKind::NetIbCounter),
             },
@@ -191,6 +199,7 @@ impl Fleet {
                 push(&self.templates.ecc, Some(g), out);
                 push(&self.templates.replay, Some(g), out);
                 push(&self.templates.nvlink, Some(g), out);
+                push(&self.templates.remap, Some(g), out);
                 push(&self.templates.step, Some(g), out);
                 if let Some(Event {
                     data: EventData::JobStep(s),

@@ -275,6 +275,9 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
     )
     .await?;
     let worker = stages.worker();
+    // The simulated nodes' telemetry, as their agents would expose it.
+    let telemetry = pitcrew_ingest::telemetry::TelemetryMetrics::default();
+    telemetry.register(&mut registry);
     let registry = Arc::new(registry);
     let (addr, _http) =
         crate::http::serve(&args.listen, Arc::clone(&registry), stages.health()).await?;
@@ -297,6 +300,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
     let started = Instant::now();
     let feeder = {
         let (producer, counters, sim) = (Arc::clone(&producer), Arc::clone(&counters), sim.clone());
+        let telemetry = telemetry.clone();
         let topic = bus.topics.events.name.clone();
         let mut fleet = Fleet::new(spec.clone(), run_id.clone());
         let mut player = Player::new(&scenario, run_id);
@@ -319,6 +323,9 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
                     continue;
                 }
                 let n = events.len() as u64;
+                for e in &events {
+                    telemetry.record(e);
+                }
                 let sent = super::simulate::send_events(&producer, &topic, events).await;
                 match sent {
                     Ok(()) => {

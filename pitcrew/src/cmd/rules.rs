@@ -97,6 +97,7 @@ pub(crate) struct RulesMetrics {
     rules_loaded: Gauge,
     assigned: Family<StageLabel, Gauge>,
     eval_seconds: Family<StageLabel, Histogram>,
+    node_info: Family<pitcrew_ingest::telemetry::NodeInfoLabel, Gauge>,
 }
 
 impl Default for RulesMetrics {
@@ -117,12 +118,18 @@ impl Default for RulesMetrics {
             eval_seconds: Family::new_with_constructor(|| {
                 Histogram::new([1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
             }),
+            node_info: Family::default(),
         }
     }
 }
 
 impl RulesMetrics {
     pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pitcrew_node_info",
+            "1 per inventory node, with its rack and leaf switch (for joins)",
+            self.node_info.clone(),
+        );
         let r = registry.sub_registry_with_prefix("pitcrew_rules");
         r.register("events", "Events evaluated, by stage", self.events.clone());
         r.register(
@@ -281,6 +288,16 @@ impl RulesService {
         bus_metrics: &BusMetrics,
         create_topics: bool,
     ) -> anyhow::Result<RulesService> {
+        for n in inventory.nodes() {
+            metrics
+                .node_info
+                .get_or_create(&pitcrew_ingest::telemetry::NodeInfoLabel {
+                    node: n.name.clone(),
+                    rack: n.rack.clone().unwrap_or_default(),
+                    leaf_switch: n.leaf_switch.clone().unwrap_or_default(),
+                })
+                .set(1);
+        }
         let loaded = match load_rules(&args.rules) {
             Ok(l) => l,
             Err(diags) => {
