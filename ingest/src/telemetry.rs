@@ -142,11 +142,7 @@ impl TelemetryMetrics {
             "1 while a clock-event (throttle) reason is active",
             self.throttle.clone(),
         );
-        r.register(
-            "ib_errors",
-            "InfiniBand port counters",
-            self.ib.clone(),
-        );
+        r.register("ib_errors", "InfiniBand port counters", self.ib.clone());
     }
 
     /// Counts or gauges one event.
@@ -178,7 +174,9 @@ impl TelemetryMetrics {
                     .inc();
             }
             EventData::GpuEcc(e) if name(&e.counter) == "volatile" => {
-                self.ecc.get_or_create(&gk("corrected")).inc_by(e.corrected_delta);
+                self.ecc
+                    .get_or_create(&gk("corrected"))
+                    .inc_by(e.corrected_delta);
                 self.ecc
                     .get_or_create(&gk("uncorrected"))
                     .inc_by(e.uncorrected_delta);
@@ -190,8 +188,12 @@ impl TelemetryMetrics {
                 self.remapped_rows
                     .get_or_create(&gk("uncorrectable"))
                     .set(i64::from(r.uncorrectable_total));
-                self.remap_pending.get_or_create(&g()).set(i64::from(r.pending));
-                self.remap_failure.get_or_create(&g()).set(i64::from(r.failure));
+                self.remap_pending
+                    .get_or_create(&g())
+                    .set(i64::from(r.pending));
+                self.remap_failure
+                    .get_or_create(&g())
+                    .set(i64::from(r.failure));
             }
             EventData::GpuPcieReplay(c) if !c.reset => {
                 self.pcie_replays.get_or_create(&g()).inc_by(c.delta);

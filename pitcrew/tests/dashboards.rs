@@ -46,8 +46,11 @@ fn expand(expr: &str) -> String {
 }
 
 fn query(prom: &Prometheus, expr: &str) -> serde_json::Value {
-    let (status, body) = http_get(prom.port(), &format!("/api/v1/query?query={}", encode(expr)))
-        .unwrap_or_else(|| panic!("no answer for {expr}"));
+    let (status, body) = http_get(
+        prom.port(),
+        &format!("/api/v1/query?query={}", encode(expr)),
+    )
+    .unwrap_or_else(|| panic!("no answer for {expr}"));
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     assert_eq!(status, 200, "{expr}: {body}");
     assert_eq!(v["status"], "success", "{expr}: {body}");
@@ -98,7 +101,14 @@ fn every_panel_query_returns_data_from_a_running_pitcrew() {
     );
     let agent_port = pitcrew_harness::free_port().unwrap();
     let agent = Command::new(env!("CARGO_BIN_EXE_pitcrew"))
-        .args(["--log", "error", "collect", "--node", "agent-1", "--no-kmsg"])
+        .args([
+            "--log",
+            "error",
+            "collect",
+            "--node",
+            "agent-1",
+            "--no-kmsg",
+        ])
         .args(["--simulate-gpus", "8", "--interval-ms", "500"])
         .arg("--proc-root")
         .arg(fake.join("proc"))
@@ -165,7 +175,11 @@ fn every_panel_query_returns_data_from_a_running_pitcrew() {
             }
         }
     }
-    assert!(empty.is_empty(), "queries without data:\n{}", empty.join("\n"));
+    assert!(
+        empty.is_empty(),
+        "queries without data:\n{}",
+        empty.join("\n")
+    );
     assert!(checked >= 36, "{checked} queries");
     let _ = std::fs::remove_dir_all(&fake);
 }

@@ -74,10 +74,9 @@ impl Default for RemediateMetrics {
             step_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
             refusals: Family::default(),
             request_to_first_call_seconds: Histogram::new(latency_buckets()),
-            fault_to_return_seconds: Histogram::new(
-                [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0]
-                    .into_iter(),
-            ),
+            fault_to_return_seconds: Histogram::new([
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+            ]),
             pages: Family::default(),
             targets: Gauge::default(),
             in_flight: Gauge::default(),
