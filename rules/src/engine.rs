@@ -1683,6 +1683,14 @@ impl Engine {
     }
 
     /// Incidents open (or held) now, sorted by id.
+    /// Incidents open now (published, not suppressed, not resolved).
+    pub fn open_count(&self) -> usize {
+        self.open
+            .values()
+            .filter(|o| o.held_until.is_none() && o.inc.status == IncidentStatus::Open)
+            .count()
+    }
+
     pub fn open_incidents(&self) -> Vec<&Incident> {
         let mut v: Vec<&Incident> = self.open.values().map(|o| &o.inc).collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));

@@ -98,6 +98,7 @@ pub(crate) struct RulesMetrics {
     assigned: Family<StageLabel, Gauge>,
     eval_seconds: Family<StageLabel, Histogram>,
     node_info: Family<pitcrew_ingest::telemetry::NodeInfoLabel, Gauge>,
+    open_incidents: Family<StageLabel, Gauge>,
 }
 
 impl Default for RulesMetrics {
@@ -119,6 +120,7 @@ impl Default for RulesMetrics {
                 Histogram::new([1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
             }),
             node_info: Family::default(),
+            open_incidents: Family::default(),
         }
     }
 }
@@ -156,6 +158,11 @@ impl RulesMetrics {
             "state_entries",
             "Keys and open incidents held",
             self.state_entries.clone(),
+        );
+        r.register(
+            "open_incidents",
+            "Incidents open now (not suppressed, not resolved)",
+            self.open_incidents.clone(),
         );
         r.register(
             "state_bytes",
@@ -1005,12 +1012,19 @@ fn totals(stage: &Stage) -> (u64, u64) {
 fn update_state_gauges(stage: &Stage, label: &StageLabel) {
     let mut entries = 0;
     let mut bytes = 0;
+    let mut open = 0;
     for s in stage.slots.values() {
         for e in s.engines.values() {
             entries += e.state_entries();
             bytes += e.state_bytes();
+            open += e.open_count();
         }
     }
+    stage
+        .metrics
+        .open_incidents
+        .get_or_create(label)
+        .set(i64::try_from(open).unwrap_or(i64::MAX));
     stage
         .metrics
         .state_entries
