@@ -149,13 +149,9 @@ fn yaml_files_and_chart_templates_parse() {
     }
 }
 
-#[test]
-fn rbac_grants_exactly_what_the_code_calls() {
-    let docs = yaml(
-        "rbac.yaml",
-        &stand_in(&read("deploy/helm/pitcrew/templates/rbac.yaml")),
-    );
-    let grants = |suffix: &str| -> BTreeSet<(String, String)> {
+/// The (resource, verb) pairs the ClusterRole named `*suffix` grants.
+fn grants(docs: &[serde_json::Value], suffix: &str) -> BTreeSet<(String, String)> {
+    {
         let role = docs
             .iter()
             .find(|d| {
@@ -178,9 +174,15 @@ fn rbac_grants_exactly_what_the_code_calls() {
             }
         }
         s
-    };
-    let pair = |r: &str, v: &str| (r.to_owned(), v.to_owned());
-    // Remediation: the kube-rs calls in remediate/src/exec/kube.rs.
+    }
+}
+
+fn pair(r: &str, v: &str) -> (String, String) {
+    (r.to_owned(), v.to_owned())
+}
+
+/// What remediation calls: the kube-rs calls in remediate/src/exec/kube.rs.
+fn used_by_remediate() -> BTreeSet<(String, String)> {
     let kube = read("remediate/src/exec/kube.rs");
     let mut used = BTreeSet::new();
     if kube.contains("api.get(") {
@@ -201,12 +203,100 @@ fn rbac_grants_exactly_what_the_code_calls() {
             "the executor calls {forbidden}: the chart's RBAC must say so"
         );
     }
-    assert_eq!(grants("-remediate"), used);
-    // The node agent: one GET of its own Node.
+    used
+}
+
+fn used_by_collect() -> BTreeSet<(String, String)> {
     let k8s = read("ingest/src/k8s.rs");
     assert!(k8s.contains("/api/v1/nodes/"));
     assert!(!k8s.contains("\"PATCH\"") && !k8s.contains("\"PUT\"") && !k8s.contains("\"POST\""));
-    assert_eq!(grants("-collect"), BTreeSet::from([pair("nodes", "get")]));
+    BTreeSet::from([pair("nodes", "get")])
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_code_calls() {
+    let docs = yaml(
+        "rbac.yaml",
+        &stand_in(&read("deploy/helm/pitcrew/templates/rbac.yaml")),
+    );
+    assert_eq!(grants(&docs, "-remediate"), used_by_remediate());
+    assert_eq!(grants(&docs, "-collect"), used_by_collect());
+}
+
+/// The chart rendered by Helm itself (built once with Go into the harness
+/// cache): it lints, renders with and without an existing Secret, and what
+/// it renders holds the same RBAC, accepted command lines, no secret value
+/// outside the Secret, and non-root central stages.
+#[test]
+fn helm_lints_and_renders_the_chart() {
+    let chart = root().join("deploy/helm/pitcrew");
+    let chart = chart.to_str().unwrap();
+    pitcrew_harness::helm::run(&["lint", "--strict", chart]).unwrap();
+    let text = pitcrew_harness::helm::run(&[
+        "template",
+        "fleet",
+        chart,
+        "--namespace",
+        "pitcrew",
+        "--set",
+        "secrets.bmcPassword=bmc-secret-value,secrets.webhookUrl=https://hooks.example/x,secrets.adminToken=admin-secret-value",
+    ])
+    .unwrap();
+    let docs: Vec<serde_json::Value> = yaml("helm template", &text)
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
+    assert_eq!(grants(&docs, "-remediate"), used_by_remediate());
+    assert_eq!(grants(&docs, "-collect"), used_by_collect());
+    let mut kinds = BTreeSet::new();
+    for d in &docs {
+        let kind = d["kind"].as_str().unwrap().to_owned();
+        if kind != "Secret" {
+            let s = d.to_string();
+            assert!(
+                !s.contains("bmc-secret-value") && !s.contains("admin-secret-value"),
+                "a secret value outside the Secret: {kind}"
+            );
+        }
+        let pod = &d["spec"]["template"]["spec"];
+        if let Some(cs) = pod["containers"].as_array() {
+            for c in cs {
+                let args: Vec<String> = c["args"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned())
+                    .collect();
+                pitcrew_accepts(&args);
+            }
+            let name = d["metadata"]["name"].as_str().unwrap();
+            if kind == "Deployment" {
+                assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+            }
+        }
+        kinds.insert(kind);
+    }
+    for k in [
+        "DaemonSet",
+        "Deployment",
+        "ClusterRole",
+        "Secret",
+        "ServiceMonitor",
+        "Job",
+    ] {
+        assert!(kinds.contains(k), "{k} not rendered: {kinds:?}");
+    }
+    // With an existing Secret the chart makes none and points at that one.
+    let text = pitcrew_harness::helm::run(&[
+        "template",
+        "fleet",
+        chart,
+        "--set",
+        "secrets.existingSecret=fleet-creds",
+    ])
+    .unwrap();
+    assert!(!text.contains("kind: Secret"), "{text}");
+    assert!(text.contains("name: fleet-creds"));
 }
 
 fn pitcrew_accepts(args: &[String]) {
