@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::process::{wait_ready, Supervised};
-use crate::{free_port, run_dir, HarnessError};
+use crate::{free_port, http_ok, run_dir, HarnessError};
 
 /// A running Prometheus.
 #[derive(Debug)]
@@ -138,22 +138,4 @@ impl Drop for Alertmanager {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Whether `GET path` on the loopback port answers 200.
-pub fn http_ok(port: u16, path: &str) -> bool {
-    http_get(port, path).is_some_and(|(status, _)| status == 200)
-}
-
-/// `GET path` on the loopback port: status and body.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
 }

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pitcrew_harness::prometheus::{http_get, http_ok, Prometheus};
+use pitcrew_harness::prometheus::Prometheus;
+use pitcrew_harness::{http_get, http_ok};
 
 struct Proc(Child);
 impl Drop for Proc {

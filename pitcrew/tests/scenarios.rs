@@ -277,7 +277,7 @@ impl Run {
             if let Some(st) = child.try_wait().unwrap() {
                 panic!("[{name}] pitcrew run exited: {st}");
             }
-            if http_status(port, "/readyz") == Some(200) {
+            if pitcrew_harness::http_ok(port, "/readyz") {
                 break;
             }
             assert!(
@@ -309,8 +309,9 @@ impl Run {
     /// Plays `script` (rule-test event format, `[[event]]` tables) as if
     /// it began `lead` ago, with every node's heartbeat every 10 s over
     /// that past; then keeps the heartbeats going in real time. Returns
-    /// when Kafka has acknowledged the events: the fault's arrival.
-    fn play(&mut self, script: &str, lead: Duration) -> (Vec<Event>, Instant) {
+    /// the scripted events and when Kafka had acknowledged them: the
+    /// fault's arrival, where the fault-to-action clock starts.
+    fn play(&mut self, script: &str, lead: Duration) -> (Vec<Event>, Timestamp) {
         assert!(
             !self.pumping || lead.is_zero(),
             "a backdated play must come first: later ones would be late"
@@ -330,7 +331,7 @@ impl Run {
         }
         all.sort_by_key(|e| e.time.unix_nanos());
         self.send(&all);
-        let arrived = Instant::now();
+        let arrived = Timestamp::now();
         if !self.pumping && self.heartbeats {
             self.pumping = true;
             let producer = Arc::clone(&self.producer);
@@ -476,7 +477,7 @@ impl Run {
     fn chain(audits: &[AuditRecord], plan: &str, target: &str) -> Vec<String> {
         let mut v: Vec<String> = audits
             .iter()
-            .filter(|r| r.plan.as_deref() == Some(plan) && request_target(r) == target)
+            .filter(|r| r.plan.as_deref() == Some(plan) && r.target.to_string() == target)
             .map(|r| describe(&r.entry))
             .collect();
         v.dedup_by(|a, b| a == "paged" && b == "paged");
@@ -546,7 +547,7 @@ impl Run {
     fn time_to(
         &self,
         audits: &[AuditRecord],
-        arrived: (Instant, Timestamp),
+        arrived: Timestamp,
         plan: &str,
         target: &str,
         step: &str,
@@ -556,13 +557,12 @@ impl Run {
             .iter()
             .find(|r| {
                 r.plan.as_deref() == Some(plan)
-                    && request_target(r) == target
+                    && r.target.to_string() == target
                     && describe(&r.entry) == want
             })
             .unwrap_or_else(|| panic!("[{}] no {want} for {plan} {target}", self.name))
             .at;
-        let _ = arrived.0;
-        let nanos = (at.unix_nanos() - arrived.1.unix_nanos()).max(0);
+        let nanos = (at.unix_nanos() - arrived.unix_nanos()).max(0);
         let d = Duration::from_nanos(nanos as u64);
         eprintln!(
             "scenario timing: {}: fault in Kafka -> {step} of {plan} {target}: {} ms",
@@ -586,19 +586,12 @@ impl Run {
                 self.name
             );
         }
-        let _ = &self.dir;
     }
 }
 
 fn timings() -> &'static Mutex<Vec<String>> {
     static T: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     T.get_or_init(|| Mutex::new(Vec::new()))
-}
-
-/// The audit records of an action target the request's subject (a GPU's
-/// node); `target` strings in the tests name the request target.
-fn request_target(r: &AuditRecord) -> String {
-    r.target.to_string()
 }
 
 fn heartbeat(node: &str, at: Timestamp, boot: usize) -> Event {
@@ -624,19 +617,6 @@ fn send_to(producer: &BatchProducer, topic: &str, events: &[Event]) -> Result<()
         .send_keyed(topic, &records, Duration::from_secs(30))
         .map(|_| ())
         .map_err(|e| e.to_string())
-}
-
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn now_pair() -> (Instant, Timestamp) {
-    (Instant::now(), Timestamp::now())
 }
 
 fn asked(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -708,8 +688,7 @@ fn scenario_01_gpu_off_the_bus() {
     let mut run = Run::start("scenario 1", &[("n17", &bmc17), ("n18", &bmc18)]);
     let job = job_on("n17");
     wait_job_running(&job);
-    let t0 = now_pair();
-    let (events, _) = run.play(
+    let (events, t0) = run.play(
         &format!(
             r#"
 [[event]]
@@ -780,8 +759,7 @@ data = {{ severity = "uncorrected_fatal", layer = "transaction", errors = ["SDES
     let _ = with_infra(|i| i.slurm.run("scancel", &[&job]));
 
     // The second fall within 7 days: RMA, never another power cycle.
-    let t1 = now_pair();
-    run.play(
+    let (_, t1) = run.play(
         r#"
 [[event]]
 node = "n17"
@@ -883,8 +861,7 @@ fn scenario_02_memory_ladder() {
     let mut run = Run::start("scenario 2", &[("n11", &bmc11), ("n13", &bmc13)]);
     let job = job_on("n11");
     wait_job_running(&job);
-    let t0 = now_pair();
-    let (ev63, _) = run.play(
+    let (ev63, t0) = run.play(
         &format!(
             "[[event]]\nnode = \"n11\"\nkind = \"gpu.xid\"\ngpu = 2\ndata = {{ code = 63 }}\nlabels = {{ job = \"{job}\" }}\n"
         ),
@@ -900,8 +877,7 @@ fn scenario_02_memory_ladder() {
     assert!(run.resets().is_empty());
 
     // Hours later in the real world: Xid 94, a contained error.
-    let t1 = now_pair();
-    run.play(
+    let (_, t1) = run.play(
         &format!(
             "[[event]]\nnode = \"n11\"\nkind = \"gpu.xid\"\ngpu = 2\ndata = {{ code = 94 }}\nlabels = {{ job = \"{job}\" }}\n\
              [[event]]\nat = \"1s\"\nnode = \"n20\"\nkind = \"gpu.xid\"\ngpu = 5\ndata = {{ code = 64 }}\n\
@@ -960,8 +936,7 @@ fn scenario_03_act_on_the_recovery_action() {
     let bmc42 = SimulatedBmc::start().unwrap();
     let bmc43 = SimulatedBmc::start().unwrap();
     let mut run = Run::start("scenario 3", &[("n42", &bmc42), ("n43", &bmc43)]);
-    let t0 = now_pair();
-    run.play(
+    let (_, t0) = run.play(
         r#"
 [[event]]
 node = "n42"
@@ -1012,8 +987,7 @@ data = { code = 154, recovery_action = { action = 1, previous = 0 } }
 #[test]
 fn scenario_04_leaf_switch_down() {
     let mut run = Run::start("scenario 4", &[]);
-    let t0 = now_pair();
-    run.play(
+    let (_, t0) = run.play(
         r#"
 [[event]]
 node = "n[65-96]"
@@ -1057,8 +1031,7 @@ fn scenario_05_driver_regression() {
     let mut run = Run::start("scenario 5", &[]);
     // Played as if it began 3 minutes ago, so the per-GPU rule's 2 minute
     // hold is over when the test looks.
-    let t0 = now_pair();
-    run.play(
+    let (_, t0) = run.play(
         r#"
 [[event]]
 node = "n[49-88]"
@@ -1085,7 +1058,7 @@ data = { code = 119 }
             .count(),
         40
     );
-    let _ = (audits, t0);
+    run.time_to(&audits, t0, "page", "driver_version/580.95.05", "page");
 }
 
 /// Scenario 6: a job's ranks time out in NCCL; the rank on n60 reports no
@@ -1095,8 +1068,7 @@ fn scenario_06_hung_rank() {
     let mut run = Run::start("scenario 6", &[]);
     let job = job_on("n60");
     wait_job_running(&job);
-    let t0 = now_pair();
-    run.play(
+    let (_, t0) = run.play(
         r#"
 [[event]]
 node = "n[53-59]"
@@ -1134,7 +1106,7 @@ repeat = 9
     assert_eq!(Run::chain(&audits, "drain_node", "node/n60"), DRAIN_CHAIN);
     assert_eq!(job_field(&job, "Restarts"), "1", "its job requeued");
     let _ = with_infra(|i| i.slurm.run("scancel", &[&job]));
-    let _ = t0;
+    run.time_to(&audits, t0, "drain_node", "node/n60", "cordon");
 }
 
 /// Scenario 7: every rank of one job logs Xid 13 within a second: the job
@@ -1143,8 +1115,7 @@ repeat = 9
 #[test]
 fn scenario_07_app_bug_or_bad_node() {
     let mut run = Run::start("scenario 7", &[]);
-    let t0 = now_pair();
-    run.play(
+    let (_, t0) = run.play(
         r#"
 [[event]]
 node = "n[73-80]"
@@ -1267,8 +1238,7 @@ fn scenario_09_noise_and_idempotency() {
     let bmc90 = SimulatedBmc::start().unwrap();
     let bmc92 = SimulatedBmc::start().unwrap();
     let mut run = Run::start("scenario 9", &[("n90", &bmc90), ("n92", &bmc92)]);
-    let t0 = now_pair();
-    run.play(
+    let (_, t0) = run.play(
         r#"
 [[event]]
 node = "n91"
@@ -1383,8 +1353,7 @@ fn scenario_10_lemon_node() {
     let mut run = Run::start("scenario 10", &[]);
     let job = job_on("n88");
     wait_job_running(&job);
-    let t0 = now_pair();
-    let (events, _) = run.play(
+    let (events, t0) = run.play(
         r#"
 [[event]]
 node = "n88"
@@ -1491,8 +1460,7 @@ fn bench_fault_to_cordon_and_requeue_under_load() {
         jobs.iter().for_each(|j| wait_job_running(j));
         let mut arrivals = Vec::new();
         for n in batch {
-            let t = now_pair();
-            run.play(
+            let (_, t) = run.play(
                 &format!("[[event]]\nnode = \"{n}\"\nkind = \"gpu.xid\"\ngpu = 3\ndata = {{ code = 79 }}\n"),
                 Duration::ZERO,
             );
@@ -1513,7 +1481,7 @@ fn bench_fault_to_cordon_and_requeue_under_load() {
                 .unwrap()
                 .at;
             to_drain_requeue.push(Duration::from_nanos(
-                (drained.unix_nanos() - t.1.unix_nanos()).max(0) as u64,
+                (drained.unix_nanos() - t.unix_nanos()).max(0) as u64,
             ));
         }
         for j in &jobs {
@@ -1526,8 +1494,7 @@ fn bench_fault_to_cordon_and_requeue_under_load() {
         jobs.iter().for_each(|(_, j)| wait_job_running(j));
         let mut arrivals = Vec::new();
         for (n, j) in &jobs {
-            let t = now_pair();
-            run.play(
+            let (_, t) = run.play(
                 &format!("[[event]]\nnode = \"{n}\"\nkind = \"gpu.xid\"\ngpu = {gpu}\ndata = {{ code = 94 }}\nlabels = {{ job = \"{j}\" }}\n"),
                 Duration::ZERO,
             );
@@ -1554,7 +1521,7 @@ fn bench_fault_to_cordon_and_requeue_under_load() {
                 .unwrap()
                 .at;
             to_restart.push(Duration::from_nanos(
-                (done.unix_nanos() - t.1.unix_nanos()).max(0) as u64,
+                (done.unix_nanos() - t.unix_nanos()).max(0) as u64,
             ));
             let _ = with_infra(|i| i.slurm.run("scancel", &[&j]));
         }

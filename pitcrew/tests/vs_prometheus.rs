@@ -155,7 +155,7 @@ impl PullPath {
         let deadline = Instant::now() + limit;
         loop {
             let q = "/api/v1/query?query=count_over_time(up%5B10m%5D)";
-            if let Some((200, body)) = pitcrew_harness::prometheus::http_get(self.prom.port(), q) {
+            if let Some((200, body)) = pitcrew_harness::http_get(self.prom.port(), q) {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 let n = v["data"]["result"][0]["value"][1]
                     .as_str()
@@ -260,7 +260,7 @@ impl Pitcrew {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(90);
-        while !pitcrew_harness::prometheus::http_ok(port, "/readyz") {
+        while !pitcrew_harness::http_ok(port, "/readyz") {
             assert!(Instant::now() < deadline, "pitcrew run never ready");
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -187,6 +187,19 @@ impl Plan {
     pub fn is_destructive(&self) -> bool {
         self.steps.iter().any(|s| s.kind.is_destructive())
     }
+
+    /// Takes the node itself out or resets its hardware, not only a job:
+    /// what cooldown and the attempt budget exist to stop looping.
+    pub fn takes_node_out(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| s.kind.takes_out_of_service() || s.kind.is_irreversible())
+    }
+
+    /// Ends with the target handed to people (an `rma` step).
+    pub fn hands_to_people(&self) -> bool {
+        self.steps.iter().any(|s| s.kind == StepKind::Rma)
+    }
 }
 
 fn builtin(name: &str, steps: &[StepKind], on_failure: OnFailure) -> Plan {

@@ -254,19 +254,6 @@ fn gpu_of(req: &ActionRequest) -> Option<String> {
     })
 }
 
-/// Whether a step takes the node itself out of service (not only a job).
-fn takes_node_out(kind: StepKind) -> bool {
-    matches!(
-        kind,
-        StepKind::Cordon
-            | StepKind::Drain
-            | StepKind::ResetGpu
-            | StepKind::PowerCycle
-            | StepKind::PowerOff
-            | StepKind::PowerOn
-    )
-}
-
 /// Whether the request asks to wait for the job boundary before it takes
 /// running work away (`when = "job_boundary"`, `at = "checkpoint"`).
 fn deferred(req: &ActionRequest) -> bool {
@@ -866,7 +853,7 @@ impl Worker {
             .steps
             .iter()
             .position(|s| s.kind.is_destructive())
-            .filter(|_| plan.steps.iter().any(|s| takes_node_out(s.kind)));
+            .filter(|_| plan.takes_node_out());
         // An intent in the state at the start of a run is a crash's: that
         // step is observed, not repeated.
         let mut found_intent = st.intent.as_ref().is_some_and(|i| i.action == req.id);
@@ -897,7 +884,7 @@ impl Worker {
                         plan_start: plan_start_pending && first_destructive.is_some_and(|f| i >= f),
                         attempts: &snap.attempts,
                         cooldown_until: snap.cooldown_until,
-                        hands_off: plan.steps.iter().any(|s| s.kind == StepKind::Rma),
+                        hands_off: plan.hands_to_people(),
                     };
                     lock(&inner.governor).check(&ask, Timestamp::now())
                 };
