@@ -6,8 +6,9 @@
 //! it, evaluates `increase(...[1m]) > 0`, and Alertmanager posts its
 //! webhook. pitcrew's path: the node agent's event on Kafka, `pitcrew
 //! run`'s rules and remediation, a `page` step posting the Alertmanager-v4
-//! webhook. The clock starts when the counter moves and the event is
-//! acknowledged by Kafka (the same instant for both), and stops when the
+//! webhook. The clock starts just before the counter moves and the event is
+//! sent (the same instant for both; pitcrew's time includes Kafka's
+//! acknowledgement), and stops when the
 //! webhook for that node arrives.
 //!
 //! The test checks that both paths deliver (Prometheus with the recipe's
