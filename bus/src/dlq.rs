@@ -36,25 +36,7 @@ impl DeadLetterWriter {
         reason: &str,
         reason_kind: &str,
     ) -> Result<Delivered, BusError> {
-        let partition = msg.partition().to_string();
-        let offset = msg.offset().to_string();
-        let at = Timestamp::now().to_string();
-        let mut headers = OwnedHeaders::new()
-            .insert(header(h::REASON, reason))
-            .insert(header(h::REASON_KIND, reason_kind))
-            .insert(header(h::TOPIC, msg.topic()))
-            .insert(header(h::PARTITION, &partition))
-            .insert(header(h::OFFSET, &offset))
-            .insert(header(h::STAGE, &self.stage))
-            .insert(header(h::AT, &at));
-        if let Some(original) = msg.headers() {
-            for hd in original.iter() {
-                headers = headers.insert(Header {
-                    key: hd.key,
-                    value: hd.value,
-                });
-            }
-        }
+        let headers = dead_letter_headers(msg, reason, reason_kind, &self.stage);
         let key = msg
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -87,6 +69,36 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
         key,
         value: Some(value),
     }
+}
+
+/// The headers of `msg`'s dead letter: where it came from, why, which
+/// stage and when, followed by the original message's own headers.
+pub fn dead_letter_headers<M: Message>(
+    msg: &M,
+    reason: &str,
+    reason_kind: &str,
+    stage: &str,
+) -> OwnedHeaders {
+    let partition = msg.partition().to_string();
+    let offset = msg.offset().to_string();
+    let at = Timestamp::now().to_string();
+    let mut headers = OwnedHeaders::new()
+        .insert(header(h::REASON, reason))
+        .insert(header(h::REASON_KIND, reason_kind))
+        .insert(header(h::TOPIC, msg.topic()))
+        .insert(header(h::PARTITION, &partition))
+        .insert(header(h::OFFSET, &offset))
+        .insert(header(h::STAGE, stage))
+        .insert(header(h::AT, &at));
+    if let Some(original) = msg.headers() {
+        for hd in original.iter() {
+            headers = headers.insert(Header {
+                key: hd.key,
+                value: hd.value,
+            });
+        }
+    }
+    headers
 }
 
 /// Reads the context of a dead letter back from its headers.

@@ -9,6 +9,8 @@
 //!   the input offsets in one Kafka transaction.
 //! - [`DeadLetterWriter`]: original bytes, source topic/partition/offset
 //!   and the reason, acknowledged before the original is marked processed.
+//! - [`partition_of`]: the producers' partitioner, for stages that place
+//!   keys without a message in hand.
 //! - [`ensure_topics`]: creates pitcrew's topics from config (compaction
 //!   for `pitcrew.state`) and reports existing ones that differ.
 //! - [`BusConfig`]: TOML with `PITCREW__...` environment overrides; TLS and
@@ -24,6 +26,7 @@ mod consumer;
 mod dlq;
 mod error;
 mod metrics;
+mod partition;
 mod producer;
 mod range;
 mod ratelimit;
@@ -36,9 +39,10 @@ pub use config::{
     TopicsConfig, ENV_PREFIX,
 };
 pub use consumer::{run_decoded, Consumer, Origin, ProcessError};
-pub use dlq::{dead_letter_context, DeadLetterWriter};
+pub use dlq::{dead_letter_context, dead_letter_headers, DeadLetterWriter};
 pub use error::{code_is_retryable, BusError};
 pub use metrics::BusMetrics;
+pub use partition::partition_of;
 pub use producer::{Delivered, PendingDelivery, Producer};
 pub use range::{read_partition_range, read_topic_merged};
 pub use topics::{

@@ -272,19 +272,52 @@ impl Transaction<'_> {
                 value: Some(*v),
             });
         }
-        let mut record = FutureRecord::to(&out.topic)
-            .key(&out.key)
-            .payload(&out.payload);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic)
+            .key(out.key.as_bytes())
+            .payload(out.payload.as_slice());
         if !headers.is_empty() {
             record = record.headers(hs);
         }
+        self.send(&out.topic, record)
+    }
+
+    /// Adds `msg`'s dead letter to the transaction: its original key, bytes
+    /// and headers, with the context headers of
+    /// [`crate::dead_letter_headers`] in front. It becomes visible with the
+    /// batch's other outputs and offsets, or not at all.
+    pub fn dead_letter<M: Message>(
+        &mut self,
+        dlq_topic: &str,
+        msg: &M,
+        reason: &str,
+        reason_kind: &str,
+        stage: &str,
+    ) -> Result<(), BusError> {
+        let headers = crate::dead_letter_headers(msg, reason, reason_kind, stage);
+        let record = FutureRecord::to(dlq_topic)
+            .key(msg.key().unwrap_or_default())
+            .payload(msg.payload().unwrap_or_default())
+            .headers(headers);
+        self.send(dlq_topic, record)?;
+        self.stage
+            .metrics
+            .dead_letters
+            .get_or_create(&crate::metrics::DeadLetterLabels {
+                topic: msg.topic().to_owned(),
+                reason: reason_kind.to_owned(),
+            })
+            .inc();
+        Ok(())
+    }
+
+    fn send(&mut self, topic: &str, record: FutureRecord<'_, [u8], [u8]>) -> Result<(), BusError> {
         match self.stage.producer.send_result(record) {
             Ok(f) => {
-                self.pending.push((out.topic.clone(), f));
+                self.pending.push((topic.to_owned(), f));
                 Ok(())
             }
             Err((e, _)) => Err(BusError::Produce {
-                topic: out.topic.clone(),
+                topic: topic.to_owned(),
                 code: e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
             }),
         }

@@ -5,6 +5,10 @@
 //!   `file:line:column`.
 //! - [`Engine`] evaluates a program over events on event time and returns
 //!   incidents and action requests ([`Output`]).
+//! - [`Stage`] and [`Pipeline`] are the one evaluation path: a program split
+//!   into its node and group stages, partitioned, rebuilt and advanced as
+//!   the streaming service runs it; [`Pipeline`] joins both in one process
+//!   for tests, replays, the simulator and benchmarks.
 //! - [`run_test`] runs a `[[test]]` on virtual time.
 //! - [`default_pack`] is the rule pack that encodes pitcrew's fault
 //!   reference.
@@ -19,6 +23,7 @@ mod engine;
 mod field;
 mod inventory;
 mod pack;
+mod pipeline;
 mod plans;
 mod program;
 mod scenario;
@@ -31,6 +36,9 @@ pub use duration::Span;
 pub use engine::{Engine, EngineConfig, Output, Stats};
 pub use inventory::{expand, Inventory, NodeInfo};
 pub use pack::{default_pack, DEFAULT_INVENTORY_EXAMPLE};
+pub use pipeline::{
+    Emit, Partitioner, Pipeline, Stage, StageConfig, StageKind, StateSize, ROUTE_LABEL,
+};
 pub use plans::BUILTIN_PLANS;
 pub use program::{group_value, Program, Rule, StagePlan};
 pub use scenario::Scenario;

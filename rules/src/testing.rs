@@ -36,8 +36,9 @@ use toml::de::DeTable;
 
 use crate::compile::{to_json, Cx};
 use crate::duration::Span;
-use crate::engine::{Engine, EngineConfig, Output};
+use crate::engine::{EngineConfig, Output};
 use crate::inventory::{expand, Inventory, NodeInfo};
+use crate::pipeline::Pipeline;
 use crate::program::Program;
 
 /// Where virtual time starts: 2026-01-01T00:00:00Z.
@@ -525,8 +526,8 @@ pub fn run_test(program: &Program, test: &TestCase) -> TestResult {
         }
         None => program.clone(),
     };
-    let mut engine = Engine::new(
-        Arc::new(prog),
+    let mut pipeline = Pipeline::new(
+        &prog,
         Arc::new(Inventory::new(test.topology.clone())),
         EngineConfig {
             expect_inventory: test.inventory_absence,
@@ -537,11 +538,9 @@ pub fn run_test(program: &Program, test: &TestCase) -> TestResult {
     events.sort_by_key(|e| e.time);
     let mut outputs = Vec::new();
     for e in &events {
-        engine.process(e);
-        outputs.extend(engine.drain());
+        pipeline.process(e, &mut outputs);
     }
-    engine.advance(TEST_EPOCH.add_nanos(test.until.0));
-    outputs.extend(engine.drain());
+    pipeline.advance(TEST_EPOCH.add_nanos(test.until.0), &mut outputs);
 
     // Incident rule names by id, for `parent` checks.
     let rule_of: std::collections::HashMap<String, String> = outputs
@@ -611,10 +610,10 @@ pub fn run_test(program: &Program, test: &TestCase) -> TestResult {
             }
         }
     }
-    if engine.stats().late > 0 {
+    let (late, _) = pipeline.totals();
+    if late > 0 {
         failures.push(format!(
-            "{} events were late (events must be within the allowed lateness)",
-            engine.stats().late
+            "{late} events were late (events must be within the allowed lateness)"
         ));
     }
     TestResult {

@@ -345,8 +345,8 @@ mod tests {
             nodes: 16,
             ..FleetSpec::default()
         };
-        let mut engine = pitcrew_rules::Engine::new(
-            std::sync::Arc::new(set.program),
+        let mut pipeline = pitcrew_rules::Pipeline::new(
+            &set.program,
             std::sync::Arc::new(spec.inventory()),
             pitcrew_rules::EngineConfig::default(),
         );
@@ -358,10 +358,9 @@ mod tests {
             let now = start.add_nanos(s * 1_000_000_000);
             fleet.sample(now, &|_| true, &mut evs);
             for e in &evs {
-                engine.process(e);
+                pipeline.process(e, &mut outputs);
             }
-            engine.advance(now);
-            outputs.extend(engine.drain());
+            pipeline.advance(now, &mut outputs);
         }
         assert!(outputs.is_empty(), "{:?}", outputs.first());
     }
@@ -379,8 +378,8 @@ mod tests {
     fn the_demo_script_asks_for_exactly_the_reference_actions() {
         let set = pitcrew_rules::compile(&pitcrew_rules::default_pack()).unwrap();
         let spec = FleetSpec::default();
-        let mut engine = pitcrew_rules::Engine::new(
-            std::sync::Arc::new(set.program),
+        let mut pipeline = pitcrew_rules::Pipeline::new(
+            &set.program,
             std::sync::Arc::new(spec.inventory()),
             pitcrew_rules::EngineConfig::default(),
         );
@@ -398,11 +397,12 @@ mod tests {
                 fleet.sample(now, &|_| true, &mut evs);
             }
             evs.sort_by_key(|e| e.time);
+            let mut outputs = Vec::new();
             for e in &evs {
-                engine.process(e);
+                pipeline.process(e, &mut outputs);
             }
-            engine.advance(now);
-            for o in engine.drain() {
+            pipeline.advance(now, &mut outputs);
+            for o in outputs {
                 if let pitcrew_rules::Output::Action(a) = o {
                     actions.push(format!("{} {}", a.plan, a.target));
                 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pitcrew_contract::{examples, Event, EventData, EventKind, IbCounterName, Timestamp};
-use pitcrew_rules::{compile, default_pack, Engine, EngineConfig, Inventory, NodeInfo};
+use pitcrew_rules::{compile, default_pack, EngineConfig, Inventory, NodeInfo, Output, Pipeline};
 
 /// One second of a fleet's telemetry: per GPU a thermal, ECC, PCIe replay,
 /// NVLink and (every 10 s) row-remap sample; per node InfiniBand counters
@@ -147,11 +147,8 @@ pub(crate) fn run(seconds: f64, nodes: u32, gpus: u32) -> anyhow::Result<()> {
     );
     let mut template = fleet_second(nodes, gpus);
     let per_second = template.len();
-    let mut engine = Engine::new(
-        Arc::new(set.program),
-        Arc::new(inventory),
-        EngineConfig::default(),
-    );
+    let rules = set.program.rules().len();
+    let mut pipeline = Pipeline::new(&set.program, Arc::new(inventory), EngineConfig::default());
     let base = Timestamp::from_unix_millis(1_800_000_000_000);
     // Events within a fleet-second are spread over the second.
     let spread: Vec<i64> = (0..per_second)
@@ -160,44 +157,49 @@ pub(crate) fn run(seconds: f64, nodes: u32, gpus: u32) -> anyhow::Result<()> {
 
     println!(
         "rules bench: {} rules, {nodes} nodes x {gpus} GPUs, {per_second} events per fleet-second",
-        engine.program().rules().len()
+        rules
     );
     // Warm up over 60 fleet-seconds so windows and absence state fill.
     let mut second: i64 = 0;
-    let play = |engine: &mut Engine, template: &mut Vec<Event>, second: i64| {
+    let mut outputs = Vec::new();
+    let mut incidents = 0usize;
+    let mut play = |pipeline: &mut Pipeline, template: &mut Vec<Event>, second: i64| {
         for (e, off) in template.iter_mut().zip(&spread) {
             e.time = base.add_nanos(second * 1_000_000_000 + off);
-            engine.process(black_box(e));
+            pipeline.process(black_box(e), &mut outputs);
         }
-        black_box(engine.drain());
+        incidents += outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Incident(_)))
+            .count();
+        black_box(outputs.drain(..));
     };
     for _ in 0..60 {
-        play(&mut engine, &mut template, second);
+        play(&mut pipeline, &mut template, second);
         second += 1;
     }
     let start = Instant::now();
     let mut processed = 0u64;
     while start.elapsed().as_secs_f64() < seconds {
-        play(&mut engine, &mut template, second);
+        play(&mut pipeline, &mut template, second);
         second += 1;
         processed += per_second as u64;
     }
     let secs = start.elapsed().as_secs_f64();
     let total_gpus = u64::from(nodes) * u64::from(gpus);
-    let bytes = engine.state_bytes();
+    let size = pipeline.state_size();
+    let (late, overflow) = pipeline.totals();
+    let bytes = size.bytes;
     println!(
         "  {:.2} M events/s on one core ({processed} events in {secs:.2} s, {} fleet-seconds)",
         processed as f64 / secs / 1e6,
         processed / per_second as u64
     );
     println!(
-        "  state: {} entries, ~{} bytes, {:.0} bytes per GPU; late {}, overflow {}, incidents {}",
-        engine.state_entries(),
+        "  state: {} entries, ~{} bytes, {:.0} bytes per GPU; late {late}, overflow {overflow}, incident messages {incidents}",
+        size.entries,
         bytes,
         bytes as f64 / total_gpus as f64,
-        engine.stats().late,
-        engine.stats().overflow,
-        engine.stats().incidents_by_rule.iter().sum::<u64>()
     );
     Ok(())
 }

@@ -123,7 +123,7 @@ impl Heartbeats for KafkaHeartbeats {
     ) -> BoxFuture<'a, Result<bool, ExecError>> {
         let kafka = self.kafka.clone();
         let topic = self.topic.clone();
-        let partition = super::rules::partition_of(node, self.partitions);
+        let partition = pitcrew_bus::partition_of(node, self.partitions);
         let node = node.to_owned();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use pitcrew_contract::{decode, Event, Timestamp};
-use pitcrew_rules::{compile, Engine, EngineConfig, Output, Span};
+use pitcrew_rules::{compile, EngineConfig, Output, Pipeline, Span};
 
 use super::rulefiles;
 use crate::cli::ReplayArgs;
@@ -42,13 +42,14 @@ pub(crate) fn run(config_path: Option<&Path>, args: &ReplayArgs) -> anyhow::Resu
         allowed_lateness: lateness,
         ..EngineConfig::default()
     };
-    let mut engine = Engine::new(Arc::new(set.program), Arc::new(inventory), cfg);
+    // The streaming service's two stages, in one process.
+    let mut pipeline = Pipeline::new(&set.program, Arc::new(inventory), cfg);
     let tally = match (&args.events, &args.topic) {
-        (Some(path), None) => replay_file(&mut engine, path, from, to)?,
-        (None, Some(topic)) => replay_topic(config_path, &mut engine, topic, from, to)?,
+        (Some(path), None) => replay_file(&mut pipeline, path, from, to)?,
+        (None, Some(topic)) => replay_topic(config_path, &mut pipeline, topic, from, to)?,
         _ => anyhow::bail!("give --events FILE (JSON lines) or --topic TOPIC"),
     };
-    print_table(&tally, engine.stats().late, args.json)?;
+    print_table(&tally, pipeline.totals().0, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -57,12 +58,12 @@ fn parse_time(s: Option<&str>, flag: &str) -> anyhow::Result<Option<Timestamp>> 
         .transpose()
 }
 
-/// Feeds `engine` from a Kafka topic (every partition, merged in time
+/// Feeds `pipeline` from a Kafka topic (every partition, merged in time
 /// order), from `--from` (default: the beginning) to `--to` (default: the
 /// end the topic had when the replay began), with progress on stderr.
 fn replay_topic(
     config: Option<&Path>,
-    engine: &mut Engine,
+    pipeline: &mut Pipeline,
     topic: &str,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
@@ -86,9 +87,8 @@ fn replay_topic(
                     return;
                 }
                 last_time = Some(last_time.map_or(event.time, |t| t.max(event.time)));
-                engine.process(&event);
+                pipeline.process(&event, &mut outputs);
                 tally.events += 1;
-                outputs.extend(engine.drain());
             }
             Err(_) => bad += 1,
         },
@@ -101,16 +101,15 @@ fn replay_topic(
     )?;
     tally.bad_lines = bad;
     if let Some(end) = to.or(last_time) {
-        engine.advance(end);
-        outputs.extend(engine.drain());
+        pipeline.advance(end, &mut outputs);
     }
     tally.outputs = outputs;
     Ok(tally)
 }
 
-/// Feeds `engine` from a JSON-lines file, with progress on stderr.
+/// Feeds `pipeline` from a JSON-lines file, with progress on stderr.
 pub(crate) fn replay_file(
-    engine: &mut Engine,
+    pipeline: &mut Pipeline,
     path: &Path,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
@@ -144,9 +143,8 @@ pub(crate) fn replay_file(
             continue;
         }
         last_time = Some(last_time.map_or(event.time, |t: Timestamp| t.max(event.time)));
-        engine.process(&event);
+        pipeline.process(&event, &mut tally.outputs);
         tally.events += 1;
-        tally.outputs.extend(engine.drain());
         if Instant::now() >= next_progress {
             next_progress += Duration::from_secs(1);
             let pct = (read_bytes * 100).checked_div(size).unwrap_or(0);
@@ -161,8 +159,7 @@ pub(crate) fn replay_file(
     }
     // Let timers due within the range fire (absences, holds, resolves).
     if let Some(end) = to.or(last_time) {
-        engine.advance(end);
-        tally.outputs.extend(engine.drain());
+        pipeline.advance(end, &mut tally.outputs);
     }
     Ok(tally)
 }

@@ -33,7 +33,6 @@
 //! in transactions of their own; after a crash they may be written again,
 //! with the same ids.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,11 +45,10 @@ use pitcrew_bus::{
     ensure_topic_specs, partition_count, read_partition_range, BusConfig, BusError, BusMetrics,
     KafkaConfig, Output as BusOutput, TopicSpec, TransactionalStage,
 };
-use pitcrew_contract::dlq::headers as dlqh;
-use pitcrew_contract::{decode, encode, Event, EventData, IncidentStatus, Keyed, Timestamp};
+use pitcrew_contract::{decode_with_limit, encode, DecodeError, Event, IncidentStatus, Keyed};
 use pitcrew_rules::{
-    compile, group_value, Diagnostic, Engine, EngineConfig, Inventory, Output, Program, Span,
-    StagePlan,
+    compile, Diagnostic, Emit, EngineConfig, Inventory, Output, Span, Stage, StageConfig,
+    StageKind, StagePlan,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -62,9 +60,6 @@ use tokio::sync::watch;
 
 use super::rulefiles;
 use crate::cli::RulesArgs;
-
-/// The label a re-keyed event carries: which route's engines read it.
-pub(crate) const ROUTE_LABEL: &str = "pitcrew.route";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabel {
@@ -271,6 +266,7 @@ struct StageCfg {
     idle_grace: Span,
     dry_run: bool,
     max_batch: usize,
+    max_message_bytes: usize,
 }
 
 /// The node and group stages and the rule reloader, running.
@@ -366,6 +362,7 @@ impl RulesService {
             idle_grace,
             dry_run: args.dry_run,
             max_batch: args.max_batch.max(1),
+            max_message_bytes: bus.kafka.max_message_bytes,
         };
         let (tx, rx) = watch::channel(loaded);
         let stop = Arc::new(AtomicBool::new(false));
@@ -529,102 +526,47 @@ async fn reload_loop(
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StageKind {
-    Node,
-    Group,
-}
-
-impl StageKind {
-    fn name(self) -> &'static str {
-        match self {
-            StageKind::Node => "node",
-            StageKind::Group => "group",
-        }
-    }
-}
-
-/// One partition's engines (one for the node stage; one per route for the
-/// group stage) and where the partition is.
-struct Slot {
-    engines: BTreeMap<String, Engine>,
-    next_offset: i64,
-    /// Event time and wall time of the last event, to move a quiet
-    /// partition's time on.
-    last: Option<(Timestamp, Instant)>,
-}
-
-struct Stage {
-    kind: StageKind,
+/// A stage's Kafka side: the pure stage and what it needs to run against
+/// the bus.
+struct Runner {
+    stage: Stage,
     cfg: StageCfg,
-    loaded: Loaded,
-    slots: HashMap<i32, Slot>,
-    /// Node stage: the driver version each node last reported, and whether
-    /// it went to the group stage.
-    drivers: HashMap<String, String>,
     metrics: RulesMetrics,
     /// The transactional id, naming this instance's stage in logs.
     id: String,
-    /// The consumer's rebalance count when the slots were built.
+    /// The consumer's rebalance count when the partitions were rebuilt.
     epoch: u64,
+    /// The origin of the wall time the idle advance measures.
+    origin: Instant,
 }
 
-impl Stage {
+impl Runner {
     fn input_topic(&self) -> &str {
-        match self.kind {
+        match self.stage.kind() {
             StageKind::Node => &self.cfg.events_topic,
             StageKind::Group => &self.cfg.group_topic,
         }
     }
 
-    fn programs(&self) -> Vec<(String, Program)> {
-        match self.kind {
-            StageKind::Node => vec![("node".to_owned(), self.loaded.plan.node.clone())],
-            StageKind::Group => self.loaded.plan.routes.clone(),
-        }
+    fn label(&self) -> StageLabel {
+        RulesMetrics::stage(self.stage.kind().name())
     }
 
-    fn engine_cfg(&self, expect_inventory: bool) -> EngineConfig {
-        EngineConfig {
-            allowed_lateness: self.cfg.lateness,
-            dry_run: self.cfg.dry_run,
-            expect_inventory,
-            ..EngineConfig::default()
-        }
-    }
-
-    /// Builds a partition's engines and replays its recent past into them.
+    /// Rebuilds a partition's state from its recent past, read from Kafka.
     fn rebuild(
         &mut self,
         partition: i32,
         first_offset: i64,
         first_ts_ms: i64,
-    ) -> Result<Slot, BusError> {
-        let mut engines = BTreeMap::new();
-        for (route, program) in self.programs() {
-            let inventory = match self.kind {
-                // Absence rules expect only the nodes this partition owns.
-                StageKind::Node => Arc::new(
-                    self.cfg
-                        .inventory
-                        .filtered(|n| partition_of(n, self.cfg.events_partitions) == partition),
-                ),
-                StageKind::Group => Arc::clone(&self.cfg.inventory),
-            };
-            let cfg = self.engine_cfg(self.kind == StageKind::Node);
-            engines.insert(route, Engine::new(Arc::new(program), inventory, cfg));
-        }
-        let lookback = self
-            .loaded
-            .horizon
-            .min(self.cfg.lookback_cap)
-            .max(self.cfg.lateness);
+    ) -> Result<(), BusError> {
+        self.stage.begin_rebuild(partition, first_offset);
+        let lookback = self.stage.lookback();
         let from = first_ts_ms - lookback.nanos() / 1_000_000;
         let mut restored = 0u64;
-        let kind = self.kind;
         let topic = self.input_topic().to_owned();
         let kafka = self.cfg.kafka.clone();
-        let drivers = &mut self.drivers;
+        let limit = self.cfg.max_message_bytes;
+        let stage = &mut self.stage;
         let read = tokio::task::block_in_place(|| {
             read_partition_range(
                 &kafka,
@@ -634,74 +576,81 @@ impl Stage {
                 first_offset,
                 Duration::from_secs(120),
                 |payload| {
-                    if let Ok(ev) = decode::<Event>(payload) {
+                    if let Ok(ev) = decode_with_limit::<Event>(payload, limit) {
                         restored += 1;
-                        feed(kind, &mut engines, &ev);
-                        if kind == StageKind::Node {
-                            if let EventData::NodeHeartbeat(h) = &ev.data {
-                                if let Some(v) = &h.driver_version {
-                                    drivers.insert(ev.node.clone(), v.clone());
-                                }
-                            }
-                        }
+                        stage.restore(partition, &ev);
                     }
                 },
             )
-        })?;
-        for e in engines.values_mut() {
-            drop(e.drain());
-        }
+        });
+        let read = match read {
+            Ok(n) => n,
+            Err(e) => {
+                self.stage.forget(partition);
+                return Err(e);
+            }
+        };
         self.metrics
             .restored
-            .get_or_create(&RulesMetrics::stage(kind.name()))
+            .get_or_create(&self.label())
             .inc_by(restored);
         tracing::info!(stage = %self.id, partition, first_offset, read, lookback = %lookback, "partition state rebuilt");
-        Ok(Slot {
-            engines,
-            next_offset: first_offset,
-            last: None,
-        })
+        Ok(())
     }
-}
 
-/// Feeds one event to the engines that read it; returns their outputs.
-fn feed(kind: StageKind, engines: &mut BTreeMap<String, Engine>, ev: &Event) -> Vec<Output> {
-    let mut out = Vec::new();
-    match kind {
-        StageKind::Node => {
-            for e in engines.values_mut() {
-                e.process(ev);
-                out.extend(e.drain());
+    /// Turns a stage's emits into topic records.
+    fn records(&self, emits: Vec<Emit>, out: &mut Vec<BusOutput>) {
+        for e in emits {
+            match e {
+                Emit::Output(Output::Incident(i)) => {
+                    if matches!(i.status, IncidentStatus::Open | IncidentStatus::Suppressed) {
+                        self.metrics
+                            .incidents
+                            .get_or_create(&RuleLabel {
+                                rule: i.rule.clone(),
+                            })
+                            .inc();
+                    }
+                    out.push(BusOutput {
+                        topic: self.cfg.alerts_topic.clone(),
+                        key: Keyed::key(&i),
+                        payload: encode(&i),
+                    });
+                }
+                Emit::Output(Output::Action(a)) => {
+                    self.metrics.actions.inc();
+                    out.push(BusOutput {
+                        topic: self.cfg.actions_topic.clone(),
+                        key: Keyed::key(&a),
+                        payload: encode(&a),
+                    });
+                }
+                Emit::Forward { key, event } => out.push(BusOutput {
+                    topic: self.cfg.group_topic.clone(),
+                    key,
+                    payload: encode(&event),
+                }),
             }
         }
-        StageKind::Group => {
-            if let Some(e) = ev.labels.get(ROUTE_LABEL).and_then(|r| engines.get_mut(r)) {
-                e.process(ev);
-                out.extend(e.drain());
-            }
-        }
     }
-    out
-}
 
-/// librdkafka's default partitioner (`consistent_random`): CRC-32 of the
-/// key modulo the partition count. Producers that key events by node with
-/// another partitioner must say so (see docs/rules.md).
-pub(crate) fn partition_of(key: &str, partitions: i32) -> i32 {
-    let n = u32::try_from(partitions.max(1)).unwrap_or(1);
-    i32::try_from(crc32(key.as_bytes()) % n).unwrap_or(0)
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
+    fn update_state_gauges(&self) {
+        let label = self.label();
+        let size = self.stage.state_size();
+        let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.metrics
+            .open_incidents
+            .get_or_create(&label)
+            .set(gauge(size.open_incidents));
+        self.metrics
+            .state_entries
+            .get_or_create(&label)
+            .set(gauge(size.entries));
+        self.metrics
+            .state_bytes
+            .get_or_create(&label)
+            .set(gauge(size.bytes));
     }
-    !crc
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -734,39 +683,53 @@ async fn stage_loop(
     .await
     .with_context(|| format!("{} stage", kind.name()))?;
     ready.store(true, Ordering::Relaxed);
-    let mut stage = Stage {
+    let stage = Stage::new(
         kind,
+        Arc::clone(&loaded.plan),
+        loaded.horizon,
+        Arc::clone(&cfg.inventory),
+        StageConfig {
+            engine: EngineConfig {
+                allowed_lateness: cfg.lateness,
+                dry_run: cfg.dry_run,
+                expect_inventory: true,
+                ..EngineConfig::default()
+            },
+            lookback_cap: cfg.lookback_cap,
+            idle_grace: cfg.idle_grace,
+            node_partitions: cfg.events_partitions,
+            partitioner: pitcrew_bus::partition_of,
+        },
+    );
+    let mut runner = Runner {
+        stage,
         cfg,
-        loaded,
-        slots: HashMap::new(),
-        drivers: HashMap::new(),
         metrics,
         id: transactional_id.clone(),
         epoch: 0,
+        origin: Instant::now(),
     };
-    let label = RulesMetrics::stage(kind.name());
     let mut last_tick = Instant::now();
     let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
         if rules.has_changed().unwrap_or(false) {
-            stage.loaded = rules.borrow_and_update().clone();
-            // New rules, new state: every partition rebuilds from its past.
-            stage.slots.clear();
+            let l = rules.borrow_and_update().clone();
+            runner.stage.set_rules(l.plan, l.horizon);
         }
         // Never cancelled half-read: it returns empty after the wait.
         let batch = tstage
             .next_batch_within(
-                stage.cfg.max_batch,
+                runner.cfg.max_batch,
                 Duration::from_millis(2),
                 Duration::from_millis(500),
             )
             .await?;
         if !batch.is_empty() {
-            process_batch(&mut stage, &tstage, &batch, &label).await?;
+            process_batch(&mut runner, &tstage, &batch).await?;
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
-            on_tick(&mut stage, &tstage, &label).await?;
+            on_tick(&mut runner, &tstage).await?;
             ticks += 1;
             if ticks.is_multiple_of(5) {
                 // Lag is a round trip per partition: every 5 s is enough.
@@ -779,136 +742,72 @@ async fn stage_loop(
     Ok(())
 }
 
-/// Turns engine outputs into topic records.
-fn records(stage: &Stage, outputs: Vec<Output>, out: &mut Vec<BusOutput>) {
-    for o in outputs {
-        match o {
-            Output::Incident(i) => {
-                if matches!(i.status, IncidentStatus::Open | IncidentStatus::Suppressed) {
-                    stage
-                        .metrics
-                        .incidents
-                        .get_or_create(&RuleLabel {
-                            rule: i.rule.clone(),
-                        })
-                        .inc();
-                }
-                out.push(BusOutput {
-                    topic: stage.cfg.alerts_topic.clone(),
-                    key: Keyed::key(&i),
-                    payload: encode(&i),
-                });
-            }
-            Output::Action(a) => {
-                stage.metrics.actions.inc();
-                out.push(BusOutput {
-                    topic: stage.cfg.actions_topic.clone(),
-                    key: Keyed::key(&a),
-                    payload: encode(&a),
-                });
-            }
-        }
-    }
-}
-
 async fn process_batch(
-    stage: &mut Stage,
+    runner: &mut Runner,
     tstage: &TransactionalStage,
     batch: &[OwnedMessage],
-    label: &StageLabel,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut outs: Vec<BusOutput> = Vec::new();
-    let mut dead: Vec<(BusOutput, Vec<(&'static str, String)>)> = Vec::new();
+    let wall = started.duration_since(runner.origin);
+    let label = runner.label();
+    let mut emits = Vec::new();
+    let mut dead: Vec<(&OwnedMessage, DecodeError)> = Vec::new();
     let mut evaluated = 0u64;
-    let (late0, over0) = totals(stage);
+    let (late0, over0) = runner.stage.totals();
     // After a rebalance any partition may have been processed elsewhere in
     // between: rebuild them all from the log.
     let epoch = tstage.rebalance_epoch();
-    if epoch != stage.epoch {
-        stage.epoch = epoch;
-        stage.slots.clear();
+    if epoch != runner.epoch {
+        runner.epoch = epoch;
+        runner.stage.reset();
     }
     for m in batch {
         let p = m.partition();
-        // Offsets skip forward over transaction markers; going back means a
-        // rewind, and the state is ahead of the input.
-        let needs_rebuild = stage
-            .slots
-            .get(&p)
-            .is_none_or(|s| m.offset() < s.next_offset);
-        if needs_rebuild {
+        if runner.stage.needs_rebuild(p, m.offset()) {
             let ts = m.timestamp().to_millis().unwrap_or(0);
-            let slot = stage.rebuild(p, m.offset(), ts)?;
-            stage.slots.insert(p, slot);
+            runner.rebuild(p, m.offset(), ts)?;
         }
         let payload = m.payload().unwrap_or_default();
-        match decode::<Event>(payload) {
+        match decode_with_limit::<Event>(payload, runner.cfg.max_message_bytes) {
             Err(e) => {
-                stage.metrics.dead_letters.get_or_create(label).inc();
-                let key = m
-                    .key()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .unwrap_or_default();
-                dead.push((
-                    BusOutput {
-                        topic: stage.cfg.dlq_topic.clone(),
-                        key,
-                        payload: payload.to_vec(),
-                    },
-                    vec![
-                        (dlqh::REASON, e.to_string()),
-                        (dlqh::REASON_KIND, e.reason_label().to_owned()),
-                        (dlqh::TOPIC, m.topic().to_owned()),
-                        (dlqh::PARTITION, p.to_string()),
-                        (dlqh::OFFSET, m.offset().to_string()),
-                        (dlqh::STAGE, format!("rules-{}", stage.kind.name())),
-                        (dlqh::AT, Timestamp::now().to_string()),
-                    ],
-                ));
+                runner.metrics.dead_letters.get_or_create(&label).inc();
+                runner.stage.skip(p, m.offset());
+                dead.push((m, e));
             }
             Ok(ev) => {
                 evaluated += 1;
-                if stage.kind == StageKind::Node {
-                    forward(stage, &ev, &mut outs);
-                }
-                let kind = stage.kind;
-                let produced = match stage.slots.get_mut(&p) {
-                    Some(slot) => {
-                        // The wall time is stamped once per batch, below.
-                        slot.last = Some((ev.time, started));
-                        feed(kind, &mut slot.engines, &ev)
-                    }
-                    None => Vec::new(),
-                };
-                records(stage, produced, &mut outs);
+                runner.stage.process(p, m.offset(), &ev, wall, &mut emits);
             }
-        }
-        if let Some(slot) = stage.slots.get_mut(&p) {
-            slot.next_offset = m.offset() + 1;
         }
     }
     let eval = started.elapsed().as_secs_f64();
     if evaluated > 0 {
-        stage
+        runner
             .metrics
             .eval_seconds
-            .get_or_create(label)
+            .get_or_create(&label)
             .observe(eval / evaluated as f64);
     }
-    stage.metrics.events.get_or_create(label).inc_by(evaluated);
-    let (late1, over1) = totals(stage);
-    stage
+    runner
+        .metrics
+        .events
+        .get_or_create(&label)
+        .inc_by(evaluated);
+    let (late1, over1) = runner.stage.totals();
+    runner
         .metrics
         .late
-        .get_or_create(label)
+        .get_or_create(&label)
         .inc_by(late1.saturating_sub(late0));
-    stage
+    runner
         .metrics
         .overflow
-        .get_or_create(label)
+        .get_or_create(&label)
         .inc_by(over1.saturating_sub(over0));
+    let mut outs = Vec::with_capacity(emits.len());
+    runner.records(emits, &mut outs);
 
+    let stage_name = format!("rules-{}", runner.stage.kind().name());
     let mut txn = tstage.begin(batch)?;
     let mut result = Ok(());
     for o in &outs {
@@ -918,9 +817,15 @@ async fn process_batch(
         }
     }
     if result.is_ok() {
-        for (o, hs) in &dead {
-            let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            if let Err(e) = txn.produce_with_headers(o, &hs) {
+        for (m, e) in &dead {
+            let reason = e.to_string();
+            if let Err(e) = txn.dead_letter(
+                &runner.cfg.dlq_topic,
+                *m,
+                &reason,
+                e.reason_label(),
+                &stage_name,
+            ) {
                 result = Err(e);
                 break;
             }
@@ -946,10 +851,10 @@ async fn process_batch(
             // The inputs come again: their partitions rebuild from the log
             // so nothing is counted twice.
             for m in batch {
-                stage.slots.remove(&m.partition());
+                runner.stage.forget(m.partition());
             }
             if e.is_retryable() {
-                tracing::warn!(stage = %stage.id, error = %e, events = batch.len(), "transaction aborted; the batch will be processed again");
+                tracing::warn!(stage = %runner.id, error = %e, events = batch.len(), "transaction aborted; the batch will be processed again");
                 Ok(())
             } else {
                 Err(e.into())
@@ -966,135 +871,33 @@ fn crash_before_commit(evaluated: u64) -> bool {
         && std::env::var("PITCREW_FAILPOINT").is_ok_and(|v| v == "rules-crash-before-commit")
 }
 
-/// Sends an event on to the group stage for each route whose rules read
-/// it, keyed by the route's group value.
-fn forward(stage: &mut Stage, ev: &Event, outs: &mut Vec<BusOutput>) {
-    let mut driver_changed = false;
-    if let EventData::NodeHeartbeat(h) = &ev.data {
-        if let Some(v) = &h.driver_version {
-            if stage.drivers.get(&ev.node) != Some(v) {
-                stage.drivers.insert(ev.node.clone(), v.clone());
-                driver_changed = true;
-            }
-        }
-    }
-    for (route, program) in &stage.loaded.plan.routes {
-        let wants = program.reads(ev) || (driver_changed && route == "driver_version");
-        if !wants {
-            continue;
-        }
-        let driver = stage.drivers.get(&ev.node).map(String::as_str);
-        let Some(value) = group_value(route, ev, &stage.cfg.inventory, driver) else {
-            continue;
-        };
-        let mut fwd = ev.clone();
-        fwd.labels.insert(ROUTE_LABEL.to_owned(), route.clone());
-        outs.push(BusOutput {
-            topic: stage.cfg.group_topic.clone(),
-            key: format!("{route}/{value}"),
-            payload: encode(&fwd),
-        });
-    }
-}
-
-fn totals(stage: &Stage) -> (u64, u64) {
-    let mut late = 0;
-    let mut over = 0;
-    for s in stage.slots.values() {
-        for e in s.engines.values() {
-            late += e.stats().late;
-            over += e.stats().overflow;
-        }
-    }
-    (late, over)
-}
-
-fn update_state_gauges(stage: &Stage, label: &StageLabel) {
-    let mut entries = 0;
-    let mut bytes = 0;
-    let mut open = 0;
-    for s in stage.slots.values() {
-        for e in s.engines.values() {
-            entries += e.state_entries();
-            bytes += e.state_bytes();
-            open += e.open_count();
-        }
-    }
-    stage
-        .metrics
-        .open_incidents
-        .get_or_create(label)
-        .set(i64::try_from(open).unwrap_or(i64::MAX));
-    stage
-        .metrics
-        .state_entries
-        .get_or_create(label)
-        .set(entries as i64);
-    stage
-        .metrics
-        .state_bytes
-        .get_or_create(label)
-        .set(bytes as i64);
-}
-
 /// Once a second: drop partitions no longer assigned, and move quiet
 /// partitions' event time on so their timers fire.
-async fn on_tick(
-    stage: &mut Stage,
-    tstage: &TransactionalStage,
-    label: &StageLabel,
-) -> anyhow::Result<()> {
+async fn on_tick(runner: &mut Runner, tstage: &TransactionalStage) -> anyhow::Result<()> {
     if let Ok(assigned) = tstage.assignment() {
-        let topic = stage.input_topic().to_owned();
-        stage
-            .slots
-            .retain(|p, _| assigned.iter().any(|(t, q)| *t == topic && q == p));
-        stage
+        let topic = runner.input_topic().to_owned();
+        runner
+            .stage
+            .retain(|p| assigned.iter().any(|(t, q)| *t == topic && *q == p));
+        runner
             .metrics
             .assigned
-            .get_or_create(label)
+            .get_or_create(&runner.label())
             .set(assigned.len() as i64);
     }
-    // A partition quiet for longer than the grace moves on at wall-clock
-    // pace, the grace behind: events delayed by less still count.
-    let grace = Duration::from_nanos(u64::try_from(stage.cfg.idle_grace.nanos()).unwrap_or(0));
-    let mut produced = Vec::new();
-    for slot in stage.slots.values_mut() {
-        let Some((t, wall)) = slot.last else { continue };
-        let idle = wall.elapsed();
-        if idle <= grace {
-            continue;
+    let mut emits = Vec::new();
+    runner
+        .stage
+        .advance_idle(Instant::now().duration_since(runner.origin), &mut emits);
+    if !emits.is_empty() {
+        let mut outs = Vec::new();
+        runner.records(emits, &mut outs);
+        let mut txn = tstage.begin(&[])?;
+        for o in &outs {
+            txn.produce(o)?;
         }
-        let ahead = idle - grace;
-        let to = t.add_nanos(i64::try_from(ahead.as_nanos()).unwrap_or(i64::MAX));
-        for e in slot.engines.values_mut() {
-            e.advance(to);
-            produced.extend(e.drain());
-        }
+        txn.commit().await?;
     }
-    if produced.is_empty() {
-        update_state_gauges(stage, label);
-        return Ok(());
-    }
-    let mut outs = Vec::new();
-    records(stage, produced, &mut outs);
-    let mut txn = tstage.begin(&[])?;
-    for o in &outs {
-        txn.produce(o)?;
-    }
-    txn.commit().await?;
-    update_state_gauges(stage, label);
+    runner.update_state_gauges();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crc32_matches_the_reference_value() {
-        // The standard check value of CRC-32/ISO-HDLC (zlib's crc32).
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert!((0..12).contains(&partition_of("n17", 12)));
-    }
 }
