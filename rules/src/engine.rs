@@ -393,6 +393,12 @@ impl Engine {
         &self.stats
     }
 
+    /// Whether the engine has seen an event or been advanced yet (its
+    /// event time starts at the first).
+    pub fn is_started(&self) -> bool {
+        self.started.is_some()
+    }
+
     pub fn watermark(&self) -> Timestamp {
         self.watermark
     }

@@ -38,7 +38,7 @@ use crate::{group_value, Engine, EngineConfig, Inventory, Output, Program, Span,
 pub const ROUTE_LABEL: &str = "pitcrew.route";
 
 /// Which of the two stages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StageKind {
     Node,
     Group,
@@ -135,6 +135,10 @@ pub struct Stage {
     /// Late and overflow counts of engines dropped since, so totals only
     /// grow.
     retired: (u64, u64),
+    /// The earliest event time any partition processed live: a partition
+    /// that has had no event yet starts there when time moves on, so the
+    /// inventory nodes it owns that never spoke are missed from then.
+    first_seen: Option<Timestamp>,
 }
 
 impl Stage {
@@ -156,6 +160,7 @@ impl Stage {
             slots: BTreeMap::new(),
             drivers: HashMap::new(),
             retired: (0, 0),
+            first_seen: None,
         }
     }
 
@@ -285,6 +290,9 @@ impl Stage {
         if self.kind == StageKind::Node {
             self.forward(event, out);
         }
+        if self.first_seen.is_none_or(|t| event.time < t) {
+            self.first_seen = Some(event.time);
+        }
         if let Some(slot) = self.slots.get_mut(&partition) {
             slot.last = Some((event.time, wall));
             slot.next_offset = offset + 1;
@@ -313,10 +321,7 @@ impl Stage {
                 continue;
             }
             let to = t.add_nanos(i64::try_from((idle - grace).as_nanos()).unwrap_or(i64::MAX));
-            for e in slot.engines.values_mut() {
-                e.advance(to);
-                out.extend(e.drain().into_iter().map(Emit::Output));
-            }
+            advance_slot(slot, None, to, out);
         }
     }
 
@@ -324,10 +329,7 @@ impl Stage {
     /// a test), firing what is due.
     pub fn advance_to(&mut self, to: Timestamp, out: &mut Vec<Emit>) {
         for slot in self.slots.values_mut() {
-            for e in slot.engines.values_mut() {
-                e.advance(to);
-                out.extend(e.drain().into_iter().map(Emit::Output));
-            }
+            advance_slot(slot, self.first_seen, to, out);
         }
     }
 
@@ -394,6 +396,18 @@ impl Stage {
                 event,
             });
         }
+    }
+}
+
+/// Moves a slot's engines to `to`; one not started yet starts at `start`
+/// first (when given), so its timers run from there.
+fn advance_slot(slot: &mut Slot, start: Option<Timestamp>, to: Timestamp, out: &mut Vec<Emit>) {
+    for e in slot.engines.values_mut() {
+        if let Some(s) = start.filter(|&s| s < to && !e.is_started()) {
+            e.advance(s);
+        }
+        e.advance(to);
+        out.extend(e.drain().into_iter().map(Emit::Output));
     }
 }
 

@@ -1,0 +1,318 @@
+//! The one evaluation path: the stages as the streaming service runs them
+//! (partitioned, re-keyed, rebuilt, advanced when idle) give what the
+//! in-process `Pipeline` gives, which is what `pitcrew test` and `replay`
+//! run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pitcrew_contract::{examples, Event, EventData, EventKind, Timestamp};
+use pitcrew_rules::{
+    compile, default_pack, Emit, EngineConfig, Inventory, NodeInfo, Output, Pipeline, Program,
+    Span, Stage, StageConfig, StageKind, TestCase, ROUTE_LABEL, TEST_EPOCH,
+};
+
+/// A partitioner unlike the pipeline's single partition (any stable one
+/// will do: the point is that the split does not change the outputs).
+fn by_bytes(key: &str, partitions: i32) -> i32 {
+    let sum: u32 = key.bytes().map(u32::from).sum();
+    i32::try_from(sum % u32::try_from(partitions.max(1)).unwrap()).unwrap()
+}
+
+fn describe(o: &Output) -> String {
+    match o {
+        Output::Incident(i) => serde_json::to_string(i).unwrap(),
+        Output::Action(a) => serde_json::to_string(a).unwrap(),
+    }
+}
+
+fn sorted(outputs: &[Output]) -> Vec<String> {
+    let mut v: Vec<String> = outputs.iter().map(describe).collect();
+    v.sort();
+    v
+}
+
+fn engine_config(t: &TestCase) -> EngineConfig {
+    EngineConfig {
+        expect_inventory: t.inventory_absence,
+        ..EngineConfig::default()
+    }
+}
+
+fn program_for(set_program: &Program, t: &TestCase) -> Program {
+    match &t.rules {
+        Some(names) => set_program.subset(names, true),
+        None => set_program.clone(),
+    }
+}
+
+/// The service's way: `node_parts` node-stage partitions, `group_parts`
+/// group-stage partitions, forwards delivered by key, every partition held
+/// from the start.
+fn partitioned(
+    program: &Program,
+    inventory: Arc<Inventory>,
+    engine: EngineConfig,
+    events: &[Event],
+    until: Timestamp,
+    node_parts: i32,
+    group_parts: i32,
+) -> Vec<Output> {
+    let plan = Arc::new(program.stage_plan());
+    let cfg = StageConfig {
+        engine,
+        lookback_cap: Span::from_secs(3600),
+        idle_grace: Span::from_secs(10),
+        node_partitions: node_parts,
+        partitioner: by_bytes,
+    };
+    let horizon = program.horizon();
+    let mut node = Stage::new(
+        StageKind::Node,
+        Arc::clone(&plan),
+        horizon,
+        Arc::clone(&inventory),
+        cfg.clone(),
+    );
+    let mut group = Stage::new(StageKind::Group, plan, horizon, inventory, cfg);
+    for p in 0..node_parts {
+        node.begin_rebuild(p, 0);
+    }
+    for p in 0..group_parts {
+        group.begin_rebuild(p, 0);
+    }
+    let mut offsets: BTreeMap<(StageKind, i32), i64> = BTreeMap::new();
+    let mut next = |k: StageKind, p: i32| {
+        let o = offsets.entry((k, p)).or_insert(0);
+        *o += 1;
+        *o - 1
+    };
+    let mut out = Vec::new();
+    let deliver = |emits: Vec<Emit>,
+                   group: &mut Stage,
+                   out: &mut Vec<Output>,
+                   next: &mut dyn FnMut(StageKind, i32) -> i64| {
+        let mut queue = emits;
+        while !queue.is_empty() {
+            let mut more = Vec::new();
+            for e in queue {
+                match e {
+                    Emit::Output(o) => out.push(o),
+                    Emit::Forward { key, event } => {
+                        assert!(event.labels.contains_key(ROUTE_LABEL));
+                        let p = by_bytes(&key, group_parts);
+                        let off = next(StageKind::Group, p);
+                        group.process(p, off, &event, Duration::ZERO, &mut more);
+                    }
+                }
+            }
+            queue = more;
+        }
+    };
+    for ev in events {
+        let p = by_bytes(&ev.node, node_parts);
+        let off = next(StageKind::Node, p);
+        let mut emits = Vec::new();
+        node.process(p, off, ev, Duration::ZERO, &mut emits);
+        deliver(emits, &mut group, &mut out, &mut next);
+    }
+    let mut emits = Vec::new();
+    node.advance_to(until, &mut emits);
+    group.advance_to(until, &mut emits);
+    deliver(emits, &mut group, &mut out, &mut next);
+    out
+}
+
+#[test]
+fn partitioned_stages_give_the_pipelines_outputs_for_every_pack_test() {
+    let set = compile(&default_pack()).unwrap();
+    let mut compared = 0;
+    for t in &set.tests {
+        let program = program_for(&set.program, t);
+        let inventory = Arc::new(Inventory::new(t.topology.clone()));
+        let mut events = t.events.clone();
+        events.sort_by_key(|e| e.time);
+        let until = TEST_EPOCH.add_nanos(t.until.0);
+
+        let mut expected = Vec::new();
+        let mut pipeline = Pipeline::new(&program, Arc::clone(&inventory), engine_config(t));
+        for e in &events {
+            pipeline.process(e, &mut expected);
+        }
+        pipeline.advance(until, &mut expected);
+
+        for (node_parts, group_parts) in [(1, 1), (4, 3), (7, 5)] {
+            let got = partitioned(
+                &program,
+                Arc::clone(&inventory),
+                engine_config(t),
+                &events,
+                until,
+                node_parts,
+                group_parts,
+            );
+            assert_eq!(
+                sorted(&got),
+                sorted(&expected),
+                "{}:{} {} with {node_parts} node and {group_parts} group partitions",
+                t.file,
+                t.line,
+                t.name
+            );
+        }
+        compared += 1;
+    }
+    assert!(compared >= 30, "only {compared} pack tests");
+}
+
+fn heartbeat(node: &str, secs: i64, driver: Option<&str>) -> Event {
+    let mut e = examples::event(EventKind::NodeHeartbeat);
+    e.node = node.into();
+    e.time = TEST_EPOCH.add_nanos(secs * 1_000_000_000);
+    e.id = format!("hb-{node}-{secs}");
+    if let EventData::NodeHeartbeat(h) = &mut e.data {
+        h.driver_version = driver.map(str::to_owned);
+    }
+    e
+}
+
+fn xid(node: &str, secs: i64, code: u32) -> Event {
+    let mut e = examples::event(EventKind::GpuXid);
+    e.node = node.into();
+    e.time = TEST_EPOCH.add_nanos(secs * 1_000_000_000);
+    e.id = format!("x-{node}-{secs}-{code}");
+    if let EventData::GpuXid(x) = &mut e.data {
+        x.code = code;
+    }
+    e
+}
+
+fn pack_stage(kind: StageKind, nodes: &[&str], grace_secs: i64) -> Stage {
+    let set = compile(&default_pack()).unwrap();
+    let inventory = Inventory::new(
+        nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: (*n).to_owned(),
+                ..NodeInfo::default()
+            })
+            .collect(),
+    );
+    Stage::new(
+        kind,
+        Arc::new(set.program.stage_plan()),
+        set.program.horizon(),
+        Arc::new(inventory),
+        StageConfig {
+            idle_grace: Span::from_secs(grace_secs),
+            ..StageConfig::single_partition(EngineConfig::default())
+        },
+    )
+}
+
+#[test]
+fn the_node_stage_forwards_what_group_rules_read_keyed_by_group() {
+    let mut node = pack_stage(StageKind::Node, &["n1"], 10);
+    node.begin_rebuild(0, 0);
+    let mut emits = Vec::new();
+    node.process(
+        0,
+        0,
+        &heartbeat("n1", 0, Some("570.86.15")),
+        Duration::ZERO,
+        &mut emits,
+    );
+    // The first driver version a node reports reaches the driver route.
+    assert!(emits.iter().any(|e| matches!(e,
+        Emit::Forward { key, event } if key == "driver_version/570.86.15"
+            && event.labels.get(ROUTE_LABEL).map(String::as_str) == Some("driver_version"))));
+    emits.clear();
+    node.process(
+        0,
+        1,
+        &heartbeat("n1", 1, Some("570.86.15")),
+        Duration::ZERO,
+        &mut emits,
+    );
+    assert!(emits.is_empty(), "{emits:?}");
+    node.process(0, 2, &xid("n1", 2, 119), Duration::ZERO, &mut emits);
+    assert!(emits.iter().any(|e| matches!(e,
+        Emit::Forward { key, .. } if key == "driver_version/570.86.15")));
+    // A node with no known driver still reaches the route's member rules.
+    emits.clear();
+    node.process(0, 3, &xid("n2", 3, 119), Duration::ZERO, &mut emits);
+    assert!(emits.iter().any(|e| matches!(e,
+        Emit::Forward { key, .. } if key == "driver_version/")));
+}
+
+#[test]
+fn a_rewind_asks_for_a_rebuild_and_the_past_produces_nothing() {
+    let mut node = pack_stage(StageKind::Node, &["n1"], 10);
+    assert!(node.needs_rebuild(0, 5));
+    node.begin_rebuild(0, 5);
+    assert!(!node.needs_rebuild(0, 5));
+    assert!(node.needs_rebuild(0, 4), "going back is a rewind");
+    let opens = |emits: &[Emit]| {
+        emits
+            .iter()
+            .filter(|e| {
+                matches!(e, Emit::Output(Output::Incident(i)) if i.rule == "gpu-fallen-off-bus"
+                && i.status == pitcrew_contract::IncidentStatus::Open)
+            })
+            .count()
+    };
+    // Live, the fault opens its incident...
+    let mut fresh = pack_stage(StageKind::Node, &["n1"], 10);
+    fresh.begin_rebuild(0, 0);
+    let mut emits = Vec::new();
+    fresh.process(0, 0, &xid("n1", 0, 79), Duration::ZERO, &mut emits);
+    fresh.process(0, 1, &xid("n1", 1, 79), Duration::ZERO, &mut emits);
+    fresh.advance_to(TEST_EPOCH.add_nanos(120_000_000_000), &mut emits);
+    assert_eq!(opens(&emits), 1, "{emits:?}");
+    // ...restored, the same fault rebuilds the state without writing it
+    // again: the repeat a second later opens nothing.
+    node.restore(0, &xid("n1", 0, 79));
+    let mut emits = Vec::new();
+    node.process(0, 5, &xid("n1", 1, 79), Duration::ZERO, &mut emits);
+    node.advance_to(TEST_EPOCH.add_nanos(120_000_000_000), &mut emits);
+    assert_eq!(
+        opens(&emits),
+        0,
+        "the restored fault's incident was already written: {emits:?}"
+    );
+    assert!(!node.needs_rebuild(0, 6));
+    node.skip(0, 6);
+    assert!(node.needs_rebuild(0, 6));
+    assert!(!node.needs_rebuild(0, 7));
+    node.forget(0);
+    assert!(node.needs_rebuild(0, 7));
+}
+
+#[test]
+fn a_quiet_partition_moves_on_after_the_grace_and_fires_its_absences() {
+    let mut node = pack_stage(StageKind::Node, &["n1", "n2"], 10);
+    node.begin_rebuild(0, 0);
+    let mut emits = Vec::new();
+    let read_at = Duration::from_secs(100);
+    node.process(0, 0, &heartbeat("n1", 0, None), read_at, &mut emits);
+    node.process(0, 1, &heartbeat("n2", 0, None), read_at, &mut emits);
+    emits.clear();
+    // 65 s of wall time but 10 s of grace: event time is only 55 s on.
+    node.advance_idle(read_at + Duration::from_secs(65), &mut emits);
+    assert!(emits.is_empty(), "{emits:?}");
+    // 75 s: 65 s on, past the heartbeat rule's 60 s.
+    node.advance_idle(read_at + Duration::from_secs(75), &mut emits);
+    let missing: Vec<String> = emits
+        .iter()
+        .filter_map(|e| match e {
+            Emit::Output(Output::Incident(i)) if i.rule == "node-heartbeat-missing" => {
+                Some(i.blame.name.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(missing, ["n1", "n2"]);
+}
