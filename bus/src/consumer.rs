@@ -8,9 +8,13 @@
 //! processing and storing gets the message again: handlers must be
 //! idempotent, which the contract's deterministic ids make easy.
 //!
-//! [`run_decoded`] is the loop every stage uses: decode, dead-letter what
-//! does not decode (with the reason), hand the rest to the handler, retry
-//! retryable handler errors, dead-letter permanent ones.
+//! [`run_consumer`] is the loop every at-least-once stage uses: it hands
+//! each message to the handler as a [`Delivery`], whose
+//! [`Delivery::decode`] honours the configured `max_message_bytes`;
+//! retryable handler errors are retried, permanent ones and what does not
+//! decode are dead-lettered (with the reason and the original headers, the
+//! write itself retried), and only then is the offset stored.
+//! [`run_decoded`] is the same loop for a stage that reads one type.
 
 use std::future::Future;
 use std::time::Duration;
@@ -116,6 +120,8 @@ pub struct ProcessError {
     /// Retry the same message (a dependency is down) instead of
     /// dead-lettering it (the message itself is bad).
     pub retryable: bool,
+    /// The dead letter's bounded reason label.
+    pub reason_kind: &'static str,
 }
 
 impl ProcessError {
@@ -123,6 +129,7 @@ impl ProcessError {
         ProcessError {
             message: message.into(),
             retryable: true,
+            reason_kind: "processing",
         }
     }
 
@@ -130,6 +137,18 @@ impl ProcessError {
         ProcessError {
             message: message.into(),
             retryable: false,
+            reason_kind: "processing",
+        }
+    }
+}
+
+impl From<pitcrew_contract::DecodeError> for ProcessError {
+    /// The message itself is bad: dead-letter it with the decoder's reason.
+    fn from(e: pitcrew_contract::DecodeError) -> Self {
+        ProcessError {
+            message: e.to_string(),
+            retryable: false,
+            reason_kind: e.reason_label(),
         }
     }
 }
@@ -142,19 +161,52 @@ pub struct Origin {
     pub offset: i64,
 }
 
-/// Consumes until `shutdown` resolves: decodes each message as `T`,
-/// dead-letters what does not decode, runs `handler` on the rest, and marks
-/// each message processed only after it was handled or dead-lettered.
-/// Commits on the way out.
-pub async fn run_decoded<T, H, S>(
+/// One message handed to a [`run_consumer`] handler.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    pub origin: Origin,
+    payload: &'a [u8],
+    max_message_bytes: usize,
+}
+
+impl Delivery<'_> {
+    /// Decodes the payload, refusing one over the configured size.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, pitcrew_contract::DecodeError> {
+        pitcrew_contract::decode_with_limit(self.payload, self.max_message_bytes)
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        self.payload
+    }
+}
+
+/// What a [`run_consumer`] loop calls for each message. A trait rather
+/// than an async closure so the loop's future is `Send` (a spawned stage).
+pub trait Handler {
+    /// Handles one message: `Ok` marks it processed; a retryable error has
+    /// it handed over again; a permanent one (or a [`DecodeError`]
+    /// converted by `?`) dead-letters it.
+    ///
+    /// [`DecodeError`]: pitcrew_contract::DecodeError
+    fn handle(
+        &mut self,
+        delivery: &Delivery<'_>,
+    ) -> impl Future<Output = Result<(), ProcessError>> + Send;
+}
+
+/// Consumes until `shutdown` resolves: hands each message to `handler`,
+/// retries it while the handler says the failure is retryable,
+/// dead-letters it when the failure is permanent (a payload that does not
+/// decode among them), and marks each message processed only after it was
+/// handled or dead-lettered. Commits on the way out.
+pub async fn run_consumer<H, S>(
     consumer: &Consumer,
     dead_letters: &DeadLetterWriter,
     mut handler: H,
     shutdown: S,
 ) -> Result<(), BusError>
 where
-    T: DeserializeOwned,
-    H: AsyncFnMut(&T, &Origin) -> Result<(), ProcessError>,
+    H: Handler,
     S: Future<Output = ()>,
 {
     tokio::pin!(shutdown);
@@ -173,39 +225,74 @@ where
             }
             Err(e) => return Err(e),
         };
-        let payload = msg.payload().unwrap_or_default();
-        match pitcrew_contract::decode_with_limit::<T>(payload, consumer.max_message_bytes) {
-            Err(e) => {
-                dead_letter_with_retry(dead_letters, &msg, &e.to_string(), e.reason_label())
-                    .await?;
-            }
-            Ok(value) => {
-                let origin = Origin {
-                    topic: msg.topic().to_owned(),
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                };
-                handle_with_retry(&mut handler, value, origin, &msg, dead_letters).await?;
-            }
-        }
+        let delivery = Delivery {
+            origin: Origin {
+                topic: msg.topic().to_owned(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+            },
+            payload: msg.payload().unwrap_or_default(),
+            max_message_bytes: consumer.max_message_bytes,
+        };
+        handle_with_retry(&mut handler, &delivery, &msg, dead_letters).await?;
         consumer.processed(&msg)?;
     }
     consumer.commit()
 }
 
-async fn handle_with_retry<T, H>(
-    handler: &mut H,
-    value: T,
-    origin: Origin,
-    msg: &BorrowedMessage<'_>,
+/// [`run_consumer`] for a stage that reads one type and handles it at
+/// once: what does not decode as `T` is dead-lettered, the rest goes to
+/// `handler`.
+pub async fn run_decoded<T, F, S>(
+    consumer: &Consumer,
     dead_letters: &DeadLetterWriter,
+    handler: F,
+    shutdown: S,
 ) -> Result<(), BusError>
 where
-    H: AsyncFnMut(&T, &Origin) -> Result<(), ProcessError>,
+    T: DeserializeOwned,
+    F: FnMut(&T, &Origin) -> Result<(), ProcessError> + Send,
+    S: Future<Output = ()>,
 {
+    let decoded = Decoded {
+        handler,
+        _type: std::marker::PhantomData::<fn() -> T>,
+    };
+    run_consumer(consumer, dead_letters, decoded, shutdown).await
+}
+
+struct Decoded<T, F> {
+    handler: F,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T, F> Handler for Decoded<T, F>
+where
+    T: DeserializeOwned,
+    F: FnMut(&T, &Origin) -> Result<(), ProcessError> + Send,
+{
+    fn handle(
+        &mut self,
+        delivery: &Delivery<'_>,
+    ) -> impl Future<Output = Result<(), ProcessError>> + Send {
+        let result = delivery
+            .decode::<T>()
+            .map_err(ProcessError::from)
+            .and_then(|value| (self.handler)(&value, &delivery.origin));
+        std::future::ready(result)
+    }
+}
+
+async fn handle_with_retry<H: Handler>(
+    handler: &mut H,
+    delivery: &Delivery<'_>,
+    msg: &BorrowedMessage<'_>,
+    dead_letters: &DeadLetterWriter,
+) -> Result<(), BusError> {
+    let origin = &delivery.origin;
     let mut backoff = Duration::from_millis(50);
     loop {
-        match handler(&value, &origin).await {
+        match handler.handle(delivery).await {
             Ok(()) => return Ok(()),
             Err(e) if e.retryable => {
                 tracing::warn!(
@@ -219,8 +306,12 @@ where
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                let reason = format!("processing failed: {e}");
-                return dead_letter_with_retry(dead_letters, msg, &reason, "processing").await;
+                let reason = if e.reason_kind == "processing" {
+                    format!("processing failed: {e}")
+                } else {
+                    e.message
+                };
+                return dead_letter_with_retry(dead_letters, msg, &reason, e.reason_kind).await;
             }
         }
     }

@@ -3,7 +3,8 @@
 //! - [`Producer`]: idempotent, `acks=all`, keyed, bounded in flight;
 //!   delivery failures are returned, never swallowed. [`BatchProducer`]:
 //!   the same guarantees a batch at a time, without a polling thread.
-//! - [`Consumer`] and [`run_decoded`]: at-least-once; an offset is
+//! - [`Consumer`] and [`run_consumer`] (and [`run_decoded`]): the one
+//!   at-least-once loop every such stage runs; an offset is
 //!   committed only after its message was processed or dead-lettered.
 //! - [`TransactionalStage`]: consume-transform-produce with the outputs and
 //!   the input offsets in one Kafka transaction.
@@ -38,7 +39,7 @@ pub use config::{
     BusConfig, ConsumerConfig, KafkaConfig, ProducerConfig, Secret, Security, TopicSpec,
     TopicsConfig, ENV_PREFIX,
 };
-pub use consumer::{run_decoded, Consumer, Origin, ProcessError};
+pub use consumer::{run_consumer, run_decoded, Consumer, Delivery, Handler, Origin, ProcessError};
 pub use dlq::{dead_letter_context, dead_letter_headers, DeadLetterWriter};
 pub use error::{code_is_retryable, BusError};
 pub use metrics::BusMetrics;

@@ -197,7 +197,7 @@ async fn consume_until(
     consumer: &Consumer,
     dlq: &DeadLetterWriter,
     calls: usize,
-    mut handler: impl FnMut(&Event, &Origin) -> Result<(), ProcessError>,
+    mut handler: impl FnMut(&Event, &Origin) -> Result<(), ProcessError> + Send,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut stop_tx = Some(stop_tx);
@@ -207,7 +207,7 @@ async fn consume_until(
         run_decoded(
             consumer,
             dlq,
-            async |ev: &Event, origin: &Origin| {
+            |ev: &Event, origin: &Origin| {
                 n += 1;
                 if n == calls {
                     if let Some(tx) = stop_tx.take() {
@@ -359,6 +359,45 @@ async fn a_handler_error_that_is_permanent_is_dead_lettered_and_a_retryable_one_
         "processing failed: plan does not exist"
     );
     assert_eq!(letters[0].headers["pitcrew.dlq.offset"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_over_the_size_limit_is_dead_lettered_with_its_headers_and_the_loop_goes_on() {
+    let mut cfg = setup("oversize").await;
+    cfg.kafka.max_message_bytes = 2_000;
+    let metrics = BusMetrics::default();
+    let producer = Producer::new(&cfg.kafka, metrics.clone()).unwrap();
+    let topic = cfg.topics.events.name.clone();
+    // A valid event, padded past the limit with a label.
+    let mut big = examples::event(pitcrew_contract::EventKind::NetLink);
+    big.labels.insert("padding".into(), "x".repeat(4_000));
+    let headers = pitcrew_bus::rdkafka::message::OwnedHeaders::new().insert(
+        pitcrew_bus::rdkafka::message::Header {
+            key: "traceparent",
+            value: Some("00-big-01"),
+        },
+    );
+    producer
+        .send_with_headers(&topic, "n1", &encode(&big), headers)
+        .await
+        .unwrap();
+    let small = encode(&examples::event(pitcrew_contract::EventKind::NetLink));
+    producer.send(&topic, "n2", &small).await.unwrap();
+    let consumer = fresh_consumer(&cfg.kafka, &topic, metrics.clone());
+    let dlq = DeadLetterWriter::new(producer.clone(), &cfg.topics.dlq.name, "t", metrics.clone());
+    let mut handled = Vec::new();
+    consume_until(&consumer, &dlq, 1, |_, origin| {
+        handled.push(origin.offset);
+        Ok(())
+    })
+    .await;
+    assert_eq!(handled, [1], "only the event within the limit is handled");
+    let letters = read_all(&cfg.topics.dlq.name, "read_committed", 1);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].headers["pitcrew.dlq.reason_kind"], "oversize");
+    assert_eq!(letters[0].headers["traceparent"], "00-big-01");
+    assert_eq!(letters[0].key, b"n1");
+    assert_eq!(letters[0].payload, encode(&big));
 }
 
 /// Runs the helper consumer process and returns what it printed once it

@@ -21,10 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use pitcrew_bus::rdkafka::message::Message;
 use pitcrew_bus::{
     ensure_topics, partition_count, read_partition_range, read_topic_merged, BusConfig, BusMetrics,
-    Consumer, DeadLetterWriter, KafkaConfig, Producer,
+    Consumer, DeadLetterWriter, Delivery, Handler, KafkaConfig, ProcessError, Producer,
 };
 use pitcrew_contract::{
     decode, encode, ActionRequest, AuditRecord, Event, EventData, Incident, RemediationState,
@@ -309,54 +308,46 @@ impl Service {
             dlq,
             actions_topic,
         } = self;
-        tokio::pin!(shutdown);
-        loop {
-            let msg = tokio::select! {
-                () = &mut shutdown => break,
-                m = consumer.recv() => m,
-            };
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "consume failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            let payload = msg.payload().unwrap_or_default();
-            if msg.topic() == actions_topic {
-                match decode::<ActionRequest>(payload) {
-                    Ok(req) => {
-                        let mut wait = Duration::from_millis(100);
-                        loop {
-                            match worker.submit(req.clone()).await {
-                                Ok(_) => break,
-                                Err(e) => {
-                                    tracing::error!(error = %e, action = %req.id, "request not durable, retrying");
-                                    tokio::time::sleep(wait).await;
-                                    wait = (wait * 2).min(Duration::from_secs(10));
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        dlq.send(&msg, &e.to_string(), e.reason_label()).await?;
-                    }
-                }
-            } else {
-                match decode::<Incident>(payload) {
-                    Ok(inc) => worker.incident(&inc).await,
-                    Err(e) => {
-                        dlq.send(&msg, &e.to_string(), e.reason_label()).await?;
-                    }
-                }
-            }
-            consumer.processed(&msg)?;
-        }
+        // The bus's one at-least-once loop: the size limit, dead letters
+        // (retried, original headers kept) and offsets are its business.
+        let consumed = pitcrew_bus::run_consumer(
+            &consumer,
+            &dlq,
+            Intake {
+                worker: &worker,
+                actions_topic: &actions_topic,
+            },
+            shutdown,
+        )
+        .await;
         tracing::info!("shutting down: waiting for running steps (up to 30 s)");
         let _ = worker.wait_idle(Duration::from_secs(30)).await;
-        let _ = consumer.commit();
         let _ = producer.flush(Duration::from_secs(10)).await;
+        consumed.map_err(anyhow::Error::from)
+    }
+}
+
+/// Hands action requests and incidents to the worker.
+struct Intake<'a> {
+    worker: &'a Worker,
+    actions_topic: &'a str,
+}
+
+impl Handler for Intake<'_> {
+    async fn handle(&mut self, d: &Delivery<'_>) -> Result<(), ProcessError> {
+        if d.origin.topic == self.actions_topic {
+            let req: ActionRequest = d.decode()?;
+            let mut wait = Duration::from_millis(100);
+            // A request is acknowledged only once durable.
+            while let Err(e) = self.worker.submit(req.clone()).await {
+                tracing::error!(error = %e, action = %req.id, "request not durable, retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        } else {
+            let inc: Incident = d.decode()?;
+            self.worker.incident(&inc).await;
+        }
         Ok(())
     }
 }
