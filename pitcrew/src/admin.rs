@@ -146,7 +146,7 @@ async fn handle(req: Request, token: &Secret, worker: &Worker) -> (u16, String) 
 }
 
 /// Serves the admin API until the task is dropped.
-pub(crate) async fn serve(
+pub async fn serve(
     listen: &str,
     token: Secret,
     worker: Worker,
@@ -183,7 +183,7 @@ pub(crate) async fn serve(
 
 /// One request to the admin API (`http://host:port`), for the CLI.
 /// Returns (status, body).
-pub(crate) fn call(
+pub fn call(
     base: &str,
     token: &str,
     method: &str,
@@ -217,7 +217,7 @@ pub(crate) fn call(
 }
 
 /// The admin token for the CLI: `--token-file` or `PITCREW_ADMIN_TOKEN`.
-pub(crate) fn cli_token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+pub fn cli_token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
     match file {
         Some(f) => Ok(std::fs::read_to_string(f)
             .map_err(|e| anyhow::anyhow!("token file {}: {}", f.display(), e.kind()))?

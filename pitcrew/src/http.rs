@@ -9,12 +9,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Answers whether the service is healthy, with a reason when it is not.
-pub(crate) type Health = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+pub type Health = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// Sums the samples of `name` in a Prometheus text exposition: a metric
 /// name sums every label set, a name with labels (`x{stage="node"}`)
 /// matches those exactly.
-pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
+pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| {
             l.strip_prefix(name)
@@ -26,7 +26,7 @@ pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
 
 /// Binds `listen` and serves until the task is dropped. Returns the bound
 /// address (port 0 picks one).
-pub(crate) async fn serve(
+pub async fn serve(
     listen: &str,
     registry: Arc<Registry>,
     health: Health,

@@ -1,10 +1,9 @@
 //! The `pitcrew` binary: parses the command line, sets up logging and hands
-//! over to the stage crates. No logic of its own lives here.
+//! over to the services (`pitcrew::service`) and the stage crates. No
+//! pipeline logic of its own lives here.
 
-mod admin;
 mod cli;
 mod cmd;
-mod http;
 
 use std::process::ExitCode;
 

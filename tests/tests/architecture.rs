@@ -112,8 +112,100 @@ fn dependency_absences_hold() {
         &["rdkafka", "rdkafka-sys", "pitcrew-bus", "tokio"],
     );
     assert_absent(&c, "pitcrew-simulate", EXECUTOR_CRATES);
+    // Remediation acts through executors and a journal; the Kafka side is
+    // the service's (pitcrew::service::remediate).
+    assert_absent(
+        &c,
+        "pitcrew-remediate",
+        &["rdkafka", "rdkafka-sys", "pitcrew-bus"],
+    );
+    // The bus knows the contract only: no stage, no collector.
+    assert_absent(
+        &c,
+        "pitcrew-bus",
+        &[
+            "pitcrew-rules",
+            "pitcrew-remediate",
+            "pitcrew-ingest",
+            "pitcrew-simulate",
+        ],
+    );
     // The check itself can fail: the bus does depend on rdkafka.
     assert!(c["pitcrew-bus"].contains("rdkafka"));
+}
+
+/// Every `.rs` file under `dir` (relative to the workspace), with its text.
+fn sources(dir: &str) -> Vec<(std::path::PathBuf, String)> {
+    let mut stack = vec![pitcrew_harness::workspace_root().join(dir)];
+    let mut out = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path, text));
+            }
+        }
+    }
+    out
+}
+
+/// One evaluation path: only the rules crate builds an `Engine`; every
+/// runner (the service, test, replay, the simulator, benchmarks) goes
+/// through `pitcrew_rules::Stage` or `Pipeline`.
+#[test]
+fn no_runner_builds_an_engine_of_its_own() {
+    let mut checked = 0;
+    for dir in ["pitcrew/src", "simulate/src", "remediate/src", "ingest/src"] {
+        for (path, text) in sources(dir) {
+            checked += 1;
+            assert!(
+                !text.contains("Engine::new("),
+                "{} builds an Engine: use pitcrew_rules::Stage or Pipeline",
+                path.display()
+            );
+        }
+    }
+    assert!(checked > 20);
+    // The check can fail: the pipeline itself does build engines.
+    assert!(sources("rules/src")
+        .iter()
+        .any(|(_, t)| t.contains("Engine::new(")));
+}
+
+/// The binary only parses arguments and wires services together: no
+/// stage loop, transaction, message handler or spool drain of its own
+/// outside the benchmarks (the demo's read-only view of the topics is
+/// display, not a stage).
+#[test]
+fn the_binary_runs_no_kafka_loop_of_its_own() {
+    for (path, text) in sources("pitcrew/src/cmd") {
+        let name = path.file_name().unwrap().to_string_lossy();
+        if name.starts_with("bench") {
+            continue;
+        }
+        for needle in [
+            "TransactionalStage",
+            "run_consumer(",
+            "run_decoded(",
+            "impl Handler",
+            "send_batch(",
+        ] {
+            assert!(
+                !text.contains(needle),
+                "{} uses {needle}: Kafka loops belong in pitcrew::service",
+                path.display()
+            );
+        }
+    }
+    let services = sources("pitcrew/src/service");
+    assert!(services
+        .iter()
+        .any(|(_, t)| t.contains("TransactionalStage")));
+    assert!(services.iter().any(|(_, t)| t.contains("run_consumer(")));
+    assert!(services.iter().any(|(_, t)| t.contains("send_batch(")));
 }
 
 /// Reading a BMC is the collectors' job; acting on it (chassis power) is

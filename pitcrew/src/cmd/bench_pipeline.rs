@@ -50,7 +50,7 @@ fn http_metric(addr: &str, name: &str) -> f64 {
     let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    crate::http::metric_sum(&text, name)
+    pitcrew::http::metric_sum(&text, name)
 }
 
 /// One fleet event as the agents send it (thermal, ECC, replay, IB

@@ -30,7 +30,7 @@ use pitcrew_remediate::metrics::RemediateMetrics;
 use pitcrew_rules::{Inventory, NodeInfo};
 
 use super::bench::quantile;
-use super::remediate::{Service, ServiceSpec};
+use pitcrew::service::remediate::{Service, ServiceSpec};
 
 #[derive(Clone, Copy, Default)]
 struct Call {

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use pitcrew_rules::{compile, run_test, Level};
 
-use super::rulefiles;
 use crate::cli::PathsArgs;
+use pitcrew::rulefiles;
 
 pub(crate) fn check(args: &PathsArgs) -> anyhow::Result<ExitCode> {
     let files = rulefiles::load(&args.paths)?;

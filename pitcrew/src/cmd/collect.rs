@@ -142,6 +142,8 @@ pub(crate) async fn agent(
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
 
+    use pitcrew::http;
+    use pitcrew::service::agent::SpoolDrain;
     use pitcrew_bus::{BatchProducer, BusConfig, BusMetrics};
     use pitcrew_ingest::agent::{AgentConfig, CollectMetrics, Collector};
     use pitcrew_ingest::spool::Spool;
@@ -193,117 +195,28 @@ pub(crate) async fn agent(
         .name("collector".to_owned())
         .spawn(move || collector.run())?;
 
-    let producer = Arc::new(BatchProducer::new(&bus.kafka, bus_metrics)?);
-    let delivery_timeout =
-        std::time::Duration::from_millis(u64::from(bus.kafka.producer.delivery_timeout_ms) + 1000);
-    let last_delivery = Arc::new(Mutex::new(std::time::Instant::now()));
-    let health: crate::http::Health = {
-        let spool = Arc::clone(&spool);
-        let last = Arc::clone(&last_delivery);
-        Arc::new(move || {
-            let pending = spool.lock().map(|s| s.pending_bytes()).unwrap_or(0);
-            let since = last.lock().map(|t| t.elapsed()).unwrap_or_default();
-            // Spooling through an outage is working as designed; a spool
-            // that has not moved for minutes is worth a look.
-            if pending > 0 && since > std::time::Duration::from_secs(300) {
-                Err(format!(
-                    "kafka has taken nothing for {} s; {pending} bytes spooled",
-                    since.as_secs()
-                ))
-            } else {
-                Ok(())
-            }
-        })
+    let drain = SpoolDrain {
+        spool: Arc::clone(&spool),
+        producer: Arc::new(BatchProducer::new(&bus.kafka, bus_metrics)?),
+        topic: bus.topics.events.name.clone(),
+        node: node.clone(),
+        delivery_timeout: std::time::Duration::from_millis(
+            u64::from(bus.kafka.producer.delivery_timeout_ms) + 1000,
+        ),
+        spooled: Arc::clone(&spooled),
+        stop: Arc::clone(&stop),
+        last_delivery: Arc::new(Mutex::new(std::time::Instant::now())),
     };
-    let (addr, _server) = crate::http::serve(&args.listen, Arc::new(registry), health).await?;
+    let (addr, _server) = http::serve(&args.listen, Arc::new(registry), drain.health()).await?;
     tracing::info!(node = %node, listen = %addr, topic = %bus.topics.events.name, "collect agent running");
+    let drain = tokio::spawn(drain.run());
 
-    let topic = bus.topics.events.name.clone();
-    let drain = {
-        let spooled = Arc::clone(&spooled);
-        let spool = Arc::clone(&spool);
-        let stop = Arc::clone(&stop);
-        let node = node.clone();
-        tokio::spawn(async move {
-            let mut backoff = std::time::Duration::from_millis(200);
-            loop {
-                let batch = match spool.lock().map(|s| s.peek(500)) {
-                    Ok(Ok(b)) => b,
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "spool read failed");
-                        Vec::new()
-                    }
-                    Err(_) => return,
-                };
-                if batch.is_empty() {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    // Woken when the collector spools something.
-                    let _ =
-                        tokio::time::timeout(std::time::Duration::from_secs(1), spooled.notified())
-                            .await;
-                    continue;
-                }
-                let producer = Arc::clone(&producer);
-                let (topic, node) = (topic.clone(), node.clone());
-                let payloads: Vec<Vec<u8>> = batch.iter().map(|e| e.payload.clone()).collect();
-                let sent = tokio::task::spawn_blocking(move || {
-                    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-                    producer.send_batch(&topic, &node, &refs, delivery_timeout)
-                })
-                .await;
-                let ok = match sent {
-                    Ok(Ok(())) => true,
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, events = batch.len(), "delivery failed; events stay spooled");
-                        false
-                    }
-                    Err(_) => false,
-                };
-                if ok {
-                    if let (Some(last), Ok(mut s)) = (batch.last(), spool.lock()) {
-                        if let Err(e) = s.ack(last, batch.len() as u64) {
-                            tracing::error!(error = %e, "spool ack failed");
-                        }
-                    }
-                    if let Ok(mut t) = last_delivery.lock() {
-                        *t = std::time::Instant::now();
-                    }
-                    backoff = std::time::Duration::from_millis(200);
-                } else {
-                    // Unacknowledged events are sent again: consumers drop
-                    // the duplicates by event id.
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                }
-            }
-        })
-    };
-
-    shutdown_signal().await;
+    pitcrew::service::shutdown_signal().await;
     tracing::info!("stopping: draining what kafka will take");
     stop.store(true, Ordering::Relaxed);
     let _ = collector_thread.join();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
     Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 /// The BMC from flags: a local IPMI device, or lanplus with the password

@@ -33,8 +33,8 @@ use pitcrew_rules::{Scenario, Span};
 use pitcrew_simulate::{Fleet, FleetSpec, Player, DEMO_SCENARIO};
 use prometheus_client::registry::Registry;
 
-use super::run::{Stages, StagesSpec};
 use crate::cli::{DemoArgs, RulesArgs};
+use pitcrew::service::stages::{Stages, StagesSpec};
 
 const GROUP_TOPIC: &str = "pitcrew.events.by-group";
 
@@ -209,7 +209,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
         .unwrap_or(0),
     );
     let scenario = match &args.scenario {
-        Some(path) => super::rulefiles::scenario(path)?,
+        Some(path) => pitcrew::rulefiles::scenario(path)?,
         None => Scenario::parse("demo.toml", DEMO_SCENARIO)
             .map_err(|d| anyhow::anyhow!("built-in scenario: {d:?}"))?,
     };
@@ -256,7 +256,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
     let stages = Stages::start(
         StagesSpec {
             bus: &bus,
-            rules: &rules_args,
+            rules: &super::rules::options(&rules_args)?,
             remediation: &rcfg,
             inventory: Arc::clone(&inventory),
             remediate_group_id: "pitcrew-remediate",
@@ -280,7 +280,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
     telemetry.register(&mut registry);
     let registry = Arc::new(registry);
     let (addr, _http) =
-        crate::http::serve(&args.listen, Arc::clone(&registry), stages.health()).await?;
+        pitcrew::http::serve(&args.listen, Arc::clone(&registry), stages.health()).await?;
     let (stop_stages, stages_stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(stages.run_until(async {
         let _ = stages_stopped.await;
@@ -362,7 +362,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
                 let secs = started.elapsed().as_secs();
                 let mut text = String::new();
                 let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-                let evaluated = crate::http::metric_sum(&text, "pitcrew_rules_events_total");
+                let evaluated = pitcrew::http::metric_sum(&text, "pitcrew_rules_events_total");
                 let rate = evaluated - last_events;
                 last_events = evaluated;
                 let budget = worker.budget();
@@ -402,7 +402,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
     tokio::select! {
         () = tokio::time::sleep(duration) => {}
         () = view => {}
-        () = super::collect::shutdown_signal() => {}
+        () = pitcrew::service::shutdown_signal() => {}
     }
     feeder.abort();
     drop(producer);

@@ -10,7 +10,6 @@ mod collect;
 mod demo;
 mod remediate;
 mod replay;
-mod rulefiles;
 mod rules;
 mod run;
 mod schema;
@@ -94,9 +93,9 @@ fn admin_command(
     path: &str,
     body: serde_json::Value,
 ) -> anyhow::Result<ExitCode> {
-    let token = crate::admin::cli_token(admin.token_file.as_deref())?;
+    let token = pitcrew::admin::cli_token(admin.token_file.as_deref())?;
     let (status, answer) =
-        crate::admin::call(&admin.admin, &token, method, path, &body.to_string())?;
+        pitcrew::admin::call(&admin.admin, &token, method, path, &body.to_string())?;
     use std::io::Write as _;
     writeln!(std::io::stdout(), "{answer}")?;
     if (200..300).contains(&status) {

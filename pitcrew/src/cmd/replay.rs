@@ -11,8 +11,8 @@ use anyhow::Context as _;
 use pitcrew_contract::{decode, Event, Timestamp};
 use pitcrew_rules::{compile, EngineConfig, Output, Pipeline, Span};
 
-use super::rulefiles;
 use crate::cli::ReplayArgs;
+use pitcrew::rulefiles;
 
 /// What a replay saw, for its summary.
 #[derive(Debug, Default)]

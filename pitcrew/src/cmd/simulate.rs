@@ -28,7 +28,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &SimulateArgs) -> anyhow::R
     let scenario = args
         .scenario
         .as_deref()
-        .map(super::rulefiles::scenario)
+        .map(pitcrew::rulefiles::scenario)
         .transpose()?;
     let spec = FleetSpec {
         nodes: args.nodes.max(1),
@@ -58,7 +58,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &SimulateArgs) -> anyhow::R
     let started = Instant::now();
     let mut next = Instant::now();
     let (mut total, mut window, mut window_start) = (0u64, 0u64, Instant::now());
-    let shutdown = super::collect::shutdown_signal();
+    let shutdown = pitcrew::service::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let elapsed = Span(i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX));

@@ -8,11 +8,11 @@ use anyhow::Context as _;
 use pitcrew_rules::{Diagnostic, Inventory, Scenario, SourceFile};
 
 /// The path that names the built-in default pack.
-pub(crate) const DEFAULT_PACK: &str = "@default";
+pub const DEFAULT_PACK: &str = "@default";
 
 /// Reads every `.toml` file of the given files and folders (folders
 /// recursively, in name order). `@default` is the built-in pack.
-pub(crate) fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<SourceFile>> {
+pub fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<SourceFile>> {
     let mut files = Vec::new();
     for p in paths {
         if p.as_os_str() == DEFAULT_PACK {
@@ -48,7 +48,7 @@ fn collect(p: &Path, out: &mut Vec<SourceFile>) -> anyhow::Result<()> {
 }
 
 /// Reads an inventory file; diagnostics become one error that lists them.
-pub(crate) fn inventory(path: Option<&Path>) -> anyhow::Result<Inventory> {
+pub fn inventory(path: Option<&Path>) -> anyhow::Result<Inventory> {
     let Some(path) = path else {
         return Ok(Inventory::default());
     };
@@ -69,7 +69,7 @@ fn diagnostics(what: &str, d: &[Diagnostic]) -> anyhow::Error {
 
 /// Reads and parses a fault script (`demo --scenario`, `simulate
 /// --scenario`).
-pub(crate) fn scenario(path: &Path) -> anyhow::Result<Scenario> {
+pub fn scenario(path: &Path) -> anyhow::Result<Scenario> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("read scenario {}", path.display()))?;
     Scenario::parse(&path.display().to_string(), &text).map_err(|d| diagnostics("the scenario", &d))
