@@ -22,13 +22,13 @@
 //! environment names a *file* or an *environment variable* that holds them.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::BusError;
+pub use pitcrew_config::Secret;
 
 /// The whole `[kafka]` and `[topics]` part of a pitcrew config file. Other
 /// sections belong to the stages and are ignored here.
@@ -250,85 +250,40 @@ impl BusConfig {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<BusConfig, BusError> {
-        let file: toml::Table = toml::from_str(text)
-            .map_err(|e| BusError::Config(format!("{origin}: {}", e.message())))?;
+        let located = |e: &toml::de::Error| {
+            BusError::Config(pitcrew_config::ConfigError::from_toml(origin, text, e).to_string())
+        };
+        let file: toml::Table = toml::from_str(text).map_err(|e| located(&e))?;
+        // The file alone first: a wrong type or unknown key is reported at
+        // its line and column.
+        toml::from_str::<BusConfig>(text).map_err(|e| located(&e))?;
         // Layer file and environment over the defaults, so a partial table
         // (`[topics.events] partitions = 48`) keeps the other defaults of
-        // that table (its name).
+        // that table (its name). Other stages' sections are theirs.
         let mut doc = toml::Table::try_from(BusConfig::default())
             .map_err(|e| BusError::Config(format!("defaults: {e}")))?;
-        merge(&mut doc, file);
-        apply_env_overrides(&mut doc, env)?;
-        BusConfig::deserialize(toml::Value::Table(doc))
-            .map_err(|e| BusError::Config(format!("{origin}: {}", e.message())))
+        pitcrew_config::merge(&mut doc, file);
+        let applied = pitcrew_config::apply_env_overrides(&mut doc, env, &["kafka", "topics"])
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        BusConfig::deserialize(toml::Value::Table(doc)).map_err(|e| {
+            BusError::Config(format!(
+                "{origin} with the environment overrides {}: {}",
+                applied.join(", "),
+                e.message()
+            ))
+        })
     }
 
     /// Reads a config file (or only the environment when `path` is None).
     pub fn load(path: Option<&Path>) -> Result<BusConfig, BusError> {
-        let (text, origin) = match path {
-            Some(p) => (
-                std::fs::read_to_string(p)
-                    .map_err(|e| BusError::Config(format!("{}: {e}", p.display())))?,
-                p.display().to_string(),
-            ),
-            None => (String::new(), "<defaults>".to_owned()),
-        };
+        let (text, origin) =
+            pitcrew_config::read(path).map_err(|e| BusError::Config(e.to_string()))?;
         BusConfig::from_toml(&text, &origin, std::env::vars())
     }
 }
 
-/// Deep-merges `over` into `base`: tables merge, everything else replaces.
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
-}
-
 /// Prefix of environment overrides.
-pub const ENV_PREFIX: &str = "PITCREW__";
-
-fn apply_env_overrides(
-    doc: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), BusError> {
-    let mut overrides: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-        .collect();
-    overrides.sort();
-    for (key, value) in overrides {
-        let path: Vec<String> = key[ENV_PREFIX.len()..]
-            .split("__")
-            .map(str::to_ascii_lowercase)
-            .collect();
-        if path.iter().any(String::is_empty) {
-            return Err(BusError::Config(format!(
-                "environment override `{key}`: empty path segment"
-            )));
-        }
-        let mut table = &mut *doc;
-        for segment in &path[..path.len() - 1] {
-            let entry = table
-                .entry(segment.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            table = match entry {
-                toml::Value::Table(t) => t,
-                _ => {
-                    return Err(BusError::Config(format!(
-                        "environment override `{key}`: `{segment}` is not a table"
-                    )))
-                }
-            };
-        }
-        table.insert(path[path.len() - 1].clone(), env_value(&value));
-    }
-    Ok(())
-}
+pub use pitcrew_config::ENV_PREFIX;
 
 fn scalars_as_strings<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -345,61 +300,6 @@ fn scalars_as_strings<'de, D: serde::Deserializer<'de>>(
             ))),
         })
         .collect()
-}
-
-/// Environment values are typed like TOML scalars where they look like one.
-fn env_value(raw: &str) -> toml::Value {
-    if let Ok(i) = raw.parse::<i64>() {
-        return toml::Value::Integer(i);
-    }
-    match raw {
-        "true" => return toml::Value::Boolean(true),
-        "false" => return toml::Value::Boolean(false),
-        _ => {}
-    }
-    toml::Value::String(raw.to_owned())
-}
-
-/// A secret value. Its Debug and Display print `***`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Reads a secret from a file (trailing newline trimmed).
-    pub fn from_file(name: &str, path: &Path) -> Result<Secret, BusError> {
-        std::fs::read_to_string(path)
-            .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
-            .map_err(|e| BusError::Secret {
-                name: name.to_owned(),
-                reason: format!("cannot read {}: {}", path.display(), e.kind()),
-            })
-    }
-
-    /// Reads a secret from an environment variable.
-    pub fn from_env(name: &str, var: &str) -> Result<Secret, BusError> {
-        std::env::var(var)
-            .map(Secret)
-            .map_err(|_| BusError::Secret {
-                name: name.to_owned(),
-                reason: format!("environment variable {var} is not set"),
-            })
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
 }
 
 impl KafkaConfig {
@@ -641,5 +541,31 @@ mod tests {
         let c = BusConfig::from_toml("[kafka.security]\nprotocol = \"tls\"\n", "<t>", env(&[]))
             .unwrap();
         assert!(c.kafka.client_config().is_err());
+    }
+
+    #[test]
+    fn a_problem_in_the_file_is_reported_at_its_line_and_column() {
+        let e = BusConfig::from_toml(
+            "[kafka]\nbrokers = \"b:9092\"\nlinger = 3\n",
+            "pitcrew.toml",
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("pitcrew.toml:3:1: unknown field `linger`"),
+            "{e}"
+        );
+        let e = BusConfig::from_toml(
+            "",
+            "pitcrew.toml",
+            env(&[("PITCREW__KAFKA__CLIENT_ID", "[")]),
+        )
+        .map(|c| c.kafka.client_id);
+        assert_eq!(
+            e.unwrap(),
+            "[",
+            "an override is a string where it is no other scalar"
+        );
     }
 }

@@ -11,8 +11,8 @@ pub enum BusError {
     #[error("kafka config: {0}")]
     Config(String),
     /// A secret (SASL password, key password) could not be read.
-    #[error("kafka secret `{name}`: {reason}")]
-    Secret { name: String, reason: String },
+    #[error("kafka secret `{}`: {}", .0.name, .0.reason)]
+    Secret(#[from] pitcrew_config::SecretError),
     /// The broker did not take a message.
     #[error("produce to `{topic}` failed: {code}")]
     Produce {
@@ -46,7 +46,7 @@ impl BusError {
             BusError::Consume(_, code) => code.is_some_and(code_is_retryable),
             BusError::TransactionAborted { retryable, .. } => *retryable,
             BusError::Config(_)
-            | BusError::Secret { .. }
+            | BusError::Secret(_)
             | BusError::TransactionFatal(_)
             | BusError::Topic { .. }
             | BusError::Closed => false,

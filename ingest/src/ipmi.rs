@@ -28,27 +28,18 @@ use ipmi_rs::storage::sdr::record::{IdentifiableSensor, WithSensorRecordCommon};
 use ipmi_rs::storage::sdr::SensorType;
 use ipmi_rs::storage::sel::{Entry, EventDirection, GetSelEntry, RecordId};
 use ipmi_rs::Ipmi;
+pub use pitcrew_config::Secret;
 use pitcrew_contract::{
     deterministic_id, Event, EventData, SelEntry, Sensor, SensorState, Source, Timestamp,
 };
 
 /// Where a BMC is and how to log in.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct BmcTarget {
     /// `host:port` (623 is the standard port).
     pub address: String,
     pub username: String,
-    pub password: String,
-}
-
-impl fmt::Debug for BmcTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BmcTarget")
-            .field("address", &self.address)
-            .field("username", &self.username)
-            .field("password", &"***")
-            .finish()
-    }
+    pub password: Secret,
 }
 
 /// How to reach a node's BMC.
@@ -175,7 +166,7 @@ impl BmcConnection<Rmcp> {
         rmcp.activate(
             true,
             Some(&target.username),
-            Some(target.password.as_bytes()),
+            Some(target.password.expose().as_bytes()),
         )
         .map_err(|e| connect_err(format!("{e:?}")))?;
         Ok(BmcConnection {
@@ -563,7 +554,7 @@ mod tests {
         let t = BmcTarget {
             address: "127.0.0.1:623".to_owned(),
             username: "admin".to_owned(),
-            password: "hunter2".to_owned(),
+            password: Secret::new("hunter2"),
         };
         assert!(!format!("{t:?}").contains("hunter2"));
     }

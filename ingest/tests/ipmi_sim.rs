@@ -21,7 +21,7 @@ fn target(bmc: &SimulatedBmc, password: &str) -> BmcTarget {
     BmcTarget {
         address: bmc.address(),
         username: USER.to_owned(),
-        password: password.to_owned(),
+        password: pitcrew_ingest::ipmi::Secret::new(password),
     }
 }
 

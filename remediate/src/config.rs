@@ -180,14 +180,26 @@ pub struct PagerSection {
     pub rma: bool,
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.len(), |i| before.len() - i - 1)
-        + 1;
-    (line, col)
+/// The table sections environment overrides may reach (`[[pager]]` and
+/// `[[plan]]` are lists, set in the file).
+const SECTIONS: [&str; 7] = [
+    "remediate",
+    "governor",
+    "kubernetes",
+    "slurm",
+    "ipmi",
+    "gpu_reset",
+    "admin",
+];
+
+/// A secret from the file or variable the config names.
+fn secret(name: &str, file: &Option<String>, env: &Option<String>) -> Result<Secret, String> {
+    Secret::load(
+        name,
+        file.as_deref().map(std::path::Path::new),
+        env.as_deref(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn dur(what: &str, v: &Option<String>, default: Duration) -> Result<Duration, String> {
@@ -199,11 +211,29 @@ fn dur(what: &str, v: &Option<String>, default: Duration) -> Result<Duration, St
 
 impl RemediateConfig {
     /// Parses a config file; errors read `file:line:col: error: message`.
+    /// Parses a remediation config, with no environment overrides.
     pub fn parse(file: &str, text: &str) -> Result<RemediateConfig, String> {
-        let cfg: RemediateConfig = toml::from_str(text).map_err(|e| {
-            let (line, col) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-            format!("{file}:{line}:{col}: error: {}", e.message())
-        })?;
+        RemediateConfig::parse_with_env(file, text, std::iter::empty())
+    }
+
+    /// Parses a remediation config with the `PITCREW__<SECTION>__<KEY>`
+    /// overrides of `env` for its table sections (`PITCREW__GOVERNOR__COOLDOWN=2h`),
+    /// as every pitcrew config file is read.
+    pub fn parse_with_env(
+        file: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RemediateConfig, String> {
+        let cfg: RemediateConfig =
+            pitcrew_config::layered(text, file, &SECTIONS, env).map_err(|e| match e {
+                pitcrew_config::ConfigError::At {
+                    origin,
+                    line,
+                    column,
+                    message,
+                } => format!("{origin}:{line}:{column}: error: {message}"),
+                other => format!("error: {other}"),
+            })?;
         // Check everything that can be checked without I/O now.
         cfg.governor_config()
             .map_err(|e| format!("{file}: error: {e}"))?;
@@ -213,10 +243,11 @@ impl RemediateConfig {
         Ok(cfg)
     }
 
+    /// Reads a remediation config file, with the process's environment
+    /// overrides.
     pub fn load(path: &std::path::Path) -> Result<RemediateConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        RemediateConfig::parse(&path.display().to_string(), &text)
+        let (text, origin) = pitcrew_config::read(Some(path)).map_err(|e| e.to_string())?;
+        RemediateConfig::parse_with_env(&origin, &text, std::env::vars())
     }
 
     pub fn governor_config(&self) -> Result<GovernorConfig, String> {
@@ -300,12 +331,7 @@ impl RemediateConfig {
         if a.token_file.is_none() && a.token_env.is_none() {
             return Ok(None);
         }
-        Secret::load(
-            "admin token",
-            a.token_file.as_deref(),
-            a.token_env.as_deref(),
-        )
-        .map(Some)
+        secret("admin token", &a.token_file, &a.token_env).map(Some)
     }
 
     /// The receivers, with their secrets read.
@@ -319,16 +345,16 @@ impl RemediateConfig {
                     Secret::new("https://events.pagerduty.com/v2/enqueue")
                 }
                 (None, f, e) if f.is_some() || e.is_some() => {
-                    Secret::load(&format!("{what} url"), f.as_deref(), e.as_deref())?
+                    secret(&format!("{what} url"), f, e)?
                 }
                 _ => return Err(format!("{what}: give one of url, url_file, url_env")),
             };
             let kind = match p.kind.as_str() {
                 "pagerduty" => ReceiverKind::PagerDuty {
-                    routing_key: Secret::load(
+                    routing_key: secret(
                         &format!("{what} routing key"),
-                        p.routing_key_file.as_deref(),
-                        p.routing_key_env.as_deref(),
+                        &p.routing_key_file,
+                        &p.routing_key_env,
                     )?,
                 },
                 "slack" => ReceiverKind::Slack,
@@ -340,10 +366,10 @@ impl RemediateConfig {
                 }
             };
             let hmac_key = if p.hmac_key_file.is_some() || p.hmac_key_env.is_some() {
-                Some(Secret::load(
+                Some(secret(
                     &format!("{what} hmac key"),
-                    p.hmac_key_file.as_deref(),
-                    p.hmac_key_env.as_deref(),
+                    &p.hmac_key_file,
+                    &p.hmac_key_env,
                 )?)
             } else {
                 None
@@ -390,11 +416,7 @@ impl RemediateConfig {
             }));
         }
         if let Some(i) = &self.ipmi {
-            let password = Secret::load(
-                "ipmi password",
-                i.password_file.as_deref(),
-                i.password_env.as_deref(),
-            )?;
+            let password = secret("ipmi password", &i.password_file, &i.password_env)?;
             let addresses: HashMap<String, String> = inventory
                 .nodes()
                 .iter()
@@ -420,6 +442,40 @@ impl RemediateConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_overrides_reach_the_remediation_sections() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let text = "[governor]\ncooldown = \"30m\"\nmax_out_of_service = 4\n";
+        let cfg = RemediateConfig::parse_with_env(
+            "r.toml",
+            text,
+            env(&[
+                ("PITCREW__GOVERNOR__COOLDOWN", "2h"),
+                // Another stage's section: not this file's business.
+                ("PITCREW__KAFKA__BROKERS", "b:9092"),
+            ]),
+        )
+        .unwrap();
+        let g = cfg.governor_config().unwrap();
+        assert_eq!(g.cooldown, Duration::from_secs(7200));
+        assert_eq!(cfg.governor.max_out_of_service, Some(4));
+        let err = RemediateConfig::parse_with_env(
+            "r.toml",
+            text,
+            env(&[("PITCREW__GOVERNOR__MAX_OUT_OF_SERVICE", "lots")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("PITCREW__GOVERNOR__MAX_OUT_OF_SERVICE"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn errors_point_at_the_line() {

@@ -230,15 +230,14 @@ fn bmc_target(args: &CollectArgs) -> anyhow::Result<Option<pitcrew_ingest::ipmi:
     let Some(address) = &args.bmc_address else {
         return Ok(None);
     };
-    let password = match &args.bmc_password_file {
-        Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| anyhow::anyhow!("bmc password file {}: {}", p.display(), e.kind()))?
-            .trim_end_matches(['\n', '\r'])
-            .to_owned(),
-        None => std::env::var("PITCREW_BMC_PASSWORD").map_err(|_| {
-            anyhow::anyhow!("--bmc-address needs --bmc-password-file or PITCREW_BMC_PASSWORD")
-        })?,
-    };
+    let password = pitcrew_ingest::ipmi::Secret::load(
+        "bmc password",
+        args.bmc_password_file.as_deref(),
+        Some("PITCREW_BMC_PASSWORD"),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!("--bmc-address needs --bmc-password-file or PITCREW_BMC_PASSWORD ({e})")
+    })?;
     Ok(Some(pitcrew_ingest::ipmi::BmcEndpoint::Lan(
         pitcrew_ingest::ipmi::BmcTarget {
             address: address.clone(),

@@ -23,39 +23,7 @@ use super::http::HttpClient;
 use super::ExecError;
 
 /// A credential read from a file or the environment. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Reads `file` (trimmed) or, failing that, the variable `env`.
-    pub fn load(what: &str, file: Option<&str>, env: Option<&str>) -> Result<Secret, String> {
-        if let Some(f) = file {
-            return std::fs::read_to_string(f)
-                .map(|s| Secret(s.trim().to_owned()))
-                .map_err(|e| format!("{what}: cannot read {f}: {e}"));
-        }
-        if let Some(v) = env {
-            return std::env::var(v)
-                .map(|s| Secret(s.trim().to_owned()))
-                .map_err(|_| format!("{what}: environment variable {v} is not set"));
-        }
-        Err(format!("{what}: give a file or an environment variable"))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use pitcrew_config::Secret;
 
 /// What kind of receiver.
 #[derive(Clone, Debug, PartialEq, Eq)]
