@@ -42,24 +42,17 @@ impl DeadLetterWriter {
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default();
         let payload = msg.payload().unwrap_or_default();
-        tracing::warn!(
-            source_topic = msg.topic(),
-            partition = msg.partition(),
-            offset = msg.offset(),
-            reason,
-            "dead-lettering message"
-        );
         let delivered = self
             .producer
             .send_with_headers(&self.topic, &key, payload, headers)
             .await?;
-        self.metrics
-            .dead_letters
-            .get_or_create(&crate::metrics::DeadLetterLabels {
-                topic: msg.topic().to_owned(),
-                reason: reason_kind.to_owned(),
-            })
-            .inc();
+        self.metrics.emit(crate::metrics::DeadLettered {
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            reason,
+            reason_kind,
+        });
         Ok(delivered)
     }
 }

@@ -6,7 +6,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabel {
@@ -25,67 +24,57 @@ pub struct PartitionLabels {
     pub partition: i32,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    pub outcome: String,
-}
+pub(crate) use pitcrew_observe::OutcomeLabel;
 
-/// Counters and gauges of the Kafka plumbing. Cheap to clone (shared).
-#[derive(Clone, Debug, Default)]
-pub struct BusMetrics {
-    pub produced: Family<TopicLabel, Counter>,
-    pub produce_errors: Family<TopicLabel, Counter>,
-    pub consumed: Family<TopicLabel, Counter>,
-    pub dead_letters: Family<DeadLetterLabels, Counter>,
-    pub in_flight: Gauge,
-    pub transactions: Family<OutcomeLabel, Counter>,
-    pub consumer_lag: Family<PartitionLabels, Gauge>,
+pitcrew_observe::metrics! {
+    /// Counters and gauges of the Kafka plumbing. Cheap to clone (shared).
+    pub struct BusMetrics in "pitcrew_bus" {
+        produced: Family<TopicLabel, Counter> => "messages_produced", "Messages acknowledged by Kafka";
+        produce_errors: Family<TopicLabel, Counter> => "produce_errors", "Messages Kafka did not take (delivery failures)";
+        consumed: Family<TopicLabel, Counter> => "messages_consumed", "Messages received from Kafka";
+        dead_letters: Family<DeadLetterLabels, Counter> => "dead_letters", "Messages written to the dead-letter topic, by reason";
+        in_flight: Gauge => "in_flight_messages", "Messages enqueued and not yet acknowledged";
+        consumer_lag: Family<PartitionLabels, Gauge> => "consumer_lag_messages", "Messages between the consumer's position and the partition's end";
+        transactions: Family<OutcomeLabel, Counter> => "transactions", "Transactions by outcome (committed, aborted)";
+    }
 }
 
 impl BusMetrics {
-    /// Registers every metric under `pitcrew_bus_*`.
-    pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("pitcrew_bus");
-        r.register(
-            "messages_produced",
-            "Messages acknowledged by Kafka",
-            self.produced.clone(),
-        );
-        r.register(
-            "produce_errors",
-            "Messages Kafka did not take (delivery failures)",
-            self.produce_errors.clone(),
-        );
-        r.register(
-            "messages_consumed",
-            "Messages received from Kafka",
-            self.consumed.clone(),
-        );
-        r.register(
-            "dead_letters",
-            "Messages written to the dead-letter topic, by reason",
-            self.dead_letters.clone(),
-        );
-        r.register(
-            "in_flight_messages",
-            "Messages enqueued and not yet acknowledged",
-            self.in_flight.clone(),
-        );
-        r.register(
-            "consumer_lag_messages",
-            "Messages between the consumer's position and the partition's end",
-            self.consumer_lag.clone(),
-        );
-        r.register(
-            "transactions",
-            "Transactions by outcome (committed, aborted)",
-            self.transactions.clone(),
-        );
-    }
-
     pub(crate) fn topic(topic: &str) -> TopicLabel {
         TopicLabel {
             topic: topic.to_owned(),
         }
+    }
+}
+
+/// A message was written to the dead-letter topic (acknowledged, or added
+/// to the committing transaction).
+#[derive(Debug)]
+pub(crate) struct DeadLettered<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) reason: &'a str,
+    /// The bounded label: a `DecodeError::reason_label` or `processing`.
+    pub(crate) reason_kind: &'a str,
+}
+
+impl pitcrew_observe::InternalEvent<BusMetrics> for DeadLettered<'_> {
+    fn emit(self, metrics: &BusMetrics) {
+        tracing::warn!(
+            source_topic = self.topic,
+            partition = self.partition,
+            offset = self.offset,
+            reason = self.reason,
+            reason_kind = self.reason_kind,
+            "message dead-lettered"
+        );
+        metrics
+            .dead_letters
+            .get_or_create(&DeadLetterLabels {
+                topic: self.topic.to_owned(),
+                reason: self.reason_kind.to_owned(),
+            })
+            .inc();
     }
 }

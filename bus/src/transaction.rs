@@ -299,14 +299,13 @@ impl Transaction<'_> {
             .payload(msg.payload().unwrap_or_default())
             .headers(headers);
         self.send(dlq_topic, record)?;
-        self.stage
-            .metrics
-            .dead_letters
-            .get_or_create(&crate::metrics::DeadLetterLabels {
-                topic: msg.topic().to_owned(),
-                reason: reason_kind.to_owned(),
-            })
-            .inc();
+        self.stage.metrics.emit(crate::metrics::DeadLettered {
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            reason,
+            reason_kind,
+        });
         Ok(())
     }
 

@@ -12,7 +12,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
 use pitcrew_contract::{encode, Event, Timestamp};
 
@@ -56,53 +55,44 @@ pub struct SpoolOutcome {
     pub outcome: String,
 }
 
-/// The collector's metrics (`pitcrew_collect_*`).
-#[derive(Clone, Debug, Default)]
-pub struct CollectMetrics {
-    pub events: Family<SourceLabel, Counter>,
-    pub errors: Family<SourceLabel, Counter>,
-    pub last_success: Family<SourceLabel, Gauge>,
-    pub spool_pushes: Family<SpoolOutcome, Counter>,
-    pub spool_pending_bytes: Gauge,
-    pub kmsg_lost: Counter,
-    pub state_entries: Family<SourceLabel, Gauge>,
-    /// This node's telemetry as `pitcrew_node_*`, for the fleet dashboard.
-    pub telemetry: crate::telemetry::TelemetryMetrics,
+pitcrew_observe::metrics! {
+    /// The collector's metrics (`pitcrew_collect_*`).
+    pub struct CollectMetrics in "pitcrew_collect" {
+        events: Family<SourceLabel, Counter> => "events", "Events produced, by source";
+        errors: Family<SourceLabel, Counter> => "source_errors", "Source read errors, by source";
+        last_success: Family<SourceLabel, Gauge>
+            => "source_last_success_timestamp_seconds", "When each source last read successfully (Unix seconds)";
+        spool_pushes: Family<SpoolOutcome, Counter>
+            => "spool_pushes", "Events offered to the spool, by outcome (spooled, dropped_periodic, dropped_full, error)";
+        spool_pending_bytes: Gauge => "spool_pending_bytes", "Bytes in the spool waiting for Kafka";
+        kmsg_lost: Counter => "kmsg_lost_records", "Kernel log records overwritten before they were read";
+        state_entries: Family<SourceLabel, Gauge>
+            => "state_entries", "Values a source keeps between samples (counter baselines, open windows)";
+        + /// This node's telemetry as `pitcrew_node_*`, for the fleet dashboard.
+        telemetry: crate::telemetry::TelemetryMetrics;
+    }
+}
+
+/// A source failed to read: logged with the error and counted by source.
+struct SourceFailed<'a> {
+    source: &'static str,
+    /// What failed, in words (`sample failed`, `bmc poll failed`).
+    what: &'static str,
+    error: &'a dyn std::fmt::Display,
+}
+
+impl pitcrew_observe::InternalEvent<CollectMetrics> for SourceFailed<'_> {
+    fn emit(self, m: &CollectMetrics) {
+        tracing::warn!(source = self.source, error = %self.error, "{}", self.what);
+        m.errors
+            .get_or_create(&SourceLabel {
+                source: self.source.to_owned(),
+            })
+            .inc();
+    }
 }
 
 impl CollectMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        self.telemetry.register(registry);
-        let r = registry.sub_registry_with_prefix("pitcrew_collect");
-        r.register("events", "Events produced, by source", self.events.clone());
-        r.register(
-            "source_errors",
-            "Source read errors, by source",
-            self.errors.clone(),
-        );
-        r.register(
-            "source_last_success_timestamp_seconds",
-            "When each source last read successfully (Unix seconds)",
-            self.last_success.clone(),
-        );
-        r.register("spool_pushes", "Events offered to the spool, by outcome (spooled, dropped_periodic, dropped_full, error)", self.spool_pushes.clone());
-        r.register(
-            "spool_pending_bytes",
-            "Bytes in the spool waiting for Kafka",
-            self.spool_pending_bytes.clone(),
-        );
-        r.register(
-            "kmsg_lost_records",
-            "Kernel log records overwritten before they were read",
-            self.kmsg_lost.clone(),
-        );
-        r.register(
-            "state_entries",
-            "Values a source keeps between samples (counter baselines, open windows)",
-            self.state_entries.clone(),
-        );
-    }
-
     fn ok(&self, source: &str, events: usize, now: Timestamp) {
         let l = SourceLabel {
             source: source.to_owned(),
@@ -111,14 +101,6 @@ impl CollectMetrics {
         self.last_success
             .get_or_create(&l)
             .set(now.unix_millis() / 1000);
-    }
-
-    fn error(&self, source: &str) {
-        self.errors
-            .get_or_create(&SourceLabel {
-                source: source.to_owned(),
-            })
-            .inc();
     }
 }
 
@@ -404,8 +386,11 @@ impl Collector {
         if let Some(g) = &self.gpus {
             let (evs, errors) = self.gpu_sampler.sample(g.as_ref(), now);
             for e in &errors {
-                tracing::warn!(source = "nvml", error = %e, "sample failed");
-                self.metrics.error("nvml");
+                self.metrics.emit(SourceFailed {
+                    source: "nvml",
+                    what: "sample failed",
+                    error: e,
+                });
             }
             if errors.is_empty() {
                 self.metrics.ok("nvml", evs.len(), now);
@@ -416,8 +401,11 @@ impl Collector {
         }
         let (evs, errors) = self.sysfs.sample(now);
         for e in &errors {
-            tracing::warn!(source = "sysfs", error = %e, "sample failed");
-            self.metrics.error("sysfs");
+            self.metrics.emit(SourceFailed {
+                source: "sysfs",
+                what: "sample failed",
+                error: e,
+            });
         }
         self.metrics.ok("sysfs", evs.len(), now);
         events.extend(evs);
@@ -430,8 +418,11 @@ impl Collector {
                     events.extend(evs);
                 }
                 Err(e) => {
-                    tracing::warn!(source = "dcgm", error = %e, "scrape failed");
-                    self.metrics.error("dcgm");
+                    self.metrics.emit(SourceFailed {
+                        source: "dcgm",
+                        what: "scrape failed",
+                        error: &e,
+                    });
                 }
             }
         }
@@ -443,8 +434,11 @@ impl Collector {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(source = "ipmi", error = %e, "bmc poll failed");
-                    self.metrics.error("ipmi");
+                    self.metrics.emit(SourceFailed {
+                        source: "ipmi",
+                        what: "bmc poll failed",
+                        error: &e,
+                    });
                 }
             }
         }
@@ -463,8 +457,11 @@ impl Collector {
                         events.extend(evs);
                     }
                     Err(e) => {
-                        tracing::warn!(source = "k8s", error = %e, "node conditions not read");
-                        self.metrics.error("k8s");
+                        self.metrics.emit(SourceFailed {
+                            source: "k8s",
+                            what: "node conditions not read",
+                            error: &e,
+                        });
                     }
                 }
             }

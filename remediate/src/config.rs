@@ -344,9 +344,7 @@ impl RemediateConfig {
                 (None, None, None) if p.kind == "pagerduty" => {
                     Secret::new("https://events.pagerduty.com/v2/enqueue")
                 }
-                (None, f, e) if f.is_some() || e.is_some() => {
-                    secret(&format!("{what} url"), f, e)?
-                }
+                (None, f, e) if f.is_some() || e.is_some() => secret(&format!("{what} url"), f, e)?,
                 _ => return Err(format!("{what}: give one of url, url_file, url_env")),
             };
             let kind = match p.kind.as_str() {

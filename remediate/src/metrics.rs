@@ -7,14 +7,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
 use crate::exec::page::PageLabels;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    pub outcome: String,
-}
+pub use pitcrew_observe::OutcomeLabel;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StepLabels {
@@ -40,145 +36,39 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
     .into_iter()
 }
 
-/// Every remediation metric; cheap to clone (shared).
-#[derive(Clone, Debug)]
-pub struct RemediateMetrics {
-    /// Action requests by outcome: accepted, duplicate, queued, refused, invalid.
-    pub actions: Family<OutcomeLabel, Counter>,
-    /// Steps by step and outcome: succeeded, already_done, failed, refused, dry_run.
-    pub steps: Family<StepLabels, Counter>,
-    pub step_seconds: Family<StepLabel, Histogram>,
-    /// Governor refusals by reason.
-    pub refusals: Family<ReasonLabel, Counter>,
-    /// From the request's time to the first executor call.
-    pub request_to_first_call_seconds: Histogram,
-    /// From the fault (the request's time) to the node back in service.
-    pub fault_to_return_seconds: Histogram,
-    pub pages: Family<PageLabels, Counter>,
-    pub targets: Gauge,
-    pub in_flight: Gauge,
-    pub awaiting_approval: Gauge,
-    pub out_of_service: Gauge,
-    pub out_of_service_limit: Gauge,
-    pub breaker_open: Gauge,
-    pub escalations: Counter,
-    pub returned: Counter,
-    pub journal_errors: Counter,
-}
-
-impl Default for RemediateMetrics {
-    fn default() -> Self {
-        RemediateMetrics {
-            actions: Family::default(),
-            steps: Family::default(),
-            step_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
-            refusals: Family::default(),
-            request_to_first_call_seconds: Histogram::new(latency_buckets()),
-            fault_to_return_seconds: Histogram::new([
-                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
-            ]),
-            pages: Family::default(),
-            targets: Gauge::default(),
-            in_flight: Gauge::default(),
-            awaiting_approval: Gauge::default(),
-            out_of_service: Gauge::default(),
-            out_of_service_limit: Gauge::default(),
-            breaker_open: Gauge::default(),
-            escalations: Counter::default(),
-            returned: Counter::default(),
-            journal_errors: Counter::default(),
-        }
+pitcrew_observe::metrics! {
+    /// Every remediation metric; cheap to clone (shared).
+    pub struct RemediateMetrics in "pitcrew_remediate" {
+        /// Action requests by outcome: accepted, duplicate, queued, refused, invalid.
+        actions: Family<OutcomeLabel, Counter> => "actions", "Action requests by outcome";
+        /// Steps by step and outcome: succeeded, already_done, failed, refused, dry_run.
+        steps: Family<StepLabels, Counter> => "steps", "Plan steps by step and outcome";
+        step_seconds: Family<StepLabel, Histogram> =
+            Family::new_with_constructor(|| Histogram::new(latency_buckets()))
+            => "step" [Seconds], "Time a step took";
+        /// Governor refusals by reason.
+        refusals: Family<ReasonLabel, Counter> => "refusals", "Governor refusals by reason";
+        /// From the request's time to the first executor call.
+        request_to_first_call_seconds: Histogram = Histogram::new(latency_buckets())
+            => "request_to_first_call" [Seconds], "From the action request's time to the first executor call";
+        /// From the fault (the request's time) to the node back in service.
+        fault_to_return_seconds: Histogram = Histogram::new([
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+        ]) => "fault_to_return" [Seconds], "From the fault (the action request's time) to the node returned to service";
+        pages: Family<PageLabels, Counter> => "pages", "Pages delivered or failed, by receiver kind and event";
+        targets: Gauge => "targets", "Targets with remediation state held";
+        in_flight: Gauge => "in_flight", "Targets with a plan running";
+        awaiting_approval: Gauge => "awaiting_approval", "Actions waiting for a person's approval";
+        out_of_service: Gauge => "out_of_service", "Targets out of service because of pitcrew";
+        out_of_service_limit: Gauge => "out_of_service_limit", "The fleet-wide out-of-service budget";
+        breaker_open: Gauge => "breaker_open", "1 while the circuit breaker is latched open";
+        escalations: Counter => "escalations", "Targets handed to people";
+        returned: Counter => "returned", "Targets returned to service";
+        journal_errors: Counter => "journal_errors", "Audit or state records that could not be written";
     }
 }
 
 impl RemediateMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("pitcrew_remediate");
-        r.register(
-            "actions",
-            "Action requests by outcome",
-            self.actions.clone(),
-        );
-        r.register(
-            "steps",
-            "Plan steps by step and outcome",
-            self.steps.clone(),
-        );
-        r.register_with_unit(
-            "step",
-            "Time a step took",
-            prometheus_client::registry::Unit::Seconds,
-            self.step_seconds.clone(),
-        );
-        r.register(
-            "refusals",
-            "Governor refusals by reason",
-            self.refusals.clone(),
-        );
-        r.register_with_unit(
-            "request_to_first_call",
-            "From the action request's time to the first executor call",
-            prometheus_client::registry::Unit::Seconds,
-            self.request_to_first_call_seconds.clone(),
-        );
-        r.register_with_unit(
-            "fault_to_return",
-            "From the fault (the action request's time) to the node returned to service",
-            prometheus_client::registry::Unit::Seconds,
-            self.fault_to_return_seconds.clone(),
-        );
-        r.register(
-            "pages",
-            "Pages delivered or failed, by receiver kind and event",
-            self.pages.clone(),
-        );
-        r.register(
-            "targets",
-            "Targets with remediation state held",
-            self.targets.clone(),
-        );
-        r.register(
-            "in_flight",
-            "Targets with a plan running",
-            self.in_flight.clone(),
-        );
-        r.register(
-            "awaiting_approval",
-            "Actions waiting for a person's approval",
-            self.awaiting_approval.clone(),
-        );
-        r.register(
-            "out_of_service",
-            "Targets out of service because of pitcrew",
-            self.out_of_service.clone(),
-        );
-        r.register(
-            "out_of_service_limit",
-            "The fleet-wide out-of-service budget",
-            self.out_of_service_limit.clone(),
-        );
-        r.register(
-            "breaker_open",
-            "1 while the circuit breaker is latched open",
-            self.breaker_open.clone(),
-        );
-        r.register(
-            "escalations",
-            "Targets handed to people",
-            self.escalations.clone(),
-        );
-        r.register(
-            "returned",
-            "Targets returned to service",
-            self.returned.clone(),
-        );
-        r.register(
-            "journal_errors",
-            "Audit or state records that could not be written",
-            self.journal_errors.clone(),
-        );
-    }
-
     pub fn step(&self, step: &str, outcome: &str) {
         self.steps
             .get_or_create(&StepLabels {

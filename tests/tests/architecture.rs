@@ -230,3 +230,36 @@ fn collectors_send_no_chassis_commands() {
         }
     }
 }
+
+/// Metrics are declared once (`pitcrew_observe::metrics!`: the field, its
+/// name, unit and help together) and the shared label sets exist once.
+#[test]
+fn metrics_are_declared_once() {
+    let mut declared_by_hand = Vec::new();
+    for dir in [
+        "bus/src",
+        "ingest/src",
+        "remediate/src",
+        "rules/src",
+        "pitcrew/src",
+    ] {
+        for (path, text) in sources(dir) {
+            assert!(
+                !text.contains("struct OutcomeLabel"),
+                "{} declares its own OutcomeLabel: use pitcrew_observe's",
+                path.display()
+            );
+            if text.contains("sub_registry_with_prefix") {
+                declared_by_hand.push(path);
+            }
+        }
+    }
+    // The node telemetry families keep per-GPU state beside their metrics
+    // and register by hand; nothing else does.
+    assert_eq!(
+        declared_by_hand.len(),
+        1,
+        "metrics registered by hand: {declared_by_hand:?}"
+    );
+    assert!(declared_by_hand[0].ends_with("ingest/src/telemetry.rs"));
+}
