@@ -316,6 +316,7 @@ impl RemediateConfig {
             handled_cap: d.handled_cap,
             queue_cap: d.queue_cap,
             escalation_team: w.escalation_team.clone(),
+            ..d
         })
     }
 

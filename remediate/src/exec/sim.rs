@@ -66,6 +66,9 @@ pub struct SimFleet {
     inner: Arc<Mutex<Inner>>,
     /// Simulated latency of each call.
     pub latency: Duration,
+    /// Where the nodes' heartbeat times come from (the worker's clock, so a
+    /// test on virtual time sees them on the same timeline).
+    pub clock: crate::worker::Clock,
 }
 
 impl SimFleet {
@@ -313,7 +316,7 @@ impl Power for SimFleet {
                     PowerOp::Cycle => "cycle",
                 }
             ))?;
-            let now = Timestamp::now();
+            let now = self.clock.now();
             let mut i = self.lock();
             let n = i
                 .nodes
@@ -345,9 +348,8 @@ impl GpuReset for SimFleet {
         Box::pin(async move {
             self.pause().await;
             self.call(format!("gpu reset {node} {}", gpu.unwrap_or("all")))?;
-            self.lock()
-                .heartbeats
-                .insert(node.to_owned(), Timestamp::now());
+            let now = self.clock.now();
+            self.lock().heartbeats.insert(node.to_owned(), now);
             Ok(())
         })
     }

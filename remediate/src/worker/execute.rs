@@ -1,0 +1,277 @@
+//! One step against the executors, observing before acting, retried while
+//! the executor says the failure is transient.
+
+use super::*;
+
+impl Worker {
+    pub(super) async fn execute_with_retries(
+        &self,
+        target: &Target,
+        req: &ActionRequest,
+        plan: &Plan,
+        step: &Step,
+        st: &RemediationState,
+        resuming: bool,
+    ) -> Result<Done, ExecError> {
+        let retries = step.retries.unwrap_or(plan.retries);
+        let mut wait = self.inner.cfg.retry_base;
+        let mut attempt = 0;
+        loop {
+            // Only the first attempt after a restart observes instead of acting.
+            let r = self
+                .execute(target, req, step, st, resuming && attempt == 0)
+                .await;
+            match r {
+                Err(e) if e.is_retryable() && attempt < retries => {
+                    attempt += 1;
+                    tracing::warn!(target_id = %target, step = step.kind.as_str(), attempt, error = %e, "step failed, retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub(super) fn node_names(&self, target: &Target) -> (String, String) {
+        let info = self.inner.inventory.get(&target.name);
+        let k8s = info
+            .and_then(|n| n.k8s_node.clone())
+            .unwrap_or_else(|| target.name.clone());
+        let slurm = info
+            .and_then(|n| n.slurm_node.clone())
+            .unwrap_or_else(|| target.name.clone());
+        (k8s, slurm)
+    }
+
+    pub(super) async fn execute(
+        &self,
+        target: &Target,
+        req: &ActionRequest,
+        step: &Step,
+        st: &RemediationState,
+        resuming: bool,
+    ) -> Result<Done, ExecError> {
+        let exec = &self.inner.exec;
+        let needs_node = !matches!(
+            step.kind,
+            StepKind::Page | StepKind::Notify | StepKind::Rma | StepKind::Escalate
+        );
+        if needs_node && target.kind != TargetKind::Node {
+            return Err(ExecError::permanent(
+                "plan",
+                format!("step {} needs a node target, not {target}", step.kind),
+            ));
+        }
+        let (k8s, slurm) = self.node_names(target);
+        let node = target.name.as_str();
+        let mut done = Done::default();
+        match step.kind {
+            StepKind::Cordon => {
+                if exec.cluster.is_none() && exec.scheduler.is_none() {
+                    return Err(ExecError::NotConfigured {
+                        system: "kubernetes or slurm",
+                    });
+                }
+                let mut notes = Vec::new();
+                // Already done only if every system already was as wanted.
+                done.already = true;
+                if let Some(c) = &exec.cluster {
+                    let r = c.cordon(&k8s, &req.id).await?;
+                    // On a retry or resume, keep what an earlier attempt owned.
+                    done.k8s_cordon = Some(r.cordoned || st.owned.k8s_cordon);
+                    done.k8s_taint = Some(r.tainted || st.owned.k8s_taint);
+                    notes.push(if r.cordoned {
+                        "kubernetes: cordoned and tainted"
+                    } else {
+                        "kubernetes: already unschedulable"
+                    });
+                    done.already &= !r.cordoned && !r.tainted;
+                }
+                if let Some(s) = &exec.scheduler {
+                    let reason = format!("{} {}", req.id, req.reason);
+                    let r = s.drain(&slurm, &reason).await?;
+                    done.slurm_drain = Some(match r {
+                        DrainResult::Drained | DrainResult::AlreadyOurs => true,
+                        DrainResult::AlreadyTheirs => st.owned.slurm_drain,
+                    });
+                    notes.push(match r {
+                        DrainResult::Drained => "slurm: drained",
+                        DrainResult::AlreadyOurs => "slurm: already drained by pitcrew",
+                        DrainResult::AlreadyTheirs => {
+                            "slurm: already drained by someone else (not ours to resume)"
+                        }
+                    });
+                    done.already &= r != DrainResult::Drained;
+                }
+                done.detail = notes.join("; ");
+            }
+            StepKind::Drain | StepKind::RequeueJobs => {
+                let job = if step.kind == StepKind::RequeueJobs {
+                    param_str(req, "job")
+                } else {
+                    None
+                };
+                let mut notes = Vec::new();
+                if step.kind == StepKind::Drain && deferred(req) {
+                    if let Some(s) = &exec.scheduler {
+                        notes.push(self.wait_job_boundary(target, s.as_ref(), &slurm).await?);
+                    }
+                }
+                if let Some(c) = &exec.cluster {
+                    let deadline = step.timeout.unwrap_or(self.inner.cfg.drain_deadline);
+                    let n = c.evict(&k8s, job.as_deref(), deadline).await?;
+                    notes.push(format!("kubernetes: {n} pods evicted"));
+                }
+                if let Some(s) = &exec.scheduler {
+                    let jobs = s.requeue(&slurm, job.as_deref()).await?;
+                    notes.push(format!("slurm: requeued [{}]", jobs.join(",")));
+                }
+                if notes.is_empty() {
+                    return Err(ExecError::NotConfigured {
+                        system: "kubernetes or slurm",
+                    });
+                }
+                done.detail = notes.join("; ");
+            }
+            StepKind::ResetGpu => {
+                let Some(g) = &exec.gpu_reset else {
+                    return Err(ExecError::NotConfigured {
+                        system: "gpu_reset",
+                    });
+                };
+                if resuming {
+                    // Found after a restart: the reset may have run. Not
+                    // again: verification decides.
+                    done.already = true;
+                    done.detail = "intent found after restart: not resetting again".into();
+                } else {
+                    g.reset(node, gpu_of(req).as_deref()).await?;
+                    done.detail =
+                        format!("gpu {} reset", gpu_of(req).unwrap_or_else(|| "all".into()));
+                }
+                done.verify_since = Some(self.now());
+            }
+            StepKind::PowerCycle | StepKind::PowerOff | StepKind::PowerOn => {
+                let Some(p) = &exec.power else {
+                    return Err(ExecError::NotConfigured { system: "ipmi" });
+                };
+                let observed = p.status(node).await?;
+                let resumed = resuming;
+                let op = match (step.kind, observed) {
+                    (StepKind::PowerOff, PowerState::Off) | (StepKind::PowerOn, PowerState::On) => {
+                        None
+                    }
+                    (StepKind::PowerOff, PowerState::On) => Some(PowerOp::Off),
+                    (StepKind::PowerOn, PowerState::Off) => Some(PowerOp::On),
+                    // A chassis that is off cannot be cycled: switch it on.
+                    (StepKind::PowerCycle, PowerState::Off) => Some(PowerOp::On),
+                    // An intent without an outcome and the power on: the
+                    // cycle ran (or it is safe not to run it): not again.
+                    (_, PowerState::On) if resumed => None,
+                    _ => Some(PowerOp::Cycle),
+                };
+                match op {
+                    None => {
+                        done.already = true;
+                        done.detail = if resumed {
+                            "intent found after restart and the bmc reports power on: not cycling again".into()
+                        } else {
+                            format!(
+                                "bmc reports power {}",
+                                if observed == PowerState::On {
+                                    "on"
+                                } else {
+                                    "off"
+                                }
+                            )
+                        };
+                    }
+                    Some(op) => {
+                        p.control(node, op).await?;
+                        done.detail = format!("{op:?}").to_lowercase();
+                    }
+                }
+                done.verify_since = Some(
+                    st.intent
+                        .as_ref()
+                        .map_or_else(|| self.now(), |i| i.written_at),
+                );
+            }
+            StepKind::Verify => {
+                done.detail = self.verify(target, step, st).await?;
+            }
+            StepKind::Uncordon => {
+                let mut notes = Vec::new();
+                if let Some(c) = &exec.cluster {
+                    if st.owned.k8s_cordon || st.owned.k8s_taint {
+                        c.uncordon(&k8s, st.owned.k8s_cordon, st.owned.k8s_taint)
+                            .await?;
+                        notes.push("kubernetes: uncordoned");
+                    } else {
+                        notes.push("kubernetes: nothing of pitcrew's to undo");
+                    }
+                }
+                if let Some(s) = &exec.scheduler {
+                    if st.owned.slurm_drain {
+                        let resumed = s.resume(&slurm).await?;
+                        notes.push(if resumed {
+                            "slurm: resumed"
+                        } else {
+                            "slurm: drain no longer pitcrew's"
+                        });
+                    } else {
+                        notes.push("slurm: nothing of pitcrew's to undo");
+                    }
+                }
+                done.k8s_cordon = Some(false);
+                done.k8s_taint = Some(false);
+                done.slurm_drain = Some(false);
+                done.detail = notes.join("; ");
+            }
+            StepKind::Page | StepKind::Notify | StepKind::Rma | StepKind::Escalate => {
+                let team = param_str(req, "team");
+                let rma = step.kind == StepKind::Rma;
+                let receivers = exec.pager.route(team.as_deref(), rma);
+                let (severity, key, incident) = match step.kind {
+                    StepKind::Notify => (
+                        PageSeverity::Info,
+                        format!("pitcrew/{}", req.incident),
+                        Some(req.incident.clone()),
+                    ),
+                    StepKind::Page => (
+                        PageSeverity::Critical,
+                        format!("pitcrew/{}", req.incident),
+                        Some(req.incident.clone()),
+                    ),
+                    StepKind::Rma => (PageSeverity::Warning, format!("pitcrew/rma/{target}"), None),
+                    _ => (
+                        PageSeverity::Critical,
+                        format!("pitcrew/escalation/{target}"),
+                        None,
+                    ),
+                };
+                let summary = match step.kind {
+                    StepKind::Rma => {
+                        format!("RMA: {target} needs hardware service: {}", req.reason)
+                    }
+                    _ => req.reason.clone(),
+                };
+                let page =
+                    self.page_for(target, Some(req), key, summary, severity, incident.clone());
+                exec.pager
+                    .send(&receivers, &page, PageEvent::Trigger)
+                    .await?;
+                done.detail = format!("paged {}", receivers.join(","));
+                done.page = Some(OpenPage {
+                    dedup_key: page.dedup_key,
+                    receivers,
+                    summary: page.summary,
+                    incident,
+                    opened_at: page.started_at,
+                });
+            }
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,390 @@
+//! A plan run for one target: its steps in order, each through the governor
+//! where it takes capacity, failures handled as the plan says, and how the
+//! run ended folded into the state (and the next queued request started).
+
+use super::*;
+
+impl Worker {
+    pub(super) async fn run(&self, target: Target) {
+        while let Some(req) = self.snapshot(&target).and_then(|st| st.request) {
+            let end = match self.inner.plans.get(&req.plan).cloned() {
+                Some(plan) => self.run_plan(&target, &req, &plan).await,
+                None => End::Failed,
+            };
+            if !self.finish(&target, &req, end).await {
+                break;
+            }
+        }
+        {
+            let mut slots = lock(&self.inner.slots);
+            if let Some(s) = slots.get_mut(&target) {
+                s.running = false;
+            }
+        }
+        self.refresh_gauges();
+        self.inner.idle.notify_waiters();
+    }
+
+    /// Records how the run ended and starts the next queued request.
+    /// Returns whether there is one.
+    pub(super) async fn finish(&self, target: &Target, req: &ActionRequest, end: End) -> bool {
+        let inner = &self.inner;
+        let back_in_service = matches!(end, End::Completed { out: false });
+        let mut escalated = false;
+        let mut to_resolve = Vec::new();
+        self.update(target, |st| {
+            st.intent = None;
+            st.approval_expires_at = None;
+            st.verify_since = None;
+            match &end {
+                End::Completed { out: false } | End::RefusedAtStart | End::NotApproved => {
+                    // Still holding something from an earlier plan: keep it visible.
+                    st.phase = if st.owned.any() {
+                        Phase::Escalated
+                    } else {
+                        Phase::Healthy
+                    };
+                    if back_in_service {
+                        // Back in service: pages about this target are done.
+                        to_resolve = std::mem::take(&mut st.open_pages);
+                    }
+                }
+                End::Completed { out: true } | End::Escalated => {
+                    st.phase = Phase::Escalated;
+                    escalated = true;
+                }
+                End::Failed => st.phase = Phase::Failed,
+                End::Next(next) => {
+                    st.phase = Phase::InProgress;
+                    st.queued.insert(0, (**next).clone());
+                }
+            }
+            st.request = None;
+            st.action = None;
+            st.plan = None;
+            st.step = 0;
+            if !st.queued.is_empty() {
+                let next = st.queued.remove(0);
+                start(st, &next, inner.cfg.handled_cap, inner.cfg.clock.now());
+            }
+        })
+        .await;
+        if back_in_service {
+            let was_out = {
+                let mut gov = lock(&inner.governor);
+                let was_out = gov.is_out(target);
+                gov.release(target);
+                was_out
+            };
+            if was_out {
+                inner.metrics.returned.inc();
+                let took = (self.now().unix_nanos() - req.requested_at.unix_nanos()).max(0);
+                inner
+                    .metrics
+                    .fault_to_return_seconds
+                    .observe(took as f64 / 1e9);
+                self.audit(target, Some(req), AuditEntry::Returned).await;
+            }
+        }
+        if escalated {
+            inner.metrics.escalations.inc();
+        }
+        for p in to_resolve {
+            self.resolve_page(target, &p).await;
+        }
+        inner.metrics.action(match end {
+            End::Completed { .. } => "completed",
+            End::RefusedAtStart => "refused",
+            End::Escalated => "escalated",
+            End::Failed => "failed",
+            End::Next(_) => "next_plan",
+            End::NotApproved => "not_approved",
+        });
+        self.refresh_gauges();
+        self.snapshot(target).is_some_and(|s| s.request.is_some())
+    }
+
+    pub(super) async fn run_plan(&self, target: &Target, req: &ActionRequest, plan: &Plan) -> End {
+        let inner = &self.inner;
+        let dry = inner.cfg.dry_run || plan.dry_run || req.dry_run;
+        let Some(mut st) = self.snapshot(target) else {
+            return End::Failed;
+        };
+        // The approval gate, before anything is touched.
+        if plan.approval && st.step == 0 && !dry {
+            match self.await_approval(target, req, &st).await {
+                Ok(()) => {}
+                Err(end) => return end,
+            }
+            st = match self.snapshot(target) {
+                Some(s) => s,
+                None => return End::Failed,
+            };
+        }
+        // Cooldown and the attempt budget stop node remediation loops: a
+        // plan that only restarts a job (requeue_jobs) is not one, and must
+        // not hold back the drain that may follow it.
+        let first_destructive = plan
+            .steps
+            .iter()
+            .position(|s| s.kind.is_destructive())
+            .filter(|_| plan.takes_node_out());
+        // An intent in the state at the start of a run is a crash's: that
+        // step is observed, not repeated.
+        let mut found_intent = st.intent.as_ref().is_some_and(|i| i.action == req.id);
+        let mut plan_start_pending = st.step == 0 && !st.owned.any() && first_destructive.is_some();
+        let mut first_call = st.step == 0;
+        let mut i = st.step as usize;
+        while i < plan.steps.len() {
+            let step = &plan.steps[i];
+            let name = step.kind.as_str();
+            // The first step run after a restart with an intent: it was
+            // allowed before the crash and its intent is written.
+            let resuming = std::mem::take(&mut found_intent);
+            if step.kind.is_destructive() && !resuming {
+                if dry {
+                    inner.metrics.step(name, "dry_run");
+                    self.audit(target, Some(req), AuditEntry::DryRun { step: name.into() })
+                        .await;
+                    i += 1;
+                    self.update(target, |s| s.step = i as u32).await;
+                    continue;
+                }
+                let ask_target = target.clone();
+                let verdict = {
+                    let snap = self.snapshot(target).unwrap_or_else(|| st.clone());
+                    let ask = Ask {
+                        target: &ask_target,
+                        step: step.kind,
+                        plan_start: plan_start_pending && first_destructive.is_some_and(|f| i >= f),
+                        attempts: &snap.attempts,
+                        cooldown_until: snap.cooldown_until,
+                        hands_off: plan.hands_to_people(),
+                    };
+                    lock(&inner.governor).check(&ask, self.now())
+                };
+                match verdict {
+                    Verdict::Allow => {
+                        self.audit(target, Some(req), AuditEntry::Allowed { step: name.into() })
+                            .await;
+                        if plan_start_pending {
+                            plan_start_pending = false;
+                            let cooldown =
+                                i64::try_from(lock(&inner.governor).config().cooldown.as_nanos())
+                                    .unwrap_or(i64::MAX);
+                            self.update(target, |s| {
+                                let now = self.now();
+                                s.attempts.push(now);
+                                let keep = 16;
+                                if s.attempts.len() > keep {
+                                    let cut = s.attempts.len() - keep;
+                                    s.attempts.drain(..cut);
+                                }
+                                s.cooldown_until = Some(now.add_nanos(cooldown));
+                            })
+                            .await;
+                        }
+                    }
+                    Verdict::Refuse { refusal, tripped } => {
+                        inner.metrics.step(name, "refused");
+                        inner
+                            .metrics
+                            .refusals
+                            .get_or_create(&ReasonLabel {
+                                reason: refusal.kind.as_str().to_owned(),
+                            })
+                            .inc();
+                        self.audit(
+                            target,
+                            Some(req),
+                            AuditEntry::Refused {
+                                step: name.into(),
+                                reason: refusal.message.clone(),
+                            },
+                        )
+                        .await;
+                        if let Some(b) = tripped {
+                            self.breaker_opened(b, Some(req)).await;
+                        }
+                        let holding = self.snapshot(target).is_some_and(|s| s.owned.any());
+                        if refusal.kind.escalates() || holding {
+                            // A target that keeps failing, or one pitcrew
+                            // already took out and cannot finish: people.
+                            self.escalate(
+                                target,
+                                req,
+                                &format!("{name} refused: {}", refusal.message),
+                            )
+                            .await;
+                            return End::Escalated;
+                        }
+                        return End::RefusedAtStart;
+                    }
+                }
+            }
+            if step.kind.is_irreversible() && !resuming {
+                self.audit_with(
+                    target,
+                    Some(req),
+                    AuditEntry::Intent { step: name.into() },
+                    true,
+                )
+                .await;
+                let (_, durable) = self
+                    .update(target, |s| {
+                        s.intent = Some(Intent {
+                            step: name.into(),
+                            action: req.id.clone(),
+                            written_at: self.now(),
+                        });
+                    })
+                    .await;
+                if !durable {
+                    // Without a durable intent a crash could repeat the step.
+                    self.audit(
+                        target,
+                        Some(req),
+                        AuditEntry::StepFailed {
+                            step: name.into(),
+                            error: "intent could not be written to the state topic".into(),
+                            retryable: true,
+                        },
+                    )
+                    .await;
+                    return self
+                        .on_failure(target, req, plan, "intent not durable")
+                        .await;
+                }
+            }
+            self.audit(
+                target,
+                Some(req),
+                AuditEntry::StepStarted { step: name.into() },
+            )
+            .await;
+            if first_call {
+                first_call = false;
+                let waited = (self.now().unix_nanos() - req.requested_at.unix_nanos()).max(0);
+                inner
+                    .metrics
+                    .request_to_first_call_seconds
+                    .observe(waited as f64 / 1e9);
+            }
+            let started = Instant::now();
+            let snap = self.snapshot(target).unwrap_or_else(|| st.clone());
+            let result = self
+                .execute_with_retries(target, req, plan, step, &snap, resuming)
+                .await;
+            inner
+                .metrics
+                .step_seconds
+                .get_or_create(&StepLabel { step: name.into() })
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(done) => {
+                    inner.metrics.step(
+                        name,
+                        if done.already {
+                            "already_done"
+                        } else {
+                            "succeeded"
+                        },
+                    );
+                    let entry = if done.already {
+                        AuditEntry::AlreadyDone { step: name.into() }
+                    } else {
+                        AuditEntry::StepSucceeded {
+                            step: name.into(),
+                            detail: (!done.detail.is_empty()).then(|| done.detail.clone()),
+                        }
+                    };
+                    if done.already && !done.detail.is_empty() {
+                        tracing::info!(target_id = %target, step = name, detail = %done.detail, "already done");
+                    }
+                    self.audit(target, Some(req), entry).await;
+                    if let Some(p) = &done.page {
+                        for r in &p.receivers {
+                            self.audit(
+                                target,
+                                Some(req),
+                                AuditEntry::Paged {
+                                    receiver: r.clone(),
+                                    dedup_key: p.dedup_key.clone(),
+                                },
+                            )
+                            .await;
+                        }
+                    }
+                    i += 1;
+                    self.update(target, |s| {
+                        s.step = i as u32;
+                        s.intent = None;
+                        if let Some(v) = done.k8s_cordon {
+                            s.owned.k8s_cordon = v;
+                        }
+                        if let Some(v) = done.k8s_taint {
+                            s.owned.k8s_taint = v;
+                        }
+                        if let Some(v) = done.slurm_drain {
+                            s.owned.slurm_drain = v;
+                        }
+                        if let Some(t) = done.verify_since {
+                            s.verify_since = Some(t);
+                        }
+                        if step.kind == StepKind::Verify {
+                            s.phase = Phase::InProgress;
+                        }
+                        if let Some(p) = done.page {
+                            if !s.open_pages.iter().any(|o| o.dedup_key == p.dedup_key) {
+                                s.open_pages.push(p);
+                            }
+                        }
+                    })
+                    .await;
+                }
+                Err(e) => {
+                    inner.metrics.step(name, "failed");
+                    self.audit(
+                        target,
+                        Some(req),
+                        AuditEntry::StepFailed {
+                            step: name.into(),
+                            error: e.to_string(),
+                            retryable: e.is_retryable(),
+                        },
+                    )
+                    .await;
+                    self.update(target, |s| s.intent = None).await;
+                    return self
+                        .on_failure(target, req, plan, &format!("{name} failed: {e}"))
+                        .await;
+                }
+            }
+        }
+        let out = self.snapshot(target).is_some_and(|s| s.owned.any());
+        End::Completed { out }
+    }
+
+    pub(super) async fn on_failure(
+        &self,
+        target: &Target,
+        req: &ActionRequest,
+        plan: &Plan,
+        why: &str,
+    ) -> End {
+        match &plan.on_failure {
+            OnFailure::Stop => End::Failed,
+            OnFailure::Escalate => {
+                self.escalate(target, req, why).await;
+                End::Escalated
+            }
+            OnFailure::Plan(next) => {
+                let mut n = req.clone();
+                n.plan = next.clone();
+                n.id = ActionRequest::make_id(&req.incident, &req.target, next, 1);
+                n.reason = format!("{} ({why})", req.reason);
+                End::Next(Box::new(n))
+            }
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! The waits inside a run: a person's approval, a deferred drain's job
+//! boundary, and verification (power back, heartbeat back, quiet).
+
+use super::*;
+
+impl Worker {
+    pub(super) async fn await_approval(
+        &self,
+        target: &Target,
+        req: &ActionRequest,
+        st: &RemediationState,
+    ) -> Result<(), End> {
+        let now = self.now();
+        let ttl = i64::try_from(self.inner.cfg.approval_ttl.as_nanos()).unwrap_or(i64::MAX);
+        let expires = st.approval_expires_at.unwrap_or(now.add_nanos(ttl));
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut slots = lock(&self.inner.slots);
+            if let Some(s) = slots.get_mut(target) {
+                s.approve = Some(tx);
+            }
+        }
+        if st.phase != Phase::AwaitingApproval {
+            self.update(target, |s| {
+                s.phase = Phase::AwaitingApproval;
+                s.approval_expires_at = Some(expires);
+            })
+            .await;
+            self.audit(
+                target,
+                Some(req),
+                AuditEntry::AwaitingApproval {
+                    expires_at: expires,
+                },
+            )
+            .await;
+        }
+        self.refresh_gauges();
+        let left = (expires.unix_nanos() - now.unix_nanos()).max(0);
+        let wait = Duration::from_nanos(u64::try_from(left).unwrap_or(0));
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(by)) => {
+                self.audit(target, Some(req), AuditEntry::Approved { by })
+                    .await;
+                self.update(target, |s| {
+                    s.phase = Phase::InProgress;
+                    s.approval_expires_at = None;
+                })
+                .await;
+                Ok(())
+            }
+            _ => {
+                self.audit(
+                    target,
+                    Some(req),
+                    AuditEntry::Refused {
+                        step: "approval".into(),
+                        reason: format!("not approved before {expires}"),
+                    },
+                )
+                .await;
+                Err(End::NotApproved)
+            }
+        }
+    }
+
+    /// A deferred drain: the node is cordoned (no new work) and its running
+    /// jobs go on to their end. The boundary comes when no job runs on the
+    /// node, when a request waiting on this target restarts the app anyway
+    /// (it would end the job: the reset rides along), or at the deadline
+    /// (then the drain requeues what still runs). What to do next is
+    /// [`boundary`]'s decision; this only observes and sleeps.
+    pub(super) async fn wait_job_boundary(
+        &self,
+        target: &Target,
+        scheduler: &dyn Scheduler,
+        node: &str,
+    ) -> Result<String, ExecError> {
+        let cfg = &self.inner.cfg;
+        let started = Instant::now();
+        let mut announced = false;
+        loop {
+            let jobs = scheduler.running(node).await?;
+            let restart = self.restart_waiting(target);
+            let seen = BoundarySeen {
+                jobs: &jobs,
+                restart: restart.as_ref(),
+                waited: started.elapsed(),
+            };
+            match boundary(&seen, cfg.boundary_deadline, cfg.verify_poll) {
+                Decision::Done(note) => {
+                    if let Some(q) = &restart {
+                        self.restart_rides_along(target, q).await;
+                    }
+                    return Ok(note);
+                }
+                Decision::Failed(why) => return Err(ExecError::permanent("drain", why)),
+                Decision::After(wait) => {
+                    if !announced {
+                        announced = true;
+                        tracing::info!(target_id = %target, jobs = ?jobs, "drain deferred to the job boundary");
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// A request queued on this target whose plan requeues the node's jobs
+    /// (an app restart): the drain's requeue does it.
+    fn restart_waiting(&self, target: &Target) -> Option<ActionRequest> {
+        self.snapshot(target).and_then(|s| {
+            s.queued.iter().find_map(|q| {
+                let requeues = self
+                    .inner
+                    .plans
+                    .get(&q.plan)
+                    .is_some_and(|p| p.steps.iter().any(|st| st.kind == StepKind::RequeueJobs));
+                requeues.then(|| q.clone())
+            })
+        })
+    }
+
+    /// This drain requeues the job: that is the restart the waiting request
+    /// asks for, so it is done here, not again after the plan (and not
+    /// refused by the cooldown it set).
+    async fn restart_rides_along(&self, target: &Target, q: &ActionRequest) {
+        let cap = self.inner.cfg.handled_cap;
+        self.update(target, |s| {
+            s.queued.retain(|x| x.id != q.id);
+            s.handled.push(q.id.clone());
+            if s.handled.len() > cap {
+                let cut = s.handled.len() - cap;
+                s.handled.drain(..cut);
+            }
+        })
+        .await;
+        self.audit(
+            target,
+            Some(q),
+            AuditEntry::AlreadyDone {
+                step: "requeue_jobs".into(),
+            },
+        )
+        .await;
+    }
+
+    /// Verification after a power step: the BMC says on, the node's
+    /// heartbeat is back, and no new incident for the quiet time, within
+    /// the step's timeout. [`verify_next`] decides; this observes what the
+    /// phase needs and sleeps as told.
+    pub(super) async fn verify(
+        &self,
+        target: &Target,
+        step: &Step,
+        st: &RemediationState,
+    ) -> Result<String, ExecError> {
+        let exec = &self.inner.exec;
+        let cfg = &self.inner.cfg;
+        let node = target.name.as_str();
+        let since = st.verify_since.unwrap_or(st.updated_at);
+        let times = VerifyTimes {
+            timeout: step.timeout.unwrap_or(cfg.verify_timeout),
+            quiet: cfg.verify_quiet,
+            poll: cfg.verify_poll,
+        };
+        let started = Instant::now();
+        let mut phase = VerifyPhase::start(exec.power.is_some(), exec.heartbeats.is_some());
+        loop {
+            let seen = match phase {
+                VerifyPhase::Power => match exec.power.as_ref() {
+                    Some(p) => VerifySeen::Power(p.status(node).await),
+                    None => VerifySeen::Nothing,
+                },
+                VerifyPhase::Heartbeat => match exec.heartbeats.as_ref() {
+                    Some(h) => {
+                        VerifySeen::Heartbeat(h.seen_since(node, since).await.unwrap_or(false))
+                    }
+                    None => VerifySeen::Nothing,
+                },
+                VerifyPhase::Quiet { .. } => {
+                    let last = lock(&self.inner.incidents).get(node).cloned();
+                    // The incident that asked for this plan does not count.
+                    VerifySeen::NewIncident(last.and_then(|(at, id)| {
+                        (at >= since && st.request.as_ref().is_none_or(|r| r.incident != id))
+                            .then_some(id)
+                    }))
+                }
+            };
+            let elapsed = started.elapsed();
+            if let VerifySeen::Power(Err(e)) = seen {
+                // The BMC's own error, retryable or not, once time is up.
+                if elapsed >= times.timeout {
+                    return Err(e);
+                }
+                tokio::time::sleep(times.poll).await;
+                continue;
+            }
+            match verify_next(&mut phase, seen, elapsed, &times, node, since) {
+                Decision::Done(()) => {
+                    let mut notes = Vec::new();
+                    if exec.power.is_some() {
+                        notes.push("power on".to_owned());
+                    }
+                    if exec.heartbeats.is_some() {
+                        notes.push("heartbeat back".to_owned());
+                    }
+                    notes.push(format!("quiet for {} s", times.quiet.as_secs()));
+                    return Ok(notes.join(", "));
+                }
+                Decision::Failed(why) => return Err(ExecError::permanent("verify", why)),
+                Decision::After(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+}
+
+/// What a wait decides after an observation: it is over (with a note), it
+/// failed (why), or look again after a while. Pure: the async drivers
+/// above observe and sleep, these functions decide, and tests drive them
+/// without a runtime.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Decision<T> {
+    Done(T),
+    Failed(String),
+    After(Duration),
+}
+
+/// What a job-boundary wait saw.
+#[derive(Debug)]
+pub(super) struct BoundarySeen<'a> {
+    /// Jobs running on the node now.
+    pub(super) jobs: &'a [String],
+    /// A queued request that restarts the app (its requeue is the boundary).
+    pub(super) restart: Option<&'a ActionRequest>,
+    /// Since the wait began.
+    pub(super) waited: Duration,
+}
+
+/// The job-boundary decision: over when no job runs, when an app restart
+/// waits anyway, or at the deadline (the drain then requeues what runs).
+pub(super) fn boundary(
+    seen: &BoundarySeen<'_>,
+    deadline: Duration,
+    poll: Duration,
+) -> Decision<String> {
+    let waited = seen.waited.as_secs();
+    if seen.jobs.is_empty() {
+        return Decision::Done(format!("job boundary after {waited} s"));
+    }
+    if let Some(q) = seen.restart {
+        return Decision::Done(format!(
+            "job boundary: {} ({}) restarts the app after {waited} s",
+            q.id, q.plan
+        ));
+    }
+    if seen.waited >= deadline {
+        return Decision::Done(format!(
+            "job boundary not reached in {waited} s: requeueing [{}]",
+            seen.jobs.join(",")
+        ));
+    }
+    Decision::After(poll.min(deadline - seen.waited))
+}
+
+/// Verification's timing.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct VerifyTimes {
+    /// For power and heartbeat together.
+    pub(super) timeout: Duration,
+    pub(super) quiet: Duration,
+    pub(super) poll: Duration,
+}
+
+/// Where verification is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum VerifyPhase {
+    Power,
+    Heartbeat,
+    /// Quiet since `from` (time since verification began).
+    Quiet {
+        from: Duration,
+    },
+}
+
+impl VerifyPhase {
+    /// The first phase there is an executor for.
+    pub(super) fn start(power: bool, heartbeat: bool) -> VerifyPhase {
+        if power {
+            VerifyPhase::Power
+        } else if heartbeat {
+            VerifyPhase::Heartbeat
+        } else {
+            VerifyPhase::Quiet {
+                from: Duration::ZERO,
+            }
+        }
+    }
+}
+
+/// One observation for the phase verification is in.
+#[derive(Debug)]
+pub(super) enum VerifySeen {
+    Power(Result<PowerState, ExecError>),
+    Heartbeat(bool),
+    /// A new incident on the node since the power step (not the one that
+    /// asked for this plan).
+    NewIncident(Option<String>),
+    /// No executor for this phase: it passes.
+    Nothing,
+}
+
+/// Verification's decision: moves `phase` on, or fails, or asks to look
+/// again. `elapsed`: since verification began.
+pub(super) fn verify_next(
+    phase: &mut VerifyPhase,
+    seen: VerifySeen,
+    elapsed: Duration,
+    t: &VerifyTimes,
+    node: &str,
+    since: Timestamp,
+) -> Decision<()> {
+    let in_time = elapsed < t.timeout;
+    match (*phase, seen) {
+        (VerifyPhase::Power, VerifySeen::Power(Ok(PowerState::On)) | VerifySeen::Nothing) => {
+            *phase = VerifyPhase::Heartbeat;
+            Decision::After(Duration::ZERO)
+        }
+        (VerifyPhase::Power, VerifySeen::Power(Ok(PowerState::Off) | Err(_))) if in_time => {
+            Decision::After(t.poll)
+        }
+        (VerifyPhase::Power, VerifySeen::Power(Ok(PowerState::Off))) => {
+            Decision::Failed("the bmc still reports power off".to_owned())
+        }
+        (VerifyPhase::Power, VerifySeen::Power(Err(e))) => Decision::Failed(e.to_string()),
+        (VerifyPhase::Heartbeat, VerifySeen::Heartbeat(true) | VerifySeen::Nothing) => {
+            *phase = VerifyPhase::Quiet { from: elapsed };
+            Decision::After(Duration::ZERO)
+        }
+        (VerifyPhase::Heartbeat, VerifySeen::Heartbeat(false)) if in_time => {
+            Decision::After(t.poll)
+        }
+        (VerifyPhase::Heartbeat, VerifySeen::Heartbeat(false)) => Decision::Failed(format!(
+            "no heartbeat from {node} since {since} within {} s",
+            t.timeout.as_secs()
+        )),
+        (VerifyPhase::Quiet { .. }, VerifySeen::NewIncident(Some(id))) => {
+            Decision::Failed(format!("new fault during verification: {id}"))
+        }
+        (VerifyPhase::Quiet { from }, _) => {
+            let until = from + t.quiet;
+            if elapsed >= until {
+                Decision::Done(())
+            } else {
+                Decision::After(t.poll.min(until - elapsed))
+            }
+        }
+        // An observation for another phase than the one it is in: look again.
+        (_, _) => Decision::After(Duration::ZERO),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMES: VerifyTimes = VerifyTimes {
+        timeout: Duration::from_secs(900),
+        quiet: Duration::from_secs(120),
+        poll: Duration::from_secs(5),
+    };
+
+    fn since() -> Timestamp {
+        Timestamp::from_unix_millis(1_800_000_000_000)
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn verification_goes_power_then_heartbeat_then_quiet() {
+        let mut p = VerifyPhase::start(true, true);
+        let d = verify_next(
+            &mut p,
+            VerifySeen::Power(Ok(PowerState::Off)),
+            secs(1),
+            &TIMES,
+            "n1",
+            since(),
+        );
+        assert_eq!(d, Decision::After(secs(5)));
+        let d = verify_next(
+            &mut p,
+            VerifySeen::Power(Ok(PowerState::On)),
+            secs(6),
+            &TIMES,
+            "n1",
+            since(),
+        );
+        assert_eq!(
+            (d, p),
+            (Decision::After(Duration::ZERO), VerifyPhase::Heartbeat)
+        );
+        let d = verify_next(
+            &mut p,
+            VerifySeen::Heartbeat(false),
+            secs(6),
+            &TIMES,
+            "n1",
+            since(),
+        );
+        assert_eq!(d, Decision::After(secs(5)));
+        let d = verify_next(
+            &mut p,
+            VerifySeen::Heartbeat(true),
+            secs(40),
+            &TIMES,
+            "n1",
+            since(),
+        );
+        assert_eq!(d, Decision::After(Duration::ZERO));
+        assert_eq!(p, VerifyPhase::Quiet { from: secs(40) });
+        let d = verify_next(
+            &mut p,
+            VerifySeen::NewIncident(None),
+            secs(157),
+            &TIMES,
+            "n1",
+            since(),
+        );
+        assert_eq!(
+            d,
+            Decision::After(secs(3)),
+            "the last wait ends at the quiet time"
+        );
+        let d = verify_next(
+            &mut p,
+            VerifySeen::NewIncident(None),
+            secs(160),
+            &TIMES,
+            "n1",
+            since(),
+        );
+        assert_eq!(d, Decision::Done(()));
+    }
+
+    #[test]
+    fn verification_fails_on_timeout_or_a_new_fault() {
+        let mut p = VerifyPhase::Power;
+        let d = verify_next(
+            &mut p,
+            VerifySeen::Power(Ok(PowerState::Off)),
+            secs(900),
+            &TIMES,
+            "n1",
+            since(),
+        );
+        assert_eq!(
+            d,
+            Decision::Failed("the bmc still reports power off".into())
+        );
+        let mut p = VerifyPhase::Heartbeat;
+        let Decision::Failed(why) = verify_next(
+            &mut p,
+            VerifySeen::Heartbeat(false),
+            secs(901),
+            &TIMES,
+            "n1",
+            since(),
+        ) else {
+            panic!("a missing heartbeat past the timeout fails")
+        };
+        assert!(why.starts_with("no heartbeat from n1 since"), "{why}");
+        let mut p = VerifyPhase::Quiet { from: secs(10) };
+        let d = verify_next(
+            &mut p,
+            VerifySeen::NewIncident(Some("inc-2".into())),
+            secs(20),
+            &TIMES,
+            "n1",
+            since(),
+        );
+        assert_eq!(
+            d,
+            Decision::Failed("new fault during verification: inc-2".into())
+        );
+        // Without executors, only the quiet time is checked.
+        assert_eq!(
+            VerifyPhase::start(false, false),
+            VerifyPhase::Quiet {
+                from: Duration::ZERO
+            }
+        );
+    }
+
+    #[test]
+    fn a_job_boundary_comes_with_the_jobs_end_a_restart_or_the_deadline() {
+        let jobs = vec!["101".to_owned()];
+        let deadline = secs(3600);
+        let seen = |jobs: &'static [String], waited| BoundarySeen {
+            jobs,
+            restart: None,
+            waited,
+        };
+        assert_eq!(
+            boundary(&seen(&[], secs(7)), deadline, secs(5)),
+            Decision::Done("job boundary after 7 s".into())
+        );
+        let running = BoundarySeen {
+            jobs: &jobs,
+            restart: None,
+            waited: secs(3598),
+        };
+        assert_eq!(
+            boundary(&running, deadline, secs(5)),
+            Decision::After(secs(2))
+        );
+        let late = BoundarySeen {
+            jobs: &jobs,
+            restart: None,
+            waited: deadline,
+        };
+        assert_eq!(
+            boundary(&late, deadline, secs(5)),
+            Decision::Done("job boundary not reached in 3600 s: requeueing [101]".into())
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The worker on tokio's paused clock: hour-long approvals, day-long job
+//! boundaries and verification windows run in virtual time, with the
+//! audit's timestamps on the same timeline, and no test sleeps on the wall
+//! clock.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pitcrew_contract::{ActionRequest, AuditEntry, AuditRecord, Phase, Target, Timestamp, V1};
+use pitcrew_remediate::exec::page::Paging;
+use pitcrew_remediate::exec::sim::{SimFleet, SimNode};
+use pitcrew_remediate::exec::Executors;
+use pitcrew_remediate::governor::GovernorConfig;
+use pitcrew_remediate::metrics::RemediateMetrics;
+use pitcrew_remediate::plan::{OnFailure, Plan, PlanBook, Step, StepKind};
+use pitcrew_remediate::worker::Clock;
+use pitcrew_remediate::{Governor, MemoryJournal, Worker, WorkerConfig};
+use pitcrew_rules::{Inventory, NodeInfo};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// When the test's virtual clock starts.
+fn t0() -> Timestamp {
+    Timestamp::from_unix_millis(1_800_000_000_000)
+}
+
+struct Rig {
+    worker: Worker,
+    fleet: SimFleet,
+    journal: Arc<MemoryJournal>,
+}
+
+fn rig(plans: PlanBook, tweak: impl FnOnce(&mut WorkerConfig)) -> Rig {
+    let clock = Clock::tokio_at(t0());
+    let inv = Arc::new(Inventory::new(
+        (0..4)
+            .map(|i| NodeInfo {
+                name: format!("n{i}"),
+                ..NodeInfo::default()
+            })
+            .collect(),
+    ));
+    let mut fleet = SimFleet::new(inv.nodes().iter().map(|n| n.name.clone()));
+    fleet.clock = clock.clone();
+    fleet.latency = Duration::from_millis(50);
+    let exec = Executors {
+        cluster: Some(Arc::new(fleet.clone())),
+        scheduler: Some(Arc::new(fleet.clone())),
+        power: Some(Arc::new(fleet.clone())),
+        gpu_reset: Some(Arc::new(fleet.clone())),
+        heartbeats: Some(Arc::new(fleet.clone())),
+        pager: Arc::new(Paging::default()),
+    };
+    let mut cfg = WorkerConfig {
+        actor: "remediate@test".into(),
+        clock,
+        ..WorkerConfig::default()
+    };
+    tweak(&mut cfg);
+    let journal = Arc::new(MemoryJournal::default());
+    let gov = GovernorConfig {
+        max_out_of_service: 100,
+        max_out_of_service_percent: 100.0,
+        domain_max: BTreeMap::new(),
+        ..GovernorConfig::default()
+    };
+    let worker = Worker::new(
+        cfg,
+        plans,
+        exec,
+        journal.clone(),
+        Governor::new(gov, Arc::clone(&inv)),
+        inv,
+        RemediateMetrics::default(),
+    );
+    Rig {
+        worker,
+        fleet,
+        journal,
+    }
+}
+
+fn request(node: &str, plan: &str) -> ActionRequest {
+    let target = Target::node(node);
+    ActionRequest {
+        v: V1,
+        id: ActionRequest::make_id(&format!("inc-{node}"), &target, plan, 0),
+        incident: format!("inc-{node}"),
+        target,
+        plan: plan.into(),
+        params: BTreeMap::new(),
+        requested_at: t0(),
+        reason: format!("fault on {node}"),
+        events: vec![format!("ev-{node}")],
+        dry_run: false,
+    }
+}
+
+/// Seconds from the start of the virtual clock to the first audit record
+/// of `node` that `pick` accepts.
+fn seconds_to(r: &Rig, node: &str, pick: impl Fn(&AuditRecord) -> bool) -> f64 {
+    let a = r
+        .journal
+        .audits()
+        .into_iter()
+        .find(|a| a.target == Target::node(node) && pick(a))
+        .unwrap_or_else(|| {
+            panic!(
+                "no such record: {:?}",
+                r.journal.timeline(&Target::node(node))
+            )
+        });
+    (a.at.unix_nanos() - t0().unix_nanos()) as f64 / 1e9
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_expires_at_its_ttl() {
+    let mut plans = PlanBook::builtin();
+    plans.insert(Plan {
+        name: "reboot_node".into(),
+        steps: vec![
+            Step::new(StepKind::Cordon),
+            Step::new(StepKind::PowerCycle),
+            Step::new(StepKind::Uncordon),
+        ],
+        on_failure: OnFailure::Escalate,
+        retries: 0,
+        approval: true,
+        dry_run: false,
+    });
+    let r = rig(plans, |c| c.approval_ttl = HOUR);
+    r.worker.submit(request("n1", "reboot_node")).await.unwrap();
+    tokio::time::sleep(HOUR - Duration::from_secs(60)).await;
+    assert_eq!(
+        r.worker.state(&Target::node("n1")).unwrap().phase,
+        Phase::AwaitingApproval,
+        "a minute before the TTL it still waits"
+    );
+    assert!(r.fleet.calls().is_empty());
+    assert!(r.worker.wait_idle(2 * HOUR).await);
+    assert_eq!(
+        r.journal.timeline(&Target::node("n1")),
+        ["received", "awaiting_approval", "refused:approval"]
+    );
+    let at = seconds_to(&r, "n1", |a| matches!(a.entry, AuditEntry::Refused { .. }));
+    assert!((3600.0..3601.0).contains(&at), "refused at +{at} s");
+    assert_eq!(r.fleet.count("power cycle"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deferred_drain_requeues_at_the_boundary_deadline_when_the_job_never_ends() {
+    let r = rig(PlanBook::builtin(), |c| {
+        c.boundary_deadline = 24 * HOUR;
+        c.verify_poll = Duration::from_secs(30);
+    });
+    r.fleet.set_node(
+        "n1",
+        SimNode {
+            jobs: vec!["101".into()],
+            ..SimNode::default()
+        },
+    );
+    let mut req = request("n1", "drain_node");
+    req.params.insert("at".into(), "checkpoint".into());
+    r.worker.submit(req).await.unwrap();
+    tokio::time::sleep(23 * HOUR).await;
+    let n = r.fleet.node("n1").unwrap();
+    assert!(n.unschedulable, "cordoned at once");
+    assert_eq!(n.jobs, ["101"], "the job runs on toward its checkpoint");
+    assert_eq!(r.fleet.count("slurm requeue"), 0);
+    assert!(r.worker.busy());
+    assert!(r.worker.wait_idle(2 * HOUR).await);
+    assert_eq!(r.fleet.count("slurm requeue"), 1, "{:?}", r.fleet.calls());
+    let at = seconds_to(
+        &r,
+        "n1",
+        |a| matches!(&a.entry, AuditEntry::StepSucceeded { step, .. } if step == "drain"),
+    );
+    assert!(
+        (24.0 * 3600.0..24.0 * 3600.0 + 120.0).contains(&at),
+        "drained at +{at} s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rebooted_node_returns_after_its_quiet_time() {
+    let r = rig(PlanBook::builtin(), |c| {
+        c.verify_quiet = Duration::from_secs(600);
+        c.verify_poll = Duration::from_secs(5);
+    });
+    r.worker.submit(request("n2", "reboot_node")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert!(
+        r.fleet.node("n2").unwrap().unschedulable,
+        "still out during its quiet time"
+    );
+    assert!(r.worker.wait_idle(HOUR).await);
+    assert_eq!(r.fleet.count("power cycle"), 1);
+    assert!(!r.fleet.node("n2").unwrap().unschedulable, "returned");
+    let at = seconds_to(&r, "n2", |a| matches!(a.entry, AuditEntry::Returned));
+    assert!((600.0..700.0).contains(&at), "returned at +{at} s");
+}
