@@ -26,11 +26,11 @@
 //! time since an origin of its choosing (a [`Duration`]); which partition
 //! owns a node is the caller's partitioner.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pitcrew_contract::{Event, EventData, Timestamp};
+use pitcrew_contract::{Event, EventData, EventKind, Timestamp};
 
 use crate::{group_value, Engine, EngineConfig, Inventory, Output, Program, Span, StagePlan};
 
@@ -114,7 +114,8 @@ pub struct StateSize {
 /// group stage) and where the partition is.
 #[derive(Debug)]
 struct Slot {
-    engines: BTreeMap<String, Engine>,
+    /// The node engine, or one per route in the plan's order.
+    engines: Vec<Engine>,
     next_offset: i64,
     /// Event time and wall time of the last event, to move a quiet
     /// partition's time on.
@@ -130,8 +131,10 @@ pub struct Stage {
     inventory: Arc<Inventory>,
     cfg: StageConfig,
     slots: BTreeMap<i32, Slot>,
+    /// Every kind some route reads: most events need no routing at all.
+    route_kinds: u64,
     /// Node stage: the driver version each node last reported.
-    drivers: HashMap<String, String>,
+    drivers: rustc_hash::FxHashMap<String, String>,
     /// Late and overflow counts of engines dropped since, so totals only
     /// grow.
     retired: (u64, u64),
@@ -151,14 +154,16 @@ impl Stage {
         inventory: Arc<Inventory>,
         cfg: StageConfig,
     ) -> Stage {
+        let route_kinds = plan.routes.iter().fold(0, |m, (_, p)| m | p.kind_mask());
         Stage {
             kind,
+            route_kinds,
             plan,
             horizon,
             inventory,
             cfg,
             slots: BTreeMap::new(),
-            drivers: HashMap::new(),
+            drivers: rustc_hash::FxHashMap::default(),
             retired: (0, 0),
             first_seen: None,
         }
@@ -174,6 +179,7 @@ impl Stage {
 
     /// New rules, new state: every partition rebuilds from its past.
     pub fn set_rules(&mut self, plan: Arc<StagePlan>, horizon: Span) {
+        self.route_kinds = plan.routes.iter().fold(0, |m, (_, p)| m | p.kind_mask());
         self.plan = plan;
         self.horizon = horizon;
         self.reset();
@@ -191,7 +197,7 @@ impl Stage {
     /// Forgets one partition: its next input rebuilds it.
     pub fn forget(&mut self, partition: i32) {
         if let Some(slot) = self.slots.remove(&partition) {
-            for e in slot.engines.values() {
+            for e in &slot.engines {
                 self.retired.0 += e.stats().late;
                 self.retired.1 += e.stats().overflow;
             }
@@ -233,8 +239,8 @@ impl Stage {
     /// its past with [`Stage::restore`] before the first live event.
     pub fn begin_rebuild(&mut self, partition: i32, next_offset: i64) {
         self.forget(partition);
-        let mut engines = BTreeMap::new();
-        for (route, program) in self.programs() {
+        let mut engines = Vec::new();
+        for (_route, program) in self.programs() {
             let (inventory, expect) = match self.kind {
                 // Absence rules expect only the nodes this partition owns.
                 StageKind::Node => {
@@ -252,7 +258,7 @@ impl Stage {
                 expect_inventory: expect,
                 ..self.cfg.engine.clone()
             };
-            engines.insert(route, Engine::new(Arc::new(program), inventory, cfg));
+            engines.push(Engine::new(Arc::new(program), inventory, cfg));
         }
         self.slots.insert(
             partition,
@@ -271,8 +277,12 @@ impl Stage {
         if self.kind == StageKind::Node {
             self.note_driver(event);
         }
+        let route = self.route_of(event);
         if let Some(slot) = self.slots.get_mut(&partition) {
-            feed(self.kind, &mut slot.engines, event, &mut |_| {});
+            if let Some(e) = engine_for(self.kind, &mut slot.engines, route) {
+                e.process(event);
+                drop(e.drain());
+            }
         }
     }
 
@@ -290,15 +300,41 @@ impl Stage {
         if self.kind == StageKind::Node {
             self.forward(event, out);
         }
+        let route = self.route_of(event);
+        self.live(partition, offset, event, wall, route, out);
+    }
+
+    /// A re-keyed event's route, as an index into the plan's routes.
+    fn route_of(&self, event: &Event) -> Option<usize> {
+        let name = event.labels.get(ROUTE_LABEL)?;
+        self.plan.routes.iter().position(|(r, _)| r == name)
+    }
+
+    /// Feeds a live event to the partition's engine for `route` (an index
+    /// into the plan's routes; the node stage has its one engine).
+    fn live(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        event: &Event,
+        wall: Duration,
+        route: Option<usize>,
+        out: &mut Vec<Emit>,
+    ) {
         if self.first_seen.is_none_or(|t| event.time < t) {
             self.first_seen = Some(event.time);
         }
-        if let Some(slot) = self.slots.get_mut(&partition) {
-            slot.last = Some((event.time, wall));
-            slot.next_offset = offset + 1;
-            feed(self.kind, &mut slot.engines, event, &mut |o| {
-                out.push(Emit::Output(o));
-            });
+        let Some(slot) = self.slots.get_mut(&partition) else {
+            return;
+        };
+        slot.last = Some((event.time, wall));
+        slot.next_offset = offset + 1;
+        if let Some(e) = engine_for(self.kind, &mut slot.engines, route) {
+            e.process(event);
+            // Most events produce nothing: no drain, no allocation then.
+            if !e.pending_outputs().is_empty() {
+                out.extend(e.drain().into_iter().map(Emit::Output));
+            }
         }
     }
 
@@ -336,7 +372,7 @@ impl Stage {
     /// Late events and state-bound refusals so far, over the stage's life.
     pub fn totals(&self) -> (u64, u64) {
         let (mut late, mut over) = self.retired;
-        for e in self.slots.values().flat_map(|s| s.engines.values()) {
+        for e in self.slots.values().flat_map(|s| &s.engines) {
             late += e.stats().late;
             over += e.stats().overflow;
         }
@@ -346,7 +382,7 @@ impl Stage {
     /// The state held now.
     pub fn state_size(&self) -> StateSize {
         let mut size = StateSize::default();
-        for e in self.slots.values().flat_map(|s| s.engines.values()) {
+        for e in self.slots.values().flat_map(|s| &s.engines) {
             size.entries += e.state_entries();
             size.bytes += e.state_bytes();
             size.open_incidents += e.open_count();
@@ -365,7 +401,7 @@ impl Stage {
     fn note_driver(&mut self, ev: &Event) -> bool {
         if let EventData::NodeHeartbeat(h) = &ev.data {
             if let Some(v) = &h.driver_version {
-                if self.drivers.get(&ev.node) != Some(v) {
+                if self.drivers.get(ev.node.as_str()) != Some(v) {
                     self.drivers.insert(ev.node.clone(), v.clone());
                     return true;
                 }
@@ -374,15 +410,28 @@ impl Stage {
         false
     }
 
+    /// The routes (indices into the plan's) whose rules read `ev`; a
+    /// node's new driver version reaches the driver route too.
+    fn routes_reading(&mut self, ev: &Event, routes: &mut Vec<usize>) {
+        let kind = ev.kind();
+        let driver_changed = kind == EventKind::NodeHeartbeat && self.note_driver(ev);
+        if !Program::mask_has(self.route_kinds, kind) && !driver_changed {
+            return;
+        }
+        for (i, (route, program)) in self.plan.routes.iter().enumerate() {
+            if program.reads(ev) || (driver_changed && route == "driver_version") {
+                routes.push(i);
+            }
+        }
+    }
+
     /// Sends an event on to the group stage for each route whose rules read
     /// it, keyed by the route's group value.
     fn forward(&mut self, ev: &Event, out: &mut Vec<Emit>) {
-        let driver_changed = self.note_driver(ev);
-        for (route, program) in &self.plan.routes {
-            let wants = program.reads(ev) || (driver_changed && route == "driver_version");
-            if !wants {
-                continue;
-            }
+        let mut routes = Vec::new();
+        self.routes_reading(ev, &mut routes);
+        for i in routes {
+            let route = &self.plan.routes[i].0;
             let driver = self.drivers.get(&ev.node).map(String::as_str);
             // A node whose group is unknown (not in the inventory, no driver
             // version yet) still has the route's member rules to answer to:
@@ -402,7 +451,7 @@ impl Stage {
 /// Moves a slot's engines to `to`; one not started yet starts at `start`
 /// first (when given), so its timers run from there.
 fn advance_slot(slot: &mut Slot, start: Option<Timestamp>, to: Timestamp, out: &mut Vec<Emit>) {
-    for e in slot.engines.values_mut() {
+    for e in &mut slot.engines {
         if let Some(s) = start.filter(|&s| s < to && !e.is_started()) {
             e.advance(s);
         }
@@ -411,22 +460,15 @@ fn advance_slot(slot: &mut Slot, start: Option<Timestamp>, to: Timestamp, out: &
     }
 }
 
-/// Feeds one event to the engines that read it.
-fn feed(
+/// The engine an event goes to: the node stage's one, or its route's.
+fn engine_for(
     kind: StageKind,
-    engines: &mut BTreeMap<String, Engine>,
-    ev: &Event,
-    out: &mut dyn FnMut(Output),
-) {
-    let engine = match kind {
-        StageKind::Node => engines.values_mut().next(),
-        StageKind::Group => ev.labels.get(ROUTE_LABEL).and_then(|r| engines.get_mut(r)),
-    };
-    if let Some(e) = engine {
-        e.process(ev);
-        for o in e.drain() {
-            out(o);
-        }
+    engines: &mut [Engine],
+    route: Option<usize>,
+) -> Option<&mut Engine> {
+    match kind {
+        StageKind::Node => engines.first_mut(),
+        StageKind::Group => engines.get_mut(route?),
     }
 }
 
@@ -439,6 +481,7 @@ pub struct Pipeline {
     offset: i64,
     group_offset: i64,
     scratch: Vec<Emit>,
+    routes: Vec<usize>,
 }
 
 impl Pipeline {
@@ -464,15 +507,33 @@ impl Pipeline {
             offset: 0,
             group_offset: 0,
             scratch: Vec::new(),
+            routes: Vec::new(),
         }
     }
 
     /// Feeds one event through both stages; appends what they produce.
+    /// The group stage gets the event itself, not a re-keyed copy: in one
+    /// process there is no key to compute and nothing to encode.
     pub fn process(&mut self, event: &Event, out: &mut Vec<Output>) {
         let mut emits = std::mem::take(&mut self.scratch);
+        let mut routes = std::mem::take(&mut self.routes);
+        self.node.routes_reading(event, &mut routes);
         self.node
-            .process(0, self.offset, event, Duration::ZERO, &mut emits);
+            .live(0, self.offset, event, Duration::ZERO, None, &mut emits);
         self.offset += 1;
+        for &i in &routes {
+            self.group.live(
+                0,
+                self.group_offset,
+                event,
+                Duration::ZERO,
+                Some(i),
+                &mut emits,
+            );
+            self.group_offset += 1;
+        }
+        routes.clear();
+        self.routes = routes;
         self.collect(&mut emits, out);
         self.scratch = emits;
     }
@@ -503,20 +564,8 @@ impl Pipeline {
         }
     }
 
-    /// Outputs go out; forwards go through the group stage at once.
+    /// Outputs go out (a pipeline forwards nothing through `emits`).
     fn collect(&mut self, emits: &mut Vec<Emit>, out: &mut Vec<Output>) {
-        let mut i = 0;
-        while i < emits.len() {
-            if let Emit::Forward { event, .. } = &emits[i] {
-                let event = event.clone();
-                let mut more = Vec::new();
-                self.group
-                    .process(0, self.group_offset, &event, Duration::ZERO, &mut more);
-                self.group_offset += 1;
-                emits.extend(more);
-            }
-            i += 1;
-        }
         for e in emits.drain(..) {
             if let Emit::Output(o) = e {
                 out.push(o);

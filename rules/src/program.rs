@@ -13,9 +13,10 @@ use crate::template::Template;
 pub(crate) struct KindSet(pub(crate) u64);
 
 impl KindSet {
+    /// The kind's bit: its discriminant, which indexes `EventKind::ALL`
+    /// (checked by a test), so no search on the hot path.
     pub(crate) fn bit(kind: EventKind) -> u64 {
-        let i = EventKind::ALL.iter().position(|k| *k == kind).unwrap_or(63);
-        1u64 << i
+        1u64 << (kind as usize).min(63)
     }
     pub(crate) fn insert(&mut self, kind: EventKind) {
         self.0 |= Self::bit(kind);
@@ -409,6 +410,23 @@ impl Program {
                 .map(|(n, v)| (n, self.subset(&v, true)))
                 .collect(),
         }
+    }
+
+    /// The kinds any rule of this program reads (a quick test before
+    /// [`Program::reads`]).
+    pub fn kind_mask(&self) -> u64 {
+        self.rules.iter().fold(0, |m, r| {
+            let mut set = r.when.kinds;
+            if let Logic::Sequence { first, then, .. } = &r.logic {
+                set.0 |= first.kinds.0 | then.kinds.0;
+            }
+            m | set.0
+        })
+    }
+
+    /// Whether `kind` is in a [`Program::kind_mask`].
+    pub fn mask_has(mask: u64, kind: pitcrew_contract::EventKind) -> bool {
+        mask & KindSet::bit(kind) != 0
     }
 
     /// Whether any rule of this program selects `event` (its kind and
