@@ -37,21 +37,35 @@ fn err(what: &str, reason: impl ToString) -> K8sError {
 }
 
 /// How to reach the API server.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct KubeAccess {
     /// `host:port`
     pub address: String,
-    pub token: String,
+    pub token: BearerToken,
     pub ca_file: PathBuf,
 }
 
-impl std::fmt::Debug for KubeAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeAccess")
-            .field("address", &self.address)
-            .field("token", &"***")
-            .field("ca_file", &self.ca_file)
-            .finish()
+/// Where the bearer token comes from.
+#[derive(Clone, Debug)]
+pub enum BearerToken {
+    /// A token given once (a static kubeconfig, tests).
+    Fixed(crate::ipmi::Secret),
+    /// A file read before every request: the kubelet rotates a projected
+    /// service-account token in place (an hour's lifetime by default), so a
+    /// token read once stops working.
+    File(PathBuf),
+}
+
+impl BearerToken {
+    /// The token to send now.
+    pub fn current(&self) -> Result<crate::ipmi::Secret, K8sError> {
+        match self {
+            BearerToken::Fixed(t) => Ok(t.clone()),
+            BearerToken::File(path) => {
+                crate::ipmi::Secret::from_file("service account token", path)
+                    .map_err(|e| err("service account token", e))
+            }
+        }
     }
 }
 
@@ -67,8 +81,9 @@ impl KubeAccess {
             )
         })?;
         let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".to_owned());
-        let token = std::fs::read_to_string(format!("{SERVICE_ACCOUNT}/token"))
-            .map_err(|e| err("service account token", e.kind()))?;
+        let token = BearerToken::File(PathBuf::from(format!("{SERVICE_ACCOUNT}/token")));
+        // Readable now, or say so now rather than at the first read.
+        token.current()?;
         let address = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -76,7 +91,7 @@ impl KubeAccess {
         };
         Ok(KubeAccess {
             address,
-            token: token.trim().to_owned(),
+            token,
             ca_file: PathBuf::from(format!("{SERVICE_ACCOUNT}/ca.crt")),
         })
     }
@@ -84,6 +99,7 @@ impl KubeAccess {
     /// GETs `path` and returns the body (HTTP/1.0 over TLS, the server's
     /// certificate checked against `ca_file` and the host name).
     pub fn get(&self, path: &str, timeout: Duration) -> Result<String, K8sError> {
+        let token = self.token.current()?;
         let mut builder =
             SslConnector::builder(SslMethod::tls_client()).map_err(|e| err("tls", e))?;
         builder
@@ -111,7 +127,7 @@ impl KubeAccess {
             .map_err(|e| err("tls handshake", e))?;
         let request = format!(
             "GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\n\r\n",
-            self.token
+            token.expose()
         );
         tls.write_all(request.as_bytes())
             .map_err(|e| err("request", e))?;
@@ -268,9 +284,25 @@ mod tests {
     fn the_token_stays_out_of_debug() {
         let a = KubeAccess {
             address: "127.0.0.1:6443".to_owned(),
-            token: "sekrit-token".to_owned(),
+            token: BearerToken::Fixed(crate::ipmi::Secret::new("sekrit-token")),
             ca_file: "/ca".into(),
         };
         assert!(!format!("{a:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn a_token_file_is_read_again_for_every_request() {
+        let dir = std::env::temp_dir().join(format!("pitcrew-k8s-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "first\n").unwrap();
+        let t = BearerToken::File(file.clone());
+        assert_eq!(t.current().unwrap().expose(), "first");
+        // The kubelet rotated it.
+        std::fs::write(&file, "second\n").unwrap();
+        assert_eq!(t.current().unwrap().expose(), "second");
+        std::fs::remove_file(&file).unwrap();
+        let e = t.current().unwrap_err().to_string();
+        assert!(e.contains("service account token"), "{e}");
     }
 }

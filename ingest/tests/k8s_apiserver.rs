@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use pitcrew_contract::{ConditionStatus, EventData, Timestamp};
 use pitcrew_harness::kube::{KubeApiserver, TOKEN};
-use pitcrew_ingest::k8s::{KubeAccess, NodeConditions};
+use pitcrew_ingest::ipmi::Secret;
+use pitcrew_ingest::k8s::{BearerToken, KubeAccess, NodeConditions};
 
 fn set_conditions(api: &KubeApiserver, conditions: &str) {
     api.request(
@@ -35,7 +36,7 @@ fn node_conditions_from_a_real_api_server() {
 
     let access = KubeAccess {
         address: api.url().trim_start_matches("https://").to_owned(),
-        token: TOKEN.to_owned(),
+        token: BearerToken::Fixed(Secret::new(TOKEN)),
         ca_file: api.ca_file(),
     };
     let path = NodeConditions::path("gpu-017");
@@ -73,7 +74,7 @@ fn node_conditions_from_a_real_api_server() {
 
     // A wrong token is refused, and the error does not carry it.
     let bad = KubeAccess {
-        token: "wrong-token-77".to_owned(),
+        token: BearerToken::Fixed(Secret::new("wrong-token-77")),
         ..access.clone()
     };
     let err = bad
@@ -82,4 +83,18 @@ fn node_conditions_from_a_real_api_server() {
         .to_string();
     assert!(err.contains("401"), "{err}");
     assert!(!err.contains("wrong-token-77"));
+
+    // A rotated service-account token is picked up at the next request.
+    let dir = std::env::temp_dir().join(format!("pitcrew-k8s-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "wrong-token-77\n").unwrap();
+    let rotating = KubeAccess {
+        token: BearerToken::File(file.clone()),
+        ..access.clone()
+    };
+    let err = rotating.get(&path, Duration::from_secs(10)).unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    assert!(rotating.get(&path, Duration::from_secs(10)).is_ok());
 }
