@@ -9,81 +9,23 @@
 //! | POST | `/v1/approve/{action}` | approve a waiting action (`{"by"}`) |
 //! | GET | `/v1/targets` | every target's remediation state |
 //!
-//! Hand-rolled on tokio like the metrics endpoint: a handful of routes.
-//! The token is compared in constant time and never logged.
+//! A handler on the one server stack ([`crate::http::serve_with`]: read
+//! timeouts, a body limit). The token is compared in constant time and
+//! never logged.
 
-use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use pitcrew_remediate::exec::page::Secret;
 use pitcrew_remediate::worker::AdminError;
 use pitcrew_remediate::Worker;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+
+use crate::http::{Incoming, Reply};
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-struct Request {
-    method: String,
-    path: String,
-    auth: Option<String>,
-    body: String,
-}
-
-async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Request> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return None;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.lines();
-    let mut first = lines.next()?.split_whitespace();
-    let method = first.next()?.to_owned();
-    let path = first.next()?.to_owned();
-    let mut auth = None;
-    let mut length = 0usize;
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "authorization" => auth = Some(v.trim().to_owned()),
-                "content-length" => length = v.trim().parse().unwrap_or(0).min(64 * 1024),
-                _ => {}
-            }
-        }
-    }
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Request {
-        method,
-        path,
-        auth,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
 }
 
 fn field(body: &str, key: &str) -> Option<String> {
@@ -94,9 +36,9 @@ fn field(body: &str, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn handle(req: Request, token: &Secret, worker: &Worker) -> (u16, String) {
+async fn handle(req: &Incoming, token: &Secret, worker: &Worker) -> (u16, String) {
     let authorized = req
-        .auth
+        .authorization
         .as_deref()
         .and_then(|a| a.strip_prefix("Bearer "))
         .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.expose().as_bytes()));
@@ -151,69 +93,38 @@ pub async fn serve(
     token: Secret,
     worker: Worker,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
     let token = std::sync::Arc::new(token);
-    let handle = tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
-            };
-            let token = std::sync::Arc::clone(&token);
-            let worker = worker.clone();
-            tokio::spawn(async move {
-                let Some(req) = read_request(&mut conn).await else {
-                    return;
-                };
-                let (method, path) = (req.method.clone(), req.path.clone());
-                let (status, body) = handle(req, &token, &worker).await;
-                tracing::info!(method = %method, path = %path, status, "admin request");
-                let head = format!(
-                    "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    if status < 300 { "OK" } else { "Error" },
-                    body.len()
-                );
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(body.as_bytes()).await;
-            });
+    crate::http::serve_with(listen, move |req: Incoming| {
+        let (token, worker) = (std::sync::Arc::clone(&token), worker.clone());
+        async move {
+            let (status, body) = handle(&req, &token, &worker).await;
+            tracing::info!(method = %req.method, path = %req.path, status, "admin request");
+            Reply::new(status, "application/json", body)
         }
-    });
-    Ok((addr, handle))
+    })
+    .await
 }
 
 /// One request to the admin API (`http://host:port`), for the CLI.
 /// Returns (status, body).
-pub fn call(
+pub async fn call(
     base: &str,
     token: &str,
     method: &str,
     path: &str,
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
-    let hostport = base
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("--admin must be an http:// address"))?
-        .trim_end_matches('/');
-    let mut conn = std::net::TcpStream::connect(hostport)
-        .map_err(|e| anyhow::anyhow!("cannot reach the admin API at {base}: {e}"))?;
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(req.as_bytes())?;
-    let mut resp = String::new();
-    conn.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    let bearer = format!("Bearer {token}");
+    crate::http::request(
+        base,
+        method,
+        path,
+        Some(&bearer),
+        body,
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("admin API: {e}"))
 }
 
 /// The admin token for the CLI: `--token-file` or `PITCREW_ADMIN_TOKEN`.

@@ -1,11 +1,17 @@
-//! The small HTTP endpoint every service has: `/metrics` (Prometheus text
-//! from the process registry), `/healthz` and `/readyz`. Hand-rolled on
-//! tokio's TcpListener: three GET routes do not need a web framework.
+//! The one HTTP server stack (hyper's HTTP/1 server, with a head read
+//! timeout, a body timeout and a body limit) that every endpoint runs on:
+//! [`serve`] gives every service `/metrics` (Prometheus text from the
+//! process registry), `/healthz` and `/readyz`; the admin API
+//! (`crate::admin`) is another handler on [`serve_with`]. [`request`] is
+//! its client for the CLI.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Answers whether the service is healthy, with a reason when it is not.
@@ -24,71 +30,233 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Binds `listen` and serves until the task is dropped. Returns the bound
+/// A request as the handlers see it: the head read within
+/// [`HEADER_TIMEOUT`], the body whole and at most [`MAX_BODY`] bytes.
+#[derive(Debug)]
+pub struct Incoming {
+    pub method: String,
+    pub path: String,
+    /// The `Authorization` header, when there is one.
+    pub authorization: Option<String>,
+    pub body: String,
+}
+
+/// What a handler answers: status, content type and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type,
+            body: body.into(),
+        }
+    }
+}
+
+/// How long a client may take to send a request's head (a slow client
+/// holds a connection, not the server).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send the body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest body a handler is given; a larger one is refused (413).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The one server stack every endpoint runs on (hyper's HTTP/1 server):
+/// binds `listen` and serves `handler` until the task is dropped, with the
+/// head and body read timeouts and the body limit above. Returns the bound
 /// address (port 0 picks one).
-pub async fn serve(
+pub async fn serve_with<H, F>(
     listen: &str,
-    registry: Arc<Registry>,
-    health: Health,
-) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    handler: H,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>
+where
+    H: Fn(Incoming) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Reply> + Send + 'static,
+{
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let handle = tokio::spawn(async move {
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
+            let Ok((conn, _)) = listener.accept().await else {
                 continue;
             };
-            let registry = Arc::clone(&registry);
-            let health = Arc::clone(&health);
+            let handler = handler.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut len = 0;
-                while len < buf.len() {
-                    match conn.read(&mut buf[len..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            len += n;
-                            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let request = String::from_utf8_lossy(&buf[..len]);
-                let path = request.split_whitespace().nth(1).unwrap_or("/");
-                let (status, content_type, body) = match path {
-                    "/metrics" => {
-                        let mut text = String::new();
-                        match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                            Ok(()) => (
-                                "200 OK",
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                text,
-                            ),
-                            Err(e) => ("500 Internal Server Error", "text/plain", e.to_string()),
-                        }
-                    }
-                    "/healthz" | "/readyz" => match health() {
-                        Ok(()) => ("200 OK", "text/plain", "ok\n".to_owned()),
-                        Err(why) => ("503 Service Unavailable", "text/plain", format!("{why}\n")),
-                    },
-                    _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(body.as_bytes()).await;
+                let service = hyper::service::service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, std::convert::Infallible>(answer(req, handler).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(conn), service)
+                    .await;
             });
         }
     });
     Ok((addr, handle))
 }
 
+async fn answer<H, F>(
+    req: hyper::Request<hyper::body::Incoming>,
+    handler: H,
+) -> hyper::Response<Full<Bytes>>
+where
+    H: Fn(Incoming) -> F,
+    F: std::future::Future<Output = Reply>,
+{
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    let reply = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => Reply::new(408, "text/plain", "the body took too long\n"),
+        Ok(Err(_)) => Reply::new(413, "text/plain", "the body is too large or broken\n"),
+        Ok(Ok(collected)) => {
+            let incoming = Incoming {
+                method: parts.method.as_str().to_owned(),
+                path: parts.uri.path().to_owned(),
+                authorization: parts
+                    .headers
+                    .get(hyper::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                body: String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+            };
+            handler(incoming).await
+        }
+    };
+    let mut response = hyper::Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(reply.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(reply.content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
+    }
+    response
+}
+
+/// One request with the same stack's client (plain HTTP), for the CLI and
+/// tests: returns (status, body).
+pub async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    let hostport = base
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("{base}: only http:// addresses are served here"))?
+        .trim_end_matches('/');
+    let run = async {
+        let tcp = tokio::net::TcpStream::connect(hostport)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach {base}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, hostport)
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(a) = authorization {
+            req = req.header(hyper::header::AUTHORIZATION, a);
+        }
+        let resp = sender
+            .send_request(req.body(Full::new(Bytes::from(body.to_owned())))?)
+            .await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| anyhow::anyhow!("{base} did not answer within {} s", timeout.as_secs()))?
+}
+
+/// `/metrics` (Prometheus text from `registry`), `/healthz` and `/readyz`
+/// (`health`), on [`serve_with`].
+pub async fn serve(
+    listen: &str,
+    registry: Arc<Registry>,
+    health: Health,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(listen, move |req: Incoming| {
+        let (registry, health) = (Arc::clone(&registry), Arc::clone(&health));
+        async move {
+            match req.path.as_str() {
+                "/metrics" => {
+                    let mut text = String::new();
+                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                        Ok(()) => Reply::new(
+                            200,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            text,
+                        ),
+                        Err(e) => Reply::new(500, "text/plain", e.to_string()),
+                    }
+                }
+                "/healthz" | "/readyz" => match health() {
+                    Ok(()) => Reply::new(200, "text/plain", "ok\n"),
+                    Err(why) => Reply::new(503, "text/plain", format!("{why}\n")),
+                },
+                _ => Reply::new(404, "text/plain", "not found\n"),
+            }
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
-    use super::metric_sum;
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_slow_client_is_cut_off_and_a_large_body_refused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (addr, _task) = serve_with("127.0.0.1:0", |req: Incoming| async move {
+            Reply::new(
+                200,
+                "text/plain",
+                format!("{} {} {}", req.method, req.path, req.body.len()),
+            )
+        })
+        .await
+        .unwrap();
+        let base = format!("http://{addr}");
+        let (status, body) = request(&base, "POST", "/x", None, "hello", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((status, body.as_str()), (200, "POST /x 5"));
+        let big = "x".repeat(MAX_BODY + 1);
+        let (status, _) = request(&base, "POST", "/x", None, &big, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(status, 413);
+        // A client that never finishes its head is disconnected after the
+        // header timeout instead of holding the connection.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(
+            HEADER_TIMEOUT + Duration::from_secs(5),
+            slow.read_to_end(&mut buf),
+        )
+        .await;
+        assert!(read.is_ok(), "the connection was closed by the server");
+    }
 
     #[test]
     fn metric_sum_adds_label_sets_and_not_longer_names() {
