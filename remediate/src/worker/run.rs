@@ -150,110 +150,17 @@ impl Worker {
                     self.update(target, |s| s.step = i as u32).await;
                     continue;
                 }
-                let ask_target = target.clone();
-                let verdict = {
-                    let snap = self.snapshot(target).unwrap_or_else(|| st.clone());
-                    let ask = Ask {
-                        target: &ask_target,
-                        step: step.kind,
-                        plan_start: plan_start_pending && first_destructive.is_some_and(|f| i >= f),
-                        attempts: &snap.attempts,
-                        cooldown_until: snap.cooldown_until,
-                        hands_off: plan.hands_to_people(),
-                    };
-                    lock(&inner.governor).check(&ask, self.now())
-                };
-                match verdict {
-                    Verdict::Allow => {
-                        self.audit(target, Some(req), AuditEntry::Allowed { step: name.into() })
-                            .await;
-                        if plan_start_pending {
-                            plan_start_pending = false;
-                            let cooldown =
-                                i64::try_from(lock(&inner.governor).config().cooldown.as_nanos())
-                                    .unwrap_or(i64::MAX);
-                            self.update(target, |s| {
-                                let now = self.now();
-                                s.attempts.push(now);
-                                let keep = 16;
-                                if s.attempts.len() > keep {
-                                    let cut = s.attempts.len() - keep;
-                                    s.attempts.drain(..cut);
-                                }
-                                s.cooldown_until = Some(now.add_nanos(cooldown));
-                            })
-                            .await;
-                        }
-                    }
-                    Verdict::Refuse { refusal, tripped } => {
-                        inner.metrics.step(name, "refused");
-                        inner
-                            .metrics
-                            .refusals
-                            .get_or_create(&ReasonLabel {
-                                reason: refusal.kind.as_str().to_owned(),
-                            })
-                            .inc();
-                        self.audit(
-                            target,
-                            Some(req),
-                            AuditEntry::Refused {
-                                step: name.into(),
-                                reason: refusal.message.clone(),
-                            },
-                        )
-                        .await;
-                        if let Some(b) = tripped {
-                            self.breaker_opened(b, Some(req)).await;
-                        }
-                        let holding = self.snapshot(target).is_some_and(|s| s.owned.any());
-                        if refusal.kind.escalates() || holding {
-                            // A target that keeps failing, or one pitcrew
-                            // already took out and cannot finish: people.
-                            self.escalate(
-                                target,
-                                req,
-                                &format!("{name} refused: {}", refusal.message),
-                            )
-                            .await;
-                            return End::Escalated;
-                        }
-                        return End::RefusedAtStart;
-                    }
+                let plan_start = plan_start_pending && first_destructive.is_some_and(|f| i >= f);
+                if let Err(end) = self.gate(target, req, plan, step, &st, plan_start).await {
+                    return end;
+                }
+                if plan_start {
+                    plan_start_pending = false;
                 }
             }
             if step.kind.is_irreversible() && !resuming {
-                self.audit_with(
-                    target,
-                    Some(req),
-                    AuditEntry::Intent { step: name.into() },
-                    true,
-                )
-                .await;
-                let (_, durable) = self
-                    .update(target, |s| {
-                        s.intent = Some(Intent {
-                            step: name.into(),
-                            action: req.id.clone(),
-                            written_at: self.now(),
-                        });
-                    })
-                    .await;
-                if !durable {
-                    // Without a durable intent a crash could repeat the step.
-                    self.audit(
-                        target,
-                        Some(req),
-                        AuditEntry::StepFailed {
-                            step: name.into(),
-                            error: "intent could not be written to the state topic".into(),
-                            retryable: true,
-                        },
-                    )
-                    .await;
-                    return self
-                        .on_failure(target, req, plan, "intent not durable")
-                        .await;
+                if let Err(end) = self.write_intent(target, req, plan, name).await {
+                    return end;
                 }
             }
             self.audit(
@@ -282,65 +189,8 @@ impl Worker {
                 .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(done) => {
-                    inner.metrics.step(
-                        name,
-                        if done.already {
-                            "already_done"
-                        } else {
-                            "succeeded"
-                        },
-                    );
-                    let entry = if done.already {
-                        AuditEntry::AlreadyDone { step: name.into() }
-                    } else {
-                        AuditEntry::StepSucceeded {
-                            step: name.into(),
-                            detail: (!done.detail.is_empty()).then(|| done.detail.clone()),
-                        }
-                    };
-                    if done.already && !done.detail.is_empty() {
-                        tracing::info!(target_id = %target, step = name, detail = %done.detail, "already done");
-                    }
-                    self.audit(target, Some(req), entry).await;
-                    if let Some(p) = &done.page {
-                        for r in &p.receivers {
-                            self.audit(
-                                target,
-                                Some(req),
-                                AuditEntry::Paged {
-                                    receiver: r.clone(),
-                                    dedup_key: p.dedup_key.clone(),
-                                },
-                            )
-                            .await;
-                        }
-                    }
                     i += 1;
-                    self.update(target, |s| {
-                        s.step = i as u32;
-                        s.intent = None;
-                        if let Some(v) = done.k8s_cordon {
-                            s.owned.k8s_cordon = v;
-                        }
-                        if let Some(v) = done.k8s_taint {
-                            s.owned.k8s_taint = v;
-                        }
-                        if let Some(v) = done.slurm_drain {
-                            s.owned.slurm_drain = v;
-                        }
-                        if let Some(t) = done.verify_since {
-                            s.verify_since = Some(t);
-                        }
-                        if step.kind == StepKind::Verify {
-                            s.phase = Phase::InProgress;
-                        }
-                        if let Some(p) = done.page {
-                            if !s.open_pages.iter().any(|o| o.dedup_key == p.dedup_key) {
-                                s.open_pages.push(p);
-                            }
-                        }
-                    })
-                    .await;
+                    self.record_done(target, req, step, done, i).await;
                 }
                 Err(e) => {
                     inner.metrics.step(name, "failed");
@@ -363,6 +213,169 @@ impl Worker {
         }
         let out = self.snapshot(target).is_some_and(|s| s.owned.any());
         End::Completed { out }
+    }
+
+    /// Asks the governor for a destructive step: on a refusal, the refusal
+    /// is audited and counted and the run ends (escalated when the target
+    /// keeps failing or is already out); on the plan's first destructive
+    /// step, the attempt and the cooldown are recorded.
+    async fn gate(
+        &self,
+        target: &Target,
+        req: &ActionRequest,
+        plan: &Plan,
+        step: &Step,
+        st: &RemediationState,
+        plan_start: bool,
+    ) -> Result<(), End> {
+        let inner = &self.inner;
+        let name = step.kind.as_str();
+        let verdict = {
+            let snap = self.snapshot(target).unwrap_or_else(|| st.clone());
+            let ask = Ask {
+                target,
+                step: step.kind,
+                plan_start,
+                attempts: &snap.attempts,
+                cooldown_until: snap.cooldown_until,
+                hands_off: plan.hands_to_people(),
+            };
+            lock(&inner.governor).check(&ask, self.now())
+        };
+        match verdict {
+            Verdict::Allow => {
+                self.audit(target, Some(req), AuditEntry::Allowed { step: name.into() })
+                    .await;
+                if plan_start {
+                    let cooldown = lock(&inner.governor).config().cooldown;
+                    let now = self.now();
+                    self.update(target, |s| state::note_attempt(s, now, cooldown))
+                        .await;
+                }
+                Ok(())
+            }
+            Verdict::Refuse { refusal, tripped } => {
+                inner.metrics.step(name, "refused");
+                inner
+                    .metrics
+                    .refusals
+                    .get_or_create(&ReasonLabel {
+                        reason: refusal.kind.as_str().to_owned(),
+                    })
+                    .inc();
+                self.audit(
+                    target,
+                    Some(req),
+                    AuditEntry::Refused {
+                        step: name.into(),
+                        reason: refusal.message.clone(),
+                    },
+                )
+                .await;
+                if let Some(b) = tripped {
+                    self.breaker_opened(b, Some(req)).await;
+                }
+                let holding = self.snapshot(target).is_some_and(|s| s.owned.any());
+                if refusal.kind.escalates() || holding {
+                    // A target that keeps failing, or one pitcrew already
+                    // took out and cannot finish: people.
+                    self.escalate(target, req, &format!("{name} refused: {}", refusal.message))
+                        .await;
+                    return Err(End::Escalated);
+                }
+                Err(End::RefusedAtStart)
+            }
+        }
+    }
+
+    /// Writes and acknowledges the intent before an irreversible step; a
+    /// run that cannot make it durable does not take the step.
+    async fn write_intent(
+        &self,
+        target: &Target,
+        req: &ActionRequest,
+        plan: &Plan,
+        name: &str,
+    ) -> Result<(), End> {
+        self.audit_with(
+            target,
+            Some(req),
+            AuditEntry::Intent { step: name.into() },
+            true,
+        )
+        .await;
+        let intent = Intent {
+            step: name.into(),
+            action: req.id.clone(),
+            written_at: self.now(),
+        };
+        let (_, durable) = self.update(target, |s| s.intent = Some(intent)).await;
+        if durable {
+            return Ok(());
+        }
+        // Without a durable intent a crash could repeat the step.
+        self.audit(
+            target,
+            Some(req),
+            AuditEntry::StepFailed {
+                step: name.into(),
+                error: "intent could not be written to the state topic".into(),
+                retryable: true,
+            },
+        )
+        .await;
+        Err(self
+            .on_failure(target, req, plan, "intent not durable")
+            .await)
+    }
+
+    /// A step succeeded (or was already done): counted, audited with any
+    /// pages it sent, and folded into the state (`next` is the step to run
+    /// next).
+    async fn record_done(
+        &self,
+        target: &Target,
+        req: &ActionRequest,
+        step: &Step,
+        done: Done,
+        next: usize,
+    ) {
+        let name = step.kind.as_str();
+        self.inner.metrics.step(
+            name,
+            if done.already {
+                "already_done"
+            } else {
+                "succeeded"
+            },
+        );
+        let entry = if done.already {
+            AuditEntry::AlreadyDone { step: name.into() }
+        } else {
+            AuditEntry::StepSucceeded {
+                step: name.into(),
+                detail: (!done.detail.is_empty()).then(|| done.detail.clone()),
+            }
+        };
+        if done.already && !done.detail.is_empty() {
+            tracing::info!(target_id = %target, step = name, detail = %done.detail, "already done");
+        }
+        self.audit(target, Some(req), entry).await;
+        if let Some(p) = &done.page {
+            for r in &p.receivers {
+                self.audit(
+                    target,
+                    Some(req),
+                    AuditEntry::Paged {
+                        receiver: r.clone(),
+                        dedup_key: p.dedup_key.clone(),
+                    },
+                )
+                .await;
+            }
+        }
+        self.update(target, |s| state::step_done(s, done, step.kind, next))
+            .await;
     }
 
     pub(super) async fn on_failure(
