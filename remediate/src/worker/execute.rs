@@ -52,7 +52,6 @@ impl Worker {
         st: &RemediationState,
         resuming: bool,
     ) -> Result<Done, ExecError> {
-        let exec = &self.inner.exec;
         let needs_node = !matches!(
             step.kind,
             StepKind::Page | StepKind::Notify | StepKind::Rma | StepKind::Escalate
@@ -65,213 +64,320 @@ impl Worker {
         }
         let (k8s, slurm) = self.node_names(target);
         let node = target.name.as_str();
-        let mut done = Done::default();
         match step.kind {
-            StepKind::Cordon => {
-                if exec.cluster.is_none() && exec.scheduler.is_none() {
-                    return Err(ExecError::NotConfigured {
-                        system: "kubernetes or slurm",
-                    });
-                }
-                let mut notes = Vec::new();
-                // Already done only if every system already was as wanted.
-                done.already = true;
-                if let Some(c) = &exec.cluster {
-                    let r = c.cordon(&k8s, &req.id).await?;
-                    // On a retry or resume, keep what an earlier attempt owned.
-                    done.k8s_cordon = Some(r.cordoned || st.owned.k8s_cordon);
-                    done.k8s_taint = Some(r.tainted || st.owned.k8s_taint);
-                    notes.push(if r.cordoned {
-                        "kubernetes: cordoned and tainted"
-                    } else {
-                        "kubernetes: already unschedulable"
-                    });
-                    done.already &= !r.cordoned && !r.tainted;
-                }
-                if let Some(s) = &exec.scheduler {
-                    let reason = format!("{} {}", req.id, req.reason);
-                    let r = s.drain(&slurm, &reason).await?;
-                    done.slurm_drain = Some(match r {
-                        DrainResult::Drained | DrainResult::AlreadyOurs => true,
-                        DrainResult::AlreadyTheirs => st.owned.slurm_drain,
-                    });
-                    notes.push(match r {
-                        DrainResult::Drained => "slurm: drained",
-                        DrainResult::AlreadyOurs => "slurm: already drained by pitcrew",
-                        DrainResult::AlreadyTheirs => {
-                            "slurm: already drained by someone else (not ours to resume)"
-                        }
-                    });
-                    done.already &= r != DrainResult::Drained;
-                }
-                done.detail = notes.join("; ");
-            }
+            StepKind::Cordon => self.cordon(req, st, &k8s, &slurm).await,
             StepKind::Drain | StepKind::RequeueJobs => {
-                let job = if step.kind == StepKind::RequeueJobs {
-                    param_str(req, "job")
-                } else {
-                    None
-                };
-                let mut notes = Vec::new();
-                if step.kind == StepKind::Drain && deferred(req) {
-                    if let Some(s) = &exec.scheduler {
-                        notes.push(self.wait_job_boundary(target, s.as_ref(), &slurm).await?);
-                    }
-                }
-                if let Some(c) = &exec.cluster {
-                    let deadline = step.timeout.unwrap_or(self.inner.cfg.drain_deadline);
-                    let n = c.evict(&k8s, job.as_deref(), deadline).await?;
-                    notes.push(format!("kubernetes: {n} pods evicted"));
-                }
-                if let Some(s) = &exec.scheduler {
-                    let jobs = s.requeue(&slurm, job.as_deref()).await?;
-                    notes.push(format!("slurm: requeued [{}]", jobs.join(",")));
-                }
-                if notes.is_empty() {
-                    return Err(ExecError::NotConfigured {
-                        system: "kubernetes or slurm",
-                    });
-                }
-                done.detail = notes.join("; ");
+                self.drain(target, req, step, &k8s, &slurm).await
             }
-            StepKind::ResetGpu => {
-                let Some(g) = &exec.gpu_reset else {
-                    return Err(ExecError::NotConfigured {
-                        system: "gpu_reset",
-                    });
-                };
-                if resuming {
-                    // Found after a restart: the reset may have run. Not
-                    // again: verification decides.
-                    done.already = true;
-                    done.detail = "intent found after restart: not resetting again".into();
-                } else {
-                    g.reset(node, gpu_of(req).as_deref()).await?;
-                    done.detail =
-                        format!("gpu {} reset", gpu_of(req).unwrap_or_else(|| "all".into()));
-                }
-                done.verify_since = Some(self.now());
-            }
+            StepKind::ResetGpu => self.reset_gpu(req, node, resuming).await,
             StepKind::PowerCycle | StepKind::PowerOff | StepKind::PowerOn => {
-                let Some(p) = &exec.power else {
-                    return Err(ExecError::NotConfigured { system: "ipmi" });
-                };
-                let observed = p.status(node).await?;
-                let resumed = resuming;
-                let op = match (step.kind, observed) {
-                    (StepKind::PowerOff, PowerState::Off) | (StepKind::PowerOn, PowerState::On) => {
-                        None
-                    }
-                    (StepKind::PowerOff, PowerState::On) => Some(PowerOp::Off),
-                    (StepKind::PowerOn, PowerState::Off) => Some(PowerOp::On),
-                    // A chassis that is off cannot be cycled: switch it on.
-                    (StepKind::PowerCycle, PowerState::Off) => Some(PowerOp::On),
-                    // An intent without an outcome and the power on: the
-                    // cycle ran (or it is safe not to run it): not again.
-                    (_, PowerState::On) if resumed => None,
-                    _ => Some(PowerOp::Cycle),
-                };
-                match op {
-                    None => {
-                        done.already = true;
-                        done.detail = if resumed {
-                            "intent found after restart and the bmc reports power on: not cycling again".into()
-                        } else {
-                            format!(
-                                "bmc reports power {}",
-                                if observed == PowerState::On {
-                                    "on"
-                                } else {
-                                    "off"
-                                }
-                            )
-                        };
-                    }
-                    Some(op) => {
-                        p.control(node, op).await?;
-                        done.detail = format!("{op:?}").to_lowercase();
-                    }
-                }
-                done.verify_since = Some(
-                    st.intent
-                        .as_ref()
-                        .map_or_else(|| self.now(), |i| i.written_at),
-                );
+                self.power(step, st, node, resuming).await
             }
-            StepKind::Verify => {
-                done.detail = self.verify(target, step, st).await?;
-            }
-            StepKind::Uncordon => {
-                let mut notes = Vec::new();
-                if let Some(c) = &exec.cluster {
-                    if st.owned.k8s_cordon || st.owned.k8s_taint {
-                        c.uncordon(&k8s, st.owned.k8s_cordon, st.owned.k8s_taint)
-                            .await?;
-                        notes.push("kubernetes: uncordoned");
-                    } else {
-                        notes.push("kubernetes: nothing of pitcrew's to undo");
-                    }
-                }
-                if let Some(s) = &exec.scheduler {
-                    if st.owned.slurm_drain {
-                        let resumed = s.resume(&slurm).await?;
-                        notes.push(if resumed {
-                            "slurm: resumed"
-                        } else {
-                            "slurm: drain no longer pitcrew's"
-                        });
-                    } else {
-                        notes.push("slurm: nothing of pitcrew's to undo");
-                    }
-                }
-                done.k8s_cordon = Some(false);
-                done.k8s_taint = Some(false);
-                done.slurm_drain = Some(false);
-                done.detail = notes.join("; ");
-            }
+            StepKind::Verify => Ok(Done {
+                detail: self.verify(target, step, st).await?,
+                ..Done::default()
+            }),
+            StepKind::Uncordon => self.uncordon(st, &k8s, &slurm).await,
             StepKind::Page | StepKind::Notify | StepKind::Rma | StepKind::Escalate => {
-                let team = param_str(req, "team");
-                let rma = step.kind == StepKind::Rma;
-                let receivers = exec.pager.route(team.as_deref(), rma);
-                let (severity, key, incident) = match step.kind {
-                    StepKind::Notify => (
-                        PageSeverity::Info,
-                        format!("pitcrew/{}", req.incident),
-                        Some(req.incident.clone()),
-                    ),
-                    StepKind::Page => (
-                        PageSeverity::Critical,
-                        format!("pitcrew/{}", req.incident),
-                        Some(req.incident.clone()),
-                    ),
-                    StepKind::Rma => (PageSeverity::Warning, format!("pitcrew/rma/{target}"), None),
-                    _ => (
-                        PageSeverity::Critical,
-                        format!("pitcrew/escalation/{target}"),
-                        None,
-                    ),
-                };
-                let summary = match step.kind {
-                    StepKind::Rma => {
-                        format!("RMA: {target} needs hardware service: {}", req.reason)
-                    }
-                    _ => req.reason.clone(),
-                };
-                let page =
-                    self.page_for(target, Some(req), key, summary, severity, incident.clone());
-                exec.pager
-                    .send(&receivers, &page, PageEvent::Trigger)
-                    .await?;
-                done.detail = format!("paged {}", receivers.join(","));
-                done.page = Some(OpenPage {
-                    dedup_key: page.dedup_key,
-                    receivers,
-                    summary: page.summary,
-                    incident,
-                    opened_at: page.started_at,
-                });
+                self.page_step(target, req, step).await
             }
         }
+    }
+
+    /// Cordon (and taint) in Kubernetes and drain in Slurm: what was
+    /// already so is not claimed as pitcrew's.
+    async fn cordon(
+        &self,
+        req: &ActionRequest,
+        st: &RemediationState,
+        k8s: &str,
+        slurm: &str,
+    ) -> Result<Done, ExecError> {
+        let exec = &self.inner.exec;
+        let mut done = Done::default();
+        if exec.cluster.is_none() && exec.scheduler.is_none() {
+            return Err(ExecError::NotConfigured {
+                system: "kubernetes or slurm",
+            });
+        }
+        let mut notes = Vec::new();
+        // Already done only if every system already was as wanted.
+        done.already = true;
+        if let Some(c) = &exec.cluster {
+            let r = c.cordon(k8s, &req.id).await?;
+            // On a retry or resume, keep what an earlier attempt owned.
+            done.k8s_cordon = Some(r.cordoned || st.owned.k8s_cordon);
+            done.k8s_taint = Some(r.tainted || st.owned.k8s_taint);
+            notes.push(if r.cordoned {
+                "kubernetes: cordoned and tainted"
+            } else {
+                "kubernetes: already unschedulable"
+            });
+            done.already &= !r.cordoned && !r.tainted;
+        }
+        if let Some(s) = &exec.scheduler {
+            let reason = format!("{} {}", req.id, req.reason);
+            let r = s.drain(slurm, &reason).await?;
+            done.slurm_drain = Some(match r {
+                DrainResult::Drained | DrainResult::AlreadyOurs => true,
+                DrainResult::AlreadyTheirs => st.owned.slurm_drain,
+            });
+            notes.push(match r {
+                DrainResult::Drained => "slurm: drained",
+                DrainResult::AlreadyOurs => "slurm: already drained by pitcrew",
+                DrainResult::AlreadyTheirs => {
+                    "slurm: already drained by someone else (not ours to resume)"
+                }
+            });
+            done.already &= r != DrainResult::Drained;
+        }
+        done.detail = notes.join("; ");
         Ok(done)
+    }
+
+    /// Evict the node's pods and requeue its jobs (a deferred drain waits
+    /// for the job boundary first); `requeue_jobs` does it for one job.
+    async fn drain(
+        &self,
+        target: &Target,
+        req: &ActionRequest,
+        step: &Step,
+        k8s: &str,
+        slurm: &str,
+    ) -> Result<Done, ExecError> {
+        let exec = &self.inner.exec;
+        let mut done = Done::default();
+        let job = if step.kind == StepKind::RequeueJobs {
+            param_str(req, "job")
+        } else {
+            None
+        };
+        let mut notes = Vec::new();
+        if step.kind == StepKind::Drain && deferred(req) {
+            if let Some(s) = &exec.scheduler {
+                notes.push(self.wait_job_boundary(target, s.as_ref(), slurm).await?);
+            }
+        }
+        if let Some(c) = &exec.cluster {
+            let deadline = step.timeout.unwrap_or(self.inner.cfg.drain_deadline);
+            let n = c.evict(k8s, job.as_deref(), deadline).await?;
+            notes.push(format!("kubernetes: {n} pods evicted"));
+        }
+        if let Some(s) = &exec.scheduler {
+            let jobs = s.requeue(slurm, job.as_deref()).await?;
+            notes.push(format!("slurm: requeued [{}]", jobs.join(",")));
+        }
+        if notes.is_empty() {
+            return Err(ExecError::NotConfigured {
+                system: "kubernetes or slurm",
+            });
+        }
+        done.detail = notes.join("; ");
+        Ok(done)
+    }
+
+    /// Reset the GPU (or all of them); after a restart with an intent, not
+    /// again.
+    async fn reset_gpu(
+        &self,
+        req: &ActionRequest,
+        node: &str,
+        resuming: bool,
+    ) -> Result<Done, ExecError> {
+        let exec = &self.inner.exec;
+        let mut done = Done::default();
+        let Some(g) = &exec.gpu_reset else {
+            return Err(ExecError::NotConfigured {
+                system: "gpu_reset",
+            });
+        };
+        if resuming {
+            // Found after a restart: the reset may have run. Not
+            // again: verification decides.
+            done.already = true;
+            done.detail = "intent found after restart: not resetting again".into();
+        } else {
+            g.reset(node, gpu_of(req).as_deref()).await?;
+            done.detail = format!("gpu {} reset", gpu_of(req).unwrap_or_else(|| "all".into()));
+        }
+        done.verify_since = Some(self.now());
+        Ok(done)
+    }
+
+    /// Power off, on or cycle through the BMC, observing first: what the
+    /// BMC already reports is not done again ([`power_op`] decides).
+    async fn power(
+        &self,
+        step: &Step,
+        st: &RemediationState,
+        node: &str,
+        resuming: bool,
+    ) -> Result<Done, ExecError> {
+        let exec = &self.inner.exec;
+        let mut done = Done::default();
+        let Some(p) = &exec.power else {
+            return Err(ExecError::NotConfigured { system: "ipmi" });
+        };
+        let observed = p.status(node).await?;
+        let resumed = resuming;
+        let op = power_op(step.kind, observed, resumed);
+        match op {
+            None => {
+                done.already = true;
+                done.detail = if resumed {
+                    "intent found after restart and the bmc reports power on: not cycling again"
+                        .into()
+                } else {
+                    format!(
+                        "bmc reports power {}",
+                        if observed == PowerState::On {
+                            "on"
+                        } else {
+                            "off"
+                        }
+                    )
+                };
+            }
+            Some(op) => {
+                p.control(node, op).await?;
+                done.detail = format!("{op:?}").to_lowercase();
+            }
+        }
+        done.verify_since = Some(
+            st.intent
+                .as_ref()
+                .map_or_else(|| self.now(), |i| i.written_at),
+        );
+        Ok(done)
+    }
+
+    /// Undo what pitcrew did, only that.
+    async fn uncordon(
+        &self,
+        st: &RemediationState,
+        k8s: &str,
+        slurm: &str,
+    ) -> Result<Done, ExecError> {
+        let exec = &self.inner.exec;
+        let mut done = Done::default();
+        let mut notes = Vec::new();
+        if let Some(c) = &exec.cluster {
+            if st.owned.k8s_cordon || st.owned.k8s_taint {
+                c.uncordon(k8s, st.owned.k8s_cordon, st.owned.k8s_taint)
+                    .await?;
+                notes.push("kubernetes: uncordoned");
+            } else {
+                notes.push("kubernetes: nothing of pitcrew's to undo");
+            }
+        }
+        if let Some(s) = &exec.scheduler {
+            if st.owned.slurm_drain {
+                let resumed = s.resume(slurm).await?;
+                notes.push(if resumed {
+                    "slurm: resumed"
+                } else {
+                    "slurm: drain no longer pitcrew's"
+                });
+            } else {
+                notes.push("slurm: nothing of pitcrew's to undo");
+            }
+        }
+        done.k8s_cordon = Some(false);
+        done.k8s_taint = Some(false);
+        done.slurm_drain = Some(false);
+        done.detail = notes.join("; ");
+        Ok(done)
+    }
+
+    /// Page, notify, hand over for RMA or escalate, through the pagers.
+    async fn page_step(
+        &self,
+        target: &Target,
+        req: &ActionRequest,
+        step: &Step,
+    ) -> Result<Done, ExecError> {
+        let exec = &self.inner.exec;
+        let mut done = Done::default();
+        let team = param_str(req, "team");
+        let rma = step.kind == StepKind::Rma;
+        let receivers = exec.pager.route(team.as_deref(), rma);
+        let (severity, key, incident) = match step.kind {
+            StepKind::Notify => (
+                PageSeverity::Info,
+                format!("pitcrew/{}", req.incident),
+                Some(req.incident.clone()),
+            ),
+            StepKind::Page => (
+                PageSeverity::Critical,
+                format!("pitcrew/{}", req.incident),
+                Some(req.incident.clone()),
+            ),
+            StepKind::Rma => (PageSeverity::Warning, format!("pitcrew/rma/{target}"), None),
+            _ => (
+                PageSeverity::Critical,
+                format!("pitcrew/escalation/{target}"),
+                None,
+            ),
+        };
+        let summary = match step.kind {
+            StepKind::Rma => {
+                format!("RMA: {target} needs hardware service: {}", req.reason)
+            }
+            _ => req.reason.clone(),
+        };
+        let page = self.page_for(target, Some(req), key, summary, severity, incident.clone());
+        exec.pager
+            .send(&receivers, &page, PageEvent::Trigger)
+            .await?;
+        done.detail = format!("paged {}", receivers.join(","));
+        done.page = Some(OpenPage {
+            dedup_key: page.dedup_key,
+            receivers,
+            summary: page.summary,
+            incident,
+            opened_at: page.started_at,
+        });
+        Ok(done)
+    }
+}
+
+/// What a power step does given what the BMC reports: nothing when it is
+/// already as wanted, `On` for a chassis that is off (it cannot be cycled),
+/// and nothing after a restart that found the intent with the power on
+/// (the cycle ran, or it is safe not to run it).
+pub(super) fn power_op(kind: StepKind, observed: PowerState, resumed: bool) -> Option<PowerOp> {
+    match (kind, observed) {
+        (StepKind::PowerOff, PowerState::Off) | (StepKind::PowerOn, PowerState::On) => None,
+        (StepKind::PowerOff, PowerState::On) => Some(PowerOp::Off),
+        (StepKind::PowerOn, PowerState::Off) => Some(PowerOp::On),
+        // A chassis that is off cannot be cycled: switch it on.
+        (StepKind::PowerCycle, PowerState::Off) => Some(PowerOp::On),
+        // An intent without an outcome and the power on: the
+        // cycle ran (or it is safe not to run it): not again.
+        (_, PowerState::On) if resumed => None,
+        _ => Some(PowerOp::Cycle),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_power_step_does_only_what_the_bmc_does_not_already_report() {
+        use PowerState::{Off, On};
+        assert_eq!(power_op(StepKind::PowerOff, Off, false), None);
+        assert_eq!(power_op(StepKind::PowerOff, On, false), Some(PowerOp::Off));
+        assert_eq!(power_op(StepKind::PowerOn, Off, false), Some(PowerOp::On));
+        assert_eq!(
+            power_op(StepKind::PowerCycle, Off, false),
+            Some(PowerOp::On)
+        );
+        assert_eq!(
+            power_op(StepKind::PowerCycle, On, false),
+            Some(PowerOp::Cycle)
+        );
+        // Resumed with the intent and the power on: never a second cycle.
+        assert_eq!(power_op(StepKind::PowerCycle, On, true), None);
     }
 }
