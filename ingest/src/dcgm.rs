@@ -11,8 +11,6 @@
 //! source too.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use pitcrew_contract::{Event, NvlinkCounter, PciAddress, Source, Timestamp};
@@ -338,41 +336,32 @@ pub fn scrape(url: &str, timeout: Duration) -> Result<String, ScrapeError> {
         url: url.to_owned(),
         reason,
     };
-    let rest = url
+    // A URL without a path is the exporter's usual `/metrics`.
+    let full = match url
         .strip_prefix("http://")
-        .ok_or_else(|| err("only http:// is supported".to_owned()))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/metrics"),
+        .or_else(|| url.strip_prefix("https://"))
+    {
+        Some(rest) if !rest.contains('/') => format!("{}/metrics", url.trim_end_matches('/')),
+        Some(_) => url.to_owned(),
+        None => return Err(err("only http:// and https:// are supported".to_owned())),
     };
-    let addr = hostport
-        .to_socket_addrs()
+    let response = crate::http_client(timeout)
         .map_err(|e| err(e.to_string()))?
-        .next()
-        .ok_or_else(|| err("no address".to_owned()))?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| err(e.to_string()))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| err(e.to_string()))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {hostport}\r\nAccept: text/plain\r\n\r\n"
-    )
-    .map_err(|e| err(e.to_string()))?;
-    let mut response = Vec::new();
-    stream
-        .take(64 * 1024 * 1024)
-        .read_to_end(&mut response)
-        .map_err(|e| err(e.to_string()))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| err("malformed http response".to_owned()))?;
-    let status = head.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) != Some("200") {
+        .get(&full)
+        .header(reqwest::header::ACCEPT, "text/plain")
+        .send()
+        .map_err(|e| err(e.without_url().to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
         return Err(err(format!("http status `{status}`")));
     }
-    Ok(body.to_owned())
+    let body = response
+        .bytes()
+        .map_err(|e| err(e.without_url().to_string()))?;
+    if body.len() > 64 * 1024 * 1024 {
+        return Err(err("response over 64 MiB".to_owned()));
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 #[cfg(test)]

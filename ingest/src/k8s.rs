@@ -11,12 +11,9 @@
 //! The token is held in [`KubeAccess`], whose Debug hides it.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use openssl::ssl::{SslConnector, SslMethod};
 use pitcrew_contract::{
     deterministic_id, ConditionStatus, Event, EventData, NodeCondition, Source, Timestamp,
 };
@@ -34,6 +31,19 @@ fn err(what: &str, reason: impl ToString) -> K8sError {
         what: what.to_owned(),
         reason: reason.to_string(),
     }
+}
+
+/// An error with its causes, for messages (reqwest's own says only
+/// "error sending request").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// How to reach the API server.
@@ -96,54 +106,33 @@ impl KubeAccess {
         })
     }
 
-    /// GETs `path` and returns the body (HTTP/1.0 over TLS, the server's
-    /// certificate checked against `ca_file` and the host name).
+    /// GETs `path` and returns the body: HTTPS with the server's
+    /// certificate checked against `ca_file`, the bearer token as it is now.
     pub fn get(&self, path: &str, timeout: Duration) -> Result<String, K8sError> {
         let token = self.token.current()?;
-        let mut builder =
-            SslConnector::builder(SslMethod::tls_client()).map_err(|e| err("tls", e))?;
-        builder
-            .set_ca_file(&self.ca_file)
-            .map_err(|e| err("ca file", e))?;
-        let connector = builder.build();
-        let host = self
-            .address
-            .rsplit_once(':')
-            .map_or(self.address.as_str(), |(h, _)| h)
-            .trim_matches(['[', ']']);
-        let addr = self
-            .address
-            .to_socket_addrs()
-            .map_err(|e| err("address", e))?
-            .next()
-            .ok_or_else(|| err("address", "no address"))?;
-        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| err("connect", e))?;
-        tcp.set_read_timeout(Some(timeout))
-            .map_err(|e| err("connect", e))?;
-        tcp.set_write_timeout(Some(timeout))
-            .map_err(|e| err("connect", e))?;
-        let mut tls = connector
-            .connect(host, tcp)
-            .map_err(|e| err("tls handshake", e))?;
-        let request = format!(
-            "GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\n\r\n",
-            token.expose()
-        );
-        tls.write_all(request.as_bytes())
-            .map_err(|e| err("request", e))?;
-        let mut response = Vec::new();
-        tls.take(16 * 1024 * 1024)
-            .read_to_end(&mut response)
-            .map_err(|e| err("response", e))?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| err("response", "malformed http"))?;
-        let status = head.lines().next().unwrap_or("").to_owned();
-        if status.split_whitespace().nth(1) != Some("200") {
+        let ca = std::fs::read(&self.ca_file).map_err(|e| err("ca file", e.kind()))?;
+        // A CA file may hold a chain: trust every certificate in it.
+        let mut builder = reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .tls_built_in_root_certs(false);
+        for cert in reqwest::Certificate::from_pem_bundle(&ca).map_err(|e| err("ca file", e))? {
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder.build().map_err(|e| err("tls", e))?;
+        let url = format!("https://{}{path}", self.address);
+        let response = client
+            .get(&url)
+            .bearer_auth(token.expose())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .map_err(|e| err(&format!("GET {path}"), chain(&e.without_url())))?;
+        let status = response.status();
+        if !status.is_success() {
             return Err(err(&format!("GET {path}"), status));
         }
-        Ok(body.to_owned())
+        response
+            .text()
+            .map_err(|e| err(&format!("GET {path}"), e.without_url()))
     }
 }
 

@@ -22,3 +22,14 @@ pub mod nvml;
 pub mod spool;
 pub mod sysfs;
 pub mod telemetry;
+
+/// The collectors' one HTTP client stack (reqwest, on the OpenSSL the
+/// build links for Kafka): plain GETs of what a node exposes, never a
+/// write (a source check in `tests/tests/architecture.rs`).
+pub(crate) fn http_client(
+    timeout: std::time::Duration,
+) -> Result<reqwest::blocking::Client, reqwest::Error> {
+    reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .build()
+}

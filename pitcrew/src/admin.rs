@@ -107,24 +107,26 @@ pub async fn serve(
 
 /// One request to the admin API (`http://host:port`), for the CLI.
 /// Returns (status, body).
-pub async fn call(
+pub fn call(
     base: &str,
     token: &str,
     method: &str,
     path: &str,
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
-    let bearer = format!("Bearer {token}");
-    crate::http::request(
-        base,
-        method,
-        path,
-        Some(&bearer),
-        body,
-        Duration::from_secs(30),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("admin API: {e}"))
+    let method = reqwest::Method::from_bytes(method.as_bytes())?;
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let response = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?
+        .request(method, &url)
+        .bearer_auth(token)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_owned())
+        .send()
+        .map_err(|e| anyhow::anyhow!("cannot reach the admin API at {base}: {e}"))?;
+    let status = response.status().as_u16();
+    Ok((status, response.text()?))
 }
 
 /// The admin token for the CLI: `--token-file` or `PITCREW_ADMIN_TOKEN`.

@@ -2,8 +2,8 @@
 //! timeout, a body timeout and a body limit) that every endpoint runs on:
 //! [`serve`] gives every service `/metrics` (Prometheus text from the
 //! process registry), `/healthz` and `/readyz`; the admin API
-//! (`crate::admin`) is another handler on [`serve_with`]. [`request`] is
-//! its client for the CLI.
+//! (`crate::admin`) is another handler on [`serve_with`]. Clients are
+//! reqwest's, everywhere.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,46 +142,6 @@ where
     response
 }
 
-/// One request with the same stack's client (plain HTTP), for the CLI and
-/// tests: returns (status, body).
-pub async fn request(
-    base: &str,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: &str,
-    timeout: Duration,
-) -> anyhow::Result<(u16, String)> {
-    let hostport = base
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("{base}: only http:// addresses are served here"))?
-        .trim_end_matches('/');
-    let run = async {
-        let tcp = tokio::net::TcpStream::connect(hostport)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach {base}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, hostport)
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        if let Some(a) = authorization {
-            req = req.header(hyper::header::AUTHORIZATION, a);
-        }
-        let resp = sender
-            .send_request(req.body(Full::new(Bytes::from(body.to_owned())))?)
-            .await?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        anyhow::Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| anyhow::anyhow!("{base} did not answer within {} s", timeout.as_secs()))?
-}
-
 /// `/metrics` (Prometheus text from `registry`), `/healthz` and `/readyz`
 /// (`health`), on [`serve_with`].
 pub async fn serve(
@@ -233,16 +193,14 @@ mod tests {
         })
         .await
         .unwrap();
-        let base = format!("http://{addr}");
-        let (status, body) = request(&base, "POST", "/x", None, "hello", Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!((status, body.as_str()), (200, "POST /x 5"));
+        let url = format!("http://{addr}/x");
+        let client = reqwest::Client::new();
+        let r = client.post(&url).body("hello").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.text().await.unwrap(), "POST /x 5");
         let big = "x".repeat(MAX_BODY + 1);
-        let (status, _) = request(&base, "POST", "/x", None, &big, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(status, 413);
+        let r = client.post(&url).body(big).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 413);
         // A client that never finishes its head is disconnected after the
         // header timeout instead of holding the connection.
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -99,12 +99,10 @@ fn dependency_absences_hold() {
         "pitcrew-ingest",
         &["rdkafka", "rdkafka-sys", "pitcrew-bus"],
     );
-    // The collectors read the BMC (SEL, sensors) but act on nothing.
-    assert_absent(
-        &c,
-        "pitcrew-ingest",
-        &["kube", "kube-client", "reqwest", "hyper"],
-    );
+    // The collectors read the BMC (SEL, sensors) and their Node object but
+    // act on nothing: no Kubernetes client (their HTTP GETs are checked
+    // in the sources below).
+    assert_absent(&c, "pitcrew-ingest", &["kube", "kube-client"]);
     // The simulator is pure: no Kafka, no runtime, no executor.
     assert_absent(
         &c,
@@ -262,4 +260,32 @@ fn metrics_are_declared_once() {
         "metrics registered by hand: {declared_by_hand:?}"
     );
     assert!(declared_by_hand[0].ends_with("ingest/src/telemetry.rs"));
+}
+
+/// The collectors' HTTP is reads: GETs of a node's exporter and of its own
+/// Node object, never a write (a POST, PUT, PATCH or DELETE would be an
+/// action, which is remediation's alone).
+#[test]
+fn collectors_only_read_over_http() {
+    let mut gets = 0;
+    for (path, text) in sources("ingest/src") {
+        for verb in [
+            ".post(",
+            ".put(",
+            ".patch(",
+            ".delete(",
+            "Method::POST",
+            "Method::PUT",
+            "Method::PATCH",
+            "Method::DELETE",
+        ] {
+            assert!(
+                !text.contains(verb),
+                "{} writes over HTTP ({verb})",
+                path.display()
+            );
+        }
+        gets += text.matches(".get(&").count();
+    }
+    assert!(gets > 0, "the check can fail: the collectors do GET");
 }

@@ -94,13 +94,8 @@ fn admin_command(
     body: serde_json::Value,
 ) -> anyhow::Result<ExitCode> {
     let token = pitcrew::admin::cli_token(admin.token_file.as_deref())?;
-    let (status, answer) = runtime()?.block_on(pitcrew::admin::call(
-        &admin.admin,
-        &token,
-        method,
-        path,
-        &body.to_string(),
-    ))?;
+    let (status, answer) =
+        pitcrew::admin::call(&admin.admin, &token, method, path, &body.to_string())?;
     use std::io::Write as _;
     writeln!(std::io::stdout(), "{answer}")?;
     if (200..300).contains(&status) {

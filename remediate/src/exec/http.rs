@@ -1,14 +1,7 @@
-//! A small HTTPS client for webhooks (hyper with OpenSSL, which the build
-//! already links for Kafka, so no second TLS stack).
+//! The webhook client: reqwest, pitcrew's one HTTP client stack, on the
+//! OpenSSL the build links for Kafka (no second TLS stack).
 
 use std::time::Duration;
-
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_openssl::client::legacy::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 /// One response: status, `Retry-After` (seconds form) and the body (cut to
 /// 4 KiB, for error messages).
@@ -21,14 +14,16 @@ pub struct Response {
 
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: reqwest::Client,
     timeout: Duration,
 }
 
 impl HttpClient {
     pub fn new(timeout: Duration) -> Result<HttpClient, String> {
-        let https = HttpsConnector::new().map_err(|e| format!("tls setup: {e}"))?;
-        let client = Client::builder(TokioExecutor::new()).build(https);
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("tls setup: {e}"))?;
         Ok(HttpClient { client, timeout })
     }
 
@@ -40,19 +35,20 @@ impl HttpClient {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<Response, String> {
-        let mut req = http::Request::post(url).header("content-type", "application/json");
+        let mut req = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body);
         for (k, v) in headers {
             req = req.header(*k, v);
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("bad request: {e}"))?;
         let call = async {
-            let resp = self
-                .client
-                .request(req)
+            // The URL may be the secret (a Slack webhook): never in errors.
+            let resp = req
+                .send()
                 .await
-                .map_err(|e| format!("request failed: {e}"))?;
+                .map_err(|e| format!("request failed: {}", e.without_url()))?;
             let status = resp.status().as_u16();
             let retry_after = resp
                 .headers()
@@ -61,11 +57,9 @@ impl HttpClient {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
             let bytes = resp
-                .into_body()
-                .collect()
+                .bytes()
                 .await
-                .map_err(|e| format!("reading the response: {e}"))?
-                .to_bytes();
+                .map_err(|e| format!("reading the response: {}", e.without_url()))?;
             let cut = bytes.len().min(4096);
             Ok(Response {
                 status,
