@@ -14,21 +14,24 @@ impl Worker {
         resuming: bool,
     ) -> Result<Done, ExecError> {
         let retries = step.retries.unwrap_or(plan.retries);
-        let mut wait = self.inner.cfg.retry_base;
+        let base = self.inner.cfg.retry_base;
         let mut attempt = 0;
         loop {
             // Only the first attempt after a restart observes instead of acting.
             let r = self
                 .execute(target, req, step, st, resuming && attempt == 0)
                 .await;
-            match r {
-                Err(e) if e.is_retryable() && attempt < retries => {
+            let e = match r {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            match retry_after(e.is_retryable(), attempt, retries, base) {
+                Decision::After(wait) => {
                     attempt += 1;
                     tracing::warn!(target_id = %target, step = step.kind.as_str(), attempt, error = %e, "step failed, retrying");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(60));
                 }
-                other => return other,
+                Decision::Done(()) | Decision::Failed(_) => return Err(e),
             }
         }
     }
@@ -341,6 +344,22 @@ impl Worker {
     }
 }
 
+/// A failed step's retry decision: a retryable failure with attempts left
+/// is tried again after `base` doubled per attempt so far, at most a
+/// minute; anything else stands (`Failed`).
+pub(super) fn retry_after(
+    retryable: bool,
+    attempt: u32,
+    retries: u32,
+    base: Duration,
+) -> Decision<()> {
+    if !retryable || attempt >= retries {
+        return Decision::Failed("no retry left".to_owned());
+    }
+    let wait = base.saturating_mul(1u32 << attempt.min(16));
+    Decision::After(wait.min(Duration::from_secs(60)))
+}
+
 /// What a power step does given what the BMC reports: nothing when it is
 /// already as wanted, `On` for a chassis that is off (it cannot be cycled),
 /// and nothing after a restart that found the intent with the power on
@@ -362,6 +381,28 @@ pub(super) fn power_op(kind: StepKind, observed: PowerState, resumed: bool) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retryable_failure_is_retried_with_a_doubling_wait_until_none_are_left() {
+        let base = Duration::from_secs(1);
+        assert_eq!(
+            retry_after(true, 0, 3, base),
+            Decision::After(Duration::from_secs(1))
+        );
+        assert_eq!(
+            retry_after(true, 2, 3, base),
+            Decision::After(Duration::from_secs(4))
+        );
+        assert!(matches!(retry_after(true, 3, 3, base), Decision::Failed(_)));
+        assert!(matches!(
+            retry_after(false, 0, 3, base),
+            Decision::Failed(_)
+        ));
+        assert_eq!(
+            retry_after(true, 10, 20, base),
+            Decision::After(Duration::from_secs(60))
+        );
+    }
 
     #[test]
     fn a_power_step_does_only_what_the_bmc_does_not_already_report() {
