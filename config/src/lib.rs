@@ -132,12 +132,13 @@ pub fn apply_env_overrides(
     env: impl IntoIterator<Item = (String, String)>,
     sections: &[&str],
 ) -> Result<Vec<String>, ConfigError> {
-    let mut overrides: BTreeMap<String, String> = env
+    // Sorted, so overrides apply in a fixed order.
+    let overrides: BTreeMap<String, String> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
     let mut applied = Vec::new();
-    for (key, value) in std::mem::take(&mut overrides) {
+    for (key, value) in overrides {
         let path: Vec<String> = key[ENV_PREFIX.len()..]
             .split("__")
             .map(str::to_ascii_lowercase)

@@ -345,9 +345,10 @@ pub fn scrape(url: &str, timeout: Duration) -> Result<String, ScrapeError> {
         Some(_) => url.to_owned(),
         None => return Err(err("only http:// and https:// are supported".to_owned())),
     };
-    let response = crate::http_client(timeout)
-        .map_err(|e| err(e.to_string()))?
+    let response = crate::http_client()
+        .ok_or_else(|| err("the http client could not be built".to_owned()))?
         .get(&full)
+        .timeout(timeout)
         .header(reqwest::header::ACCEPT, "text/plain")
         .send()
         .map_err(|e| err(e.without_url().to_string()))?;

@@ -23,13 +23,15 @@ pub mod spool;
 pub mod sysfs;
 pub mod telemetry;
 
-/// The collectors' one HTTP client stack (reqwest, on the OpenSSL the
-/// build links for Kafka): plain GETs of what a node exposes, never a
-/// write (a source check in `tests/tests/architecture.rs`).
-pub(crate) fn http_client(
-    timeout: std::time::Duration,
-) -> Result<reqwest::blocking::Client, reqwest::Error> {
-    reqwest::blocking::Client::builder()
-        .timeout(timeout)
-        .build()
+/// The collectors' one HTTP client (reqwest, on the OpenSSL the build
+/// links for Kafka), made once: a blocking client owns a thread, which a
+/// scrape every sampling interval must not start again. Plain GETs of what
+/// a node exposes, never a write (a source check in
+/// `tests/tests/architecture.rs`). None when it cannot be built.
+pub(crate) fn http_client() -> Option<&'static reqwest::blocking::Client> {
+    static CLIENT: std::sync::OnceLock<Option<reqwest::blocking::Client>> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| reqwest::blocking::Client::builder().build().ok())
+        .as_ref()
 }

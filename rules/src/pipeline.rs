@@ -173,10 +173,6 @@ impl Stage {
         self.kind
     }
 
-    pub fn plan(&self) -> &Arc<StagePlan> {
-        &self.plan
-    }
-
     /// New rules, new state: every partition rebuilds from its past.
     pub fn set_rules(&mut self, plan: Arc<StagePlan>, horizon: Span) {
         self.route_kinds = plan.routes.iter().fold(0, |m, (_, p)| m | p.kind_mask());
@@ -210,11 +206,6 @@ impl Stage {
         for p in gone {
             self.forget(p);
         }
-    }
-
-    /// Partitions held now.
-    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
-        self.slots.keys().copied()
     }
 
     /// Whether the message at `offset` needs the partition rebuilt first:

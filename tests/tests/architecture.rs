@@ -210,23 +210,16 @@ fn the_binary_runs_no_kafka_loop_of_its_own() {
 /// remediation's alone.
 #[test]
 fn collectors_send_no_chassis_commands() {
-    let src = pitcrew_harness::workspace_root().join("ingest/src");
-    let mut stack = vec![src];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                assert!(
-                    !text.contains("NetFn::Chassis"),
-                    "{} sends a chassis command",
-                    path.display()
-                );
-            }
-        }
+    let ingest = sources("ingest/src");
+    for (path, text) in &ingest {
+        assert!(
+            !text.contains("NetFn::Chassis"),
+            "{} sends a chassis command",
+            path.display()
+        );
     }
+    // The check can fail: the collectors do speak IPMI.
+    assert!(ingest.iter().any(|(_, t)| t.contains("ipmi_rs")));
 }
 
 /// Metrics are declared once (`pitcrew_observe::metrics!`: the field, its
@@ -267,8 +260,8 @@ fn metrics_are_declared_once() {
 /// action, which is remediation's alone).
 #[test]
 fn collectors_only_read_over_http() {
-    let mut gets = 0;
-    for (path, text) in sources("ingest/src") {
+    let ingest = sources("ingest/src");
+    for (path, text) in &ingest {
         for verb in [
             ".post(",
             ".put(",
@@ -285,7 +278,7 @@ fn collectors_only_read_over_http() {
                 path.display()
             );
         }
-        gets += text.matches(".get(&").count();
     }
-    assert!(gets > 0, "the check can fail: the collectors do GET");
+    // The check can fail: the collectors do speak HTTP (reqwest).
+    assert!(ingest.iter().any(|(_, t)| t.contains("reqwest::")));
 }

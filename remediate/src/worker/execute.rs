@@ -25,14 +25,12 @@ impl Worker {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
-            match retry_after(e.is_retryable(), attempt, retries, base) {
-                Decision::After(wait) => {
-                    attempt += 1;
-                    tracing::warn!(target_id = %target, step = step.kind.as_str(), attempt, error = %e, "step failed, retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Decision::Done(()) | Decision::Failed(_) => return Err(e),
-            }
+            let Some(wait) = retry_after(e.is_retryable(), attempt, retries, base) else {
+                return Err(e);
+            };
+            attempt += 1;
+            tracing::warn!(target_id = %target, step = step.kind.as_str(), attempt, error = %e, "step failed, retrying");
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -346,18 +344,18 @@ impl Worker {
 
 /// A failed step's retry decision: a retryable failure with attempts left
 /// is tried again after `base` doubled per attempt so far, at most a
-/// minute; anything else stands (`Failed`).
+/// minute; anything else stands (None).
 pub(super) fn retry_after(
     retryable: bool,
     attempt: u32,
     retries: u32,
     base: Duration,
-) -> Decision<()> {
+) -> Option<Duration> {
     if !retryable || attempt >= retries {
-        return Decision::Failed("no retry left".to_owned());
+        return None;
     }
     let wait = base.saturating_mul(1u32 << attempt.min(16));
-    Decision::After(wait.min(Duration::from_secs(60)))
+    Some(wait.min(Duration::from_secs(60)))
 }
 
 /// What a power step does given what the BMC reports: nothing when it is
@@ -385,22 +383,13 @@ mod tests {
     #[test]
     fn a_retryable_failure_is_retried_with_a_doubling_wait_until_none_are_left() {
         let base = Duration::from_secs(1);
-        assert_eq!(
-            retry_after(true, 0, 3, base),
-            Decision::After(Duration::from_secs(1))
-        );
-        assert_eq!(
-            retry_after(true, 2, 3, base),
-            Decision::After(Duration::from_secs(4))
-        );
-        assert!(matches!(retry_after(true, 3, 3, base), Decision::Failed(_)));
-        assert!(matches!(
-            retry_after(false, 0, 3, base),
-            Decision::Failed(_)
-        ));
+        assert_eq!(retry_after(true, 0, 3, base), Some(Duration::from_secs(1)));
+        assert_eq!(retry_after(true, 2, 3, base), Some(Duration::from_secs(4)));
+        assert_eq!(retry_after(true, 3, 3, base), None);
+        assert_eq!(retry_after(false, 0, 3, base), None);
         assert_eq!(
             retry_after(true, 10, 20, base),
-            Decision::After(Duration::from_secs(60))
+            Some(Duration::from_secs(60))
         );
     }
 

@@ -50,7 +50,6 @@ mod wait;
 pub use clock::Clock;
 pub use journal::{describe, Journal, JournalError, MemoryJournal};
 use state::start;
-use wait::Decision;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

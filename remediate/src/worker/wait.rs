@@ -188,14 +188,12 @@ impl Worker {
                 }
             };
             let elapsed = started.elapsed();
-            if let VerifySeen::Power(Err(e)) = seen {
-                // The BMC's own error, retryable or not, once time is up.
-                if elapsed >= times.timeout {
-                    return Err(e);
-                }
-                tokio::time::sleep(times.poll).await;
-                continue;
-            }
+            // Once time is up, the BMC's own error stands (retryable or
+            // not); before, the decision is to look again.
+            let seen = match seen {
+                VerifySeen::Power(Err(e)) if elapsed >= times.timeout => return Err(e),
+                seen => seen,
+            };
             match verify_next(&mut phase, seen, elapsed, &times, node, since) {
                 Decision::Done(()) => {
                     let mut notes = Vec::new();
