@@ -1,39 +1,10 @@
-//! One step against the executors, observing before acting, retried while
-//! the executor says the failure is transient.
+//! One attempt at a step against the executors, observing before acting;
+//! whether a failure is tried again is [`retry_after`]'s decision, taken by
+//! the reconcile pass.
 
 use super::*;
 
 impl Worker {
-    pub(super) async fn execute_with_retries(
-        &self,
-        target: &Target,
-        req: &ActionRequest,
-        plan: &Plan,
-        step: &Step,
-        st: &RemediationState,
-        resuming: bool,
-    ) -> Result<Done, ExecError> {
-        let retries = step.retries.unwrap_or(plan.retries);
-        let base = self.inner.cfg.retry_base;
-        let mut attempt = 0;
-        loop {
-            // Only the first attempt after a restart observes instead of acting.
-            let r = self
-                .execute(target, req, step, st, resuming && attempt == 0)
-                .await;
-            let e = match r {
-                Ok(done) => return Ok(done),
-                Err(e) => e,
-            };
-            let Some(wait) = retry_after(e.is_retryable(), attempt, retries, base) else {
-                return Err(e);
-            };
-            attempt += 1;
-            tracing::warn!(target_id = %target, step = step.kind.as_str(), attempt, error = %e, "step failed, retrying");
-            tokio::time::sleep(wait).await;
-        }
-    }
-
     pub(super) fn node_names(&self, target: &Target) -> (String, String) {
         let info = self.inner.inventory.get(&target.name);
         let k8s = info
@@ -45,14 +16,16 @@ impl Worker {
         (k8s, slurm)
     }
 
+    /// One attempt (or, for a step that waits, one observation).
     pub(super) async fn execute(
         &self,
         target: &Target,
         req: &ActionRequest,
         step: &Step,
         st: &RemediationState,
+        wait: &mut WaitProgress,
         resuming: bool,
-    ) -> Result<Done, ExecError> {
+    ) -> Result<Stepped<Done>, ExecError> {
         let needs_node = !matches!(
             step.kind,
             StepKind::Page | StepKind::Notify | StepKind::Rma | StepKind::Escalate
@@ -65,24 +38,30 @@ impl Worker {
         }
         let (k8s, slurm) = self.node_names(target);
         let node = target.name.as_str();
-        match step.kind {
+        let done = match step.kind {
             StepKind::Cordon => self.cordon(req, st, &k8s, &slurm).await,
             StepKind::Drain | StepKind::RequeueJobs => {
-                self.drain(target, req, step, &k8s, &slurm).await
+                return self.drain(target, req, step, &k8s, &slurm, wait).await;
             }
             StepKind::ResetGpu => self.reset_gpu(req, node, resuming).await,
             StepKind::PowerCycle | StepKind::PowerOff | StepKind::PowerOn => {
                 self.power(step, st, node, resuming).await
             }
-            StepKind::Verify => Ok(Done {
-                detail: self.verify(target, step, st).await?,
-                ..Done::default()
-            }),
+            StepKind::Verify => {
+                return Ok(match self.verify(target, step, st, wait).await? {
+                    Stepped::Done(detail) => Stepped::Done(Done {
+                        detail,
+                        ..Done::default()
+                    }),
+                    Stepped::Again(after) => Stepped::Again(after),
+                });
+            }
             StepKind::Uncordon => self.uncordon(st, &k8s, &slurm).await,
             StepKind::Page | StepKind::Notify | StepKind::Rma | StepKind::Escalate => {
                 self.page_step(target, req, step).await
             }
-        }
+        };
+        done.map(Stepped::Done)
     }
 
     /// Cordon (and taint) in Kubernetes and drain in Slurm: what was
@@ -145,7 +124,8 @@ impl Worker {
         step: &Step,
         k8s: &str,
         slurm: &str,
-    ) -> Result<Done, ExecError> {
+        wait: &mut WaitProgress,
+    ) -> Result<Stepped<Done>, ExecError> {
         let exec = &self.inner.exec;
         let mut done = Done::default();
         let job = if step.kind == StepKind::RequeueJobs {
@@ -156,7 +136,13 @@ impl Worker {
         let mut notes = Vec::new();
         if step.kind == StepKind::Drain && deferred(req) {
             if let Some(s) = &exec.scheduler {
-                notes.push(self.wait_job_boundary(target, s.as_ref(), slurm).await?);
+                if wait.boundary.is_none() {
+                    match self.job_boundary(target, s.as_ref(), slurm, wait).await? {
+                        Stepped::Done(note) => wait.boundary = Some(note),
+                        Stepped::Again(after) => return Ok(Stepped::Again(after)),
+                    }
+                }
+                notes.extend(wait.boundary.clone());
             }
         }
         if let Some(c) = &exec.cluster {
@@ -174,7 +160,7 @@ impl Worker {
             });
         }
         done.detail = notes.join("; ");
-        Ok(done)
+        Ok(Stepped::Done(done))
     }
 
     /// Reset the GPU (or all of them); after a restart with an intent, not

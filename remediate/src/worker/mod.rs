@@ -42,14 +42,18 @@ mod clock;
 mod execute;
 mod journal;
 mod page;
+mod reconcile;
 mod records;
 mod run;
 mod state;
 mod wait;
 
 pub use clock::Clock;
+use execute::retry_after;
 pub use journal::{describe, Journal, JournalError, MemoryJournal};
+use reconcile::{Stepped, WaitProgress};
 use state::start;
+use wait::VerifyPhase;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -1,6 +1,7 @@
-//! A plan run for one target: its steps in order, each through the governor
-//! where it takes capacity, failures handled as the plan says, and how the
-//! run ended folded into the state (and the next queued request started).
+//! A target's runs: each plan run (driven by [`super::reconcile`]) and how
+//! it ended folded into the state, then the next queued request; and the
+//! pieces a pass calls: the governor's gate, the intent, a step's record,
+//! the plan's failure handling.
 
 use super::*;
 
@@ -104,122 +105,11 @@ impl Worker {
         self.snapshot(target).is_some_and(|s| s.request.is_some())
     }
 
-    pub(super) async fn run_plan(&self, target: &Target, req: &ActionRequest, plan: &Plan) -> End {
-        let inner = &self.inner;
-        let dry = inner.cfg.dry_run || plan.dry_run || req.dry_run;
-        let Some(mut st) = self.snapshot(target) else {
-            return End::Failed;
-        };
-        // The approval gate, before anything is touched.
-        if plan.approval && st.step == 0 && !dry {
-            match self.await_approval(target, req, &st).await {
-                Ok(()) => {}
-                Err(end) => return end,
-            }
-            st = match self.snapshot(target) {
-                Some(s) => s,
-                None => return End::Failed,
-            };
-        }
-        // Cooldown and the attempt budget stop node remediation loops: a
-        // plan that only restarts a job (requeue_jobs) is not one, and must
-        // not hold back the drain that may follow it.
-        let first_destructive = plan
-            .steps
-            .iter()
-            .position(|s| s.kind.is_destructive())
-            .filter(|_| plan.takes_node_out());
-        // An intent in the state at the start of a run is a crash's: that
-        // step is observed, not repeated.
-        let mut found_intent = st.intent.as_ref().is_some_and(|i| i.action == req.id);
-        let mut plan_start_pending = st.step == 0 && !st.owned.any() && first_destructive.is_some();
-        let mut first_call = st.step == 0;
-        let mut i = st.step as usize;
-        while i < plan.steps.len() {
-            let step = &plan.steps[i];
-            let name = step.kind.as_str();
-            // The first step run after a restart with an intent: it was
-            // allowed before the crash and its intent is written.
-            let resuming = std::mem::take(&mut found_intent);
-            if step.kind.is_destructive() && !resuming {
-                if dry {
-                    inner.metrics.step(name, "dry_run");
-                    self.audit(target, Some(req), AuditEntry::DryRun { step: name.into() })
-                        .await;
-                    i += 1;
-                    self.update(target, |s| s.step = i as u32).await;
-                    continue;
-                }
-                let plan_start = plan_start_pending && first_destructive.is_some_and(|f| i >= f);
-                if let Err(end) = self.gate(target, req, plan, step, &st, plan_start).await {
-                    return end;
-                }
-                if plan_start {
-                    plan_start_pending = false;
-                }
-            }
-            if step.kind.is_irreversible() && !resuming {
-                if let Err(end) = self.write_intent(target, req, plan, name).await {
-                    return end;
-                }
-            }
-            self.audit(
-                target,
-                Some(req),
-                AuditEntry::StepStarted { step: name.into() },
-            )
-            .await;
-            if first_call {
-                first_call = false;
-                let waited = (self.now().unix_nanos() - req.requested_at.unix_nanos()).max(0);
-                inner
-                    .metrics
-                    .request_to_first_call_seconds
-                    .observe(waited as f64 / 1e9);
-            }
-            let started = Instant::now();
-            let snap = self.snapshot(target).unwrap_or_else(|| st.clone());
-            let result = self
-                .execute_with_retries(target, req, plan, step, &snap, resuming)
-                .await;
-            inner
-                .metrics
-                .step_seconds
-                .get_or_create(&StepLabel { step: name.into() })
-                .observe(started.elapsed().as_secs_f64());
-            match result {
-                Ok(done) => {
-                    i += 1;
-                    self.record_done(target, req, step, done, i).await;
-                }
-                Err(e) => {
-                    inner.metrics.step(name, "failed");
-                    self.audit(
-                        target,
-                        Some(req),
-                        AuditEntry::StepFailed {
-                            step: name.into(),
-                            error: e.to_string(),
-                            retryable: e.is_retryable(),
-                        },
-                    )
-                    .await;
-                    self.update(target, |s| s.intent = None).await;
-                    return self
-                        .on_failure(target, req, plan, &format!("{name} failed: {e}"))
-                        .await;
-                }
-            }
-        }
-        let out = self.snapshot(target).is_some_and(|s| s.owned.any());
-        End::Completed { out }
-    }
-
     /// Asks the governor for a destructive step: on a refusal, the refusal
     /// is audited and counted and the run ends (escalated when the target
     /// keeps failing or is already out); on the plan's first destructive
     /// step, the attempt and the cooldown are recorded.
-    async fn gate(
+    pub(super) async fn gate(
         &self,
         target: &Target,
         req: &ActionRequest,
@@ -290,7 +180,7 @@ impl Worker {
 
     /// Writes and acknowledges the intent before an irreversible step; a
     /// run that cannot make it durable does not take the step.
-    async fn write_intent(
+    pub(super) async fn write_intent(
         &self,
         target: &Target,
         req: &ActionRequest,
@@ -332,7 +222,7 @@ impl Worker {
     /// A step succeeded (or was already done): counted, audited with any
     /// pages it sent, and folded into the state (`next` is the step to run
     /// next).
-    async fn record_done(
+    pub(super) async fn record_done(
         &self,
         target: &Target,
         req: &ActionRequest,

@@ -4,12 +4,15 @@
 use super::*;
 
 impl Worker {
-    pub(super) async fn await_approval(
+    /// Asks for a person's approval (once: after a restart that finds the
+    /// target already waiting, the same deadline stands): the channel the
+    /// answer comes on and how long it may take.
+    pub(super) async fn ask_approval(
         &self,
         target: &Target,
         req: &ActionRequest,
         st: &RemediationState,
-    ) -> Result<(), End> {
+    ) -> (oneshot::Receiver<String>, Duration) {
         let now = self.now();
         let ttl = i64::try_from(self.inner.cfg.approval_ttl.as_nanos()).unwrap_or(i64::MAX);
         let expires = st.approval_expires_at.unwrap_or(now.add_nanos(ttl));
@@ -37,31 +40,41 @@ impl Worker {
         }
         self.refresh_gauges();
         let left = (expires.unix_nanos() - now.unix_nanos()).max(0);
-        let wait = Duration::from_nanos(u64::try_from(left).unwrap_or(0));
-        match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(by)) => {
-                self.audit(target, Some(req), AuditEntry::Approved { by })
-                    .await;
-                self.update(target, |s| {
-                    s.phase = Phase::InProgress;
-                    s.approval_expires_at = None;
-                })
+        (rx, Duration::from_nanos(u64::try_from(left).unwrap_or(0)))
+    }
+
+    /// The approval's answer: who gave it, or `None` when its time ran out
+    /// (the run ends, not approved).
+    pub(super) async fn approval_answered(
+        &self,
+        target: &Target,
+        req: &ActionRequest,
+        by: Option<String>,
+    ) -> Result<(), End> {
+        if let Some(by) = by {
+            self.audit(target, Some(req), AuditEntry::Approved { by })
                 .await;
-                Ok(())
-            }
-            _ => {
-                self.audit(
-                    target,
-                    Some(req),
-                    AuditEntry::Refused {
-                        step: "approval".into(),
-                        reason: format!("not approved before {expires}"),
-                    },
-                )
-                .await;
-                Err(End::NotApproved)
-            }
+            self.update(target, |s| {
+                s.phase = Phase::InProgress;
+                s.approval_expires_at = None;
+            })
+            .await;
+            return Ok(());
         }
+        let expires = self
+            .snapshot(target)
+            .and_then(|s| s.approval_expires_at)
+            .unwrap_or_else(|| self.now());
+        self.audit(
+            target,
+            Some(req),
+            AuditEntry::Refused {
+                step: "approval".into(),
+                reason: format!("not approved before {expires}"),
+            },
+        )
+        .await;
+        Err(End::NotApproved)
     }
 
     /// A deferred drain: the node is cordoned (no new work) and its running
@@ -69,39 +82,36 @@ impl Worker {
     /// node, when a request waiting on this target restarts the app anyway
     /// (it would end the job: the reset rides along), or at the deadline
     /// (then the drain requeues what still runs). What to do next is
-    /// [`boundary`]'s decision; this only observes and sleeps.
-    pub(super) async fn wait_job_boundary(
+    /// [`boundary`]'s decision; this makes one observation.
+    pub(super) async fn job_boundary(
         &self,
         target: &Target,
         scheduler: &dyn Scheduler,
         node: &str,
-    ) -> Result<String, ExecError> {
+        wait: &mut WaitProgress,
+    ) -> Result<Stepped<String>, ExecError> {
         let cfg = &self.inner.cfg;
-        let started = Instant::now();
-        let mut announced = false;
-        loop {
-            let jobs = scheduler.running(node).await?;
-            let restart = self.restart_waiting(target);
-            let seen = BoundarySeen {
-                jobs: &jobs,
-                restart: restart.as_ref(),
-                waited: started.elapsed(),
-            };
-            match boundary(&seen, cfg.boundary_deadline, cfg.verify_poll) {
-                Decision::Done(note) => {
-                    if let Some(q) = &restart {
-                        self.restart_rides_along(target, q).await;
-                    }
-                    return Ok(note);
+        let since = *wait.since.get_or_insert_with(Instant::now);
+        let jobs = scheduler.running(node).await?;
+        let restart = self.restart_waiting(target);
+        let seen = BoundarySeen {
+            jobs: &jobs,
+            restart: restart.as_ref(),
+            waited: since.elapsed(),
+        };
+        match boundary(&seen, cfg.boundary_deadline, cfg.verify_poll) {
+            Decision::Done(note) => {
+                if let Some(q) = &restart {
+                    self.restart_rides_along(target, q).await;
                 }
-                Decision::Failed(why) => return Err(ExecError::permanent("drain", why)),
-                Decision::After(wait) => {
-                    if !announced {
-                        announced = true;
-                        tracing::info!(target_id = %target, jobs = ?jobs, "drain deferred to the job boundary");
-                    }
-                    tokio::time::sleep(wait).await;
+                Ok(Stepped::Done(note))
+            }
+            Decision::Failed(why) => Err(ExecError::permanent("drain", why)),
+            Decision::After(after) => {
+                if !std::mem::replace(&mut wait.announced, true) {
+                    tracing::info!(target_id = %target, jobs = ?jobs, "drain deferred to the job boundary");
                 }
+                Ok(Stepped::Again(after))
             }
         }
     }
@@ -147,14 +157,15 @@ impl Worker {
 
     /// Verification after a power step: the BMC says on, the node's
     /// heartbeat is back, and no new incident for the quiet time, within
-    /// the step's timeout. [`verify_next`] decides; this observes what the
-    /// phase needs and sleeps as told.
+    /// the step's timeout. [`verify_next`] decides; this makes the one
+    /// observation the phase needs.
     pub(super) async fn verify(
         &self,
         target: &Target,
         step: &Step,
         st: &RemediationState,
-    ) -> Result<String, ExecError> {
+        wait: &mut WaitProgress,
+    ) -> Result<Stepped<String>, ExecError> {
         let exec = &self.inner.exec;
         let cfg = &self.inner.cfg;
         let node = target.name.as_str();
@@ -164,59 +175,57 @@ impl Worker {
             quiet: cfg.verify_quiet,
             poll: cfg.verify_poll,
         };
-        let started = Instant::now();
-        let mut phase = VerifyPhase::start(exec.power.is_some(), exec.heartbeats.is_some());
-        loop {
-            let seen = match phase {
-                VerifyPhase::Power => match exec.power.as_ref() {
-                    Some(p) => VerifySeen::Power(p.status(node).await),
-                    None => VerifySeen::Nothing,
-                },
-                VerifyPhase::Heartbeat => match exec.heartbeats.as_ref() {
-                    Some(h) => {
-                        VerifySeen::Heartbeat(h.seen_since(node, since).await.unwrap_or(false))
-                    }
-                    None => VerifySeen::Nothing,
-                },
-                VerifyPhase::Quiet { .. } => {
-                    let last = lock(&self.inner.incidents).get(node).cloned();
-                    // The incident that asked for this plan does not count.
-                    VerifySeen::NewIncident(last.and_then(|(at, id)| {
-                        (at >= since && st.request.as_ref().is_none_or(|r| r.incident != id))
-                            .then_some(id)
-                    }))
-                }
-            };
-            let elapsed = started.elapsed();
-            // Once time is up, the BMC's own error stands (retryable or
-            // not); before, the decision is to look again.
-            let seen = match seen {
-                VerifySeen::Power(Err(e)) if elapsed >= times.timeout => return Err(e),
-                seen => seen,
-            };
-            match verify_next(&mut phase, seen, elapsed, &times, node, since) {
-                Decision::Done(()) => {
-                    let mut notes = Vec::new();
-                    if exec.power.is_some() {
-                        notes.push("power on".to_owned());
-                    }
-                    if exec.heartbeats.is_some() {
-                        notes.push("heartbeat back".to_owned());
-                    }
-                    notes.push(format!("quiet for {} s", times.quiet.as_secs()));
-                    return Ok(notes.join(", "));
-                }
-                Decision::Failed(why) => return Err(ExecError::permanent("verify", why)),
-                Decision::After(wait) => tokio::time::sleep(wait).await,
+        let started = *wait.since.get_or_insert_with(Instant::now);
+        let phase = wait.verify.get_or_insert_with(|| {
+            VerifyPhase::start(exec.power.is_some(), exec.heartbeats.is_some())
+        });
+        let seen = match *phase {
+            VerifyPhase::Power => match exec.power.as_ref() {
+                Some(p) => VerifySeen::Power(p.status(node).await),
+                None => VerifySeen::Nothing,
+            },
+            VerifyPhase::Heartbeat => match exec.heartbeats.as_ref() {
+                Some(h) => VerifySeen::Heartbeat(h.seen_since(node, since).await.unwrap_or(false)),
+                None => VerifySeen::Nothing,
+            },
+            VerifyPhase::Quiet { .. } => {
+                let last = lock(&self.inner.incidents).get(node).cloned();
+                // The incident that asked for this plan does not count.
+                VerifySeen::NewIncident(last.and_then(|(at, id)| {
+                    (at >= since && st.request.as_ref().is_none_or(|r| r.incident != id))
+                        .then_some(id)
+                }))
             }
+        };
+        let elapsed = started.elapsed();
+        // Once time is up, the BMC's own error stands (retryable or not);
+        // before, the decision is to look again.
+        let seen = match seen {
+            VerifySeen::Power(Err(e)) if elapsed >= times.timeout => return Err(e),
+            seen => seen,
+        };
+        match verify_next(phase, seen, elapsed, &times, node, since) {
+            Decision::Done(()) => {
+                let mut notes = Vec::new();
+                if exec.power.is_some() {
+                    notes.push("power on".to_owned());
+                }
+                if exec.heartbeats.is_some() {
+                    notes.push("heartbeat back".to_owned());
+                }
+                notes.push(format!("quiet for {} s", times.quiet.as_secs()));
+                Ok(Stepped::Done(notes.join(", ")))
+            }
+            Decision::Failed(why) => Err(ExecError::permanent("verify", why)),
+            Decision::After(after) => Ok(Stepped::Again(after)),
         }
     }
 }
 
 /// What a wait decides after an observation: it is over (with a note), it
-/// failed (why), or look again after a while. Pure: the async drivers
-/// above observe and sleep, these functions decide, and tests drive them
-/// without a runtime.
+/// failed (why), or look again after a while. Pure: the observations
+/// above feed them, the reconcile pass hands their waits to its driver, and
+/// tests drive them without a runtime.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Decision<T> {
     Done(T),
