@@ -45,6 +45,15 @@ pub struct AgentConfig {
     pub kubernetes: Option<(crate::k8s::KubeAccess, String)>,
 }
 
+/// Why a collector could not start (permanent: its configuration or host).
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error(transparent)]
+    HostFacts(#[from] crate::heartbeat::HostFactsError),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::k8s::K8sError),
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: String,
@@ -135,7 +144,7 @@ pub struct Collector {
     coalescer: Coalescer,
     bmc: Option<BmcPoller>,
     kubernetes: Option<(
-        crate::k8s::KubeAccess,
+        crate::k8s::NodeReader,
         String,
         crate::k8s::NodeConditions,
         Instant,
@@ -171,7 +180,7 @@ impl Collector {
         metrics: CollectMetrics,
         stop: Arc<AtomicBool>,
         on_spooled: Box<dyn Fn() + Send>,
-    ) -> Result<Collector, crate::heartbeat::HostFactsError> {
+    ) -> Result<Collector, CollectorError> {
         let facts = HostFacts::read(&cfg.proc_root)?;
         let boot_time = Timestamp::now()
             .add_nanos(-(i64::try_from(facts.uptime_s).unwrap_or(0) * 1_000_000_000));
@@ -262,6 +271,15 @@ impl Collector {
             .bmc
             .clone()
             .map(|target| BmcPoller::new(target, &cfg, &facts));
+        let kubernetes = match cfg.kubernetes.clone() {
+            Some((access, name)) => Some((
+                crate::k8s::NodeReader::new(access)?,
+                name,
+                crate::k8s::NodeConditions::new(&cfg.node),
+                Instant::now(),
+            )),
+            None => None,
+        };
         Ok(Collector {
             gpu_sampler: NvmlSource::new(&cfg.node, &facts.boot_id),
             sysfs: SysfsSource::new(&cfg.sys_root, &cfg.node, &facts.boot_id),
@@ -276,14 +294,7 @@ impl Collector {
             kmsg_open: false,
             coalescer: Coalescer::new(COALESCE_WINDOW, 4096),
             bmc,
-            kubernetes: cfg.kubernetes.clone().map(|(access, name)| {
-                (
-                    access,
-                    name,
-                    crate::k8s::NodeConditions::new(&cfg.node),
-                    Instant::now(),
-                )
-            }),
+            kubernetes,
             next_sample: Instant::now(),
             stop,
             on_spooled,
@@ -446,11 +457,8 @@ impl Collector {
             if Instant::now() >= *next {
                 *next = Instant::now() + K8S_INTERVAL;
                 let read = access
-                    .get(
-                        &crate::k8s::NodeConditions::path(name),
-                        Duration::from_secs(10),
-                    )
-                    .and_then(|body| conditions.events(&body, now));
+                    .node(name, Duration::from_secs(10))
+                    .map(|node| conditions.events(&node, now));
                 match read {
                     Ok(evs) => {
                         self.metrics.ok("k8s", evs.len(), now);

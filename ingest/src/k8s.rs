@@ -1,6 +1,7 @@
 //! Kubernetes node conditions as events: `Ready` and the conditions
 //! node-problem-detector sets (`KernelDeadlock`, `GpuProblem`...), read
-//! from the API server (read-only: GET of this node's object).
+//! from the API server through kube-rs (read-only: a GET of this node's
+//! object, [`NodeReader`]).
 //!
 //! Which events a read gives (`node.condition`):
 //! - on the first read, the conditions that say something is wrong:
@@ -8,12 +9,20 @@
 //!   conditions are phrased so that `True` is bad);
 //! - afterwards, every change of a condition's status or reason.
 //!
-//! The token is held in [`KubeAccess`], whose Debug hides it.
+//! The token: a token file (the kubelet rotates a projected service-account
+//! token in place) is read when the client is built, trimmed as client-go
+//! trims it (kube-rs would send a trailing newline and fail), and the client
+//! is built again, reading the file again, once it is a minute old (as
+//! kube-rs and client-go refresh) and at once when a read is refused with
+//! 401. Neither the token nor the client's configuration is in a Debug or
+//! an error.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
 use pitcrew_contract::{
     deterministic_id, ConditionStatus, Event, EventData, NodeCondition, Source, Timestamp,
 };
@@ -24,17 +33,20 @@ use pitcrew_contract::{
 pub struct K8sError {
     pub what: String,
     pub reason: String,
+    /// The server refused the token (HTTP 401).
+    pub unauthorized: bool,
 }
 
 fn err(what: &str, reason: impl ToString) -> K8sError {
     K8sError {
         what: what.to_owned(),
         reason: reason.to_string(),
+        unauthorized: false,
     }
 }
 
-/// An error with its causes, for messages (reqwest's own says only
-/// "error sending request").
+/// An error with its causes, for messages (a transport error's own says
+/// little).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
@@ -46,93 +58,153 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// How to reach the API server.
-#[derive(Clone, Debug)]
+/// How to reach the API server: a kube-rs client configuration.
+#[derive(Clone)]
 pub struct KubeAccess {
-    /// `host:port`
-    pub address: String,
-    pub token: BearerToken,
-    pub ca_file: PathBuf,
+    config: kube::Config,
+}
+
+impl std::fmt::Debug for KubeAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeAccess")
+            .field("cluster_url", &self.config.cluster_url.to_string())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where the bearer token comes from.
 #[derive(Clone, Debug)]
 pub enum BearerToken {
-    /// A token given once (a static kubeconfig, tests).
+    /// A token given once (a static setup, tests).
     Fixed(crate::ipmi::Secret),
-    /// A file read before every request: the kubelet rotates a projected
-    /// service-account token in place (an hour's lifetime by default), so a
-    /// token read once stops working.
+    /// A file the token is read from, and read again as it rotates.
     File(PathBuf),
 }
 
-impl BearerToken {
-    /// The token to send now.
-    pub fn current(&self) -> Result<crate::ipmi::Secret, K8sError> {
-        match self {
-            BearerToken::Fixed(t) => Ok(t.clone()),
+impl KubeAccess {
+    /// The pod's own service account (the agent as a DaemonSet):
+    /// `KUBERNETES_SERVICE_HOST`/`PORT`, the mounted CA and token file.
+    pub fn in_cluster() -> Result<KubeAccess, K8sError> {
+        kube::Config::incluster()
+            .map(|config| KubeAccess { config })
+            .map_err(|e| err("in-cluster config", chain(&e)))
+    }
+
+    /// An API server at `url` (`https://host:port`) whose certificate is
+    /// checked against every certificate in `ca_file`.
+    pub fn new(url: &str, token: BearerToken, ca_file: &Path) -> Result<KubeAccess, K8sError> {
+        let uri = url.parse::<http::Uri>().map_err(|e| err("url", e))?;
+        let mut config = kube::Config::new(uri);
+        let pem = std::fs::read(ca_file).map_err(|e| err("ca file", e.kind()))?;
+        let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| err("ca file", e))?;
+        let der = certs
+            .iter()
+            .map(|c| c.to_der().map_err(|e| err("ca file", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        config.root_cert = Some(der);
+        match token {
+            BearerToken::Fixed(t) => {
+                config.auth_info.token = Some(secrecy::SecretString::from(t.expose().to_owned()));
+            }
             BearerToken::File(path) => {
-                crate::ipmi::Secret::from_file("service account token", path)
-                    .map_err(|e| err("service account token", e))
+                config.auth_info.token_file = Some(path.to_string_lossy().into_owned());
             }
         }
+        Ok(KubeAccess { config })
     }
 }
 
-const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Reads one Node object through kube-rs: GET, nothing else. The collector
+/// loop is synchronous, so the reader drives its client on a runtime of
+/// its own (one thread: the caller's).
+pub struct NodeReader {
+    access: KubeAccess,
+    runtime: tokio::runtime::Runtime,
+    /// The client and when it was built.
+    client: Option<(kube::Client, Instant)>,
+}
 
-impl KubeAccess {
-    /// The pod's own service account (the agent as a DaemonSet).
-    pub fn in_cluster() -> Result<KubeAccess, K8sError> {
-        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
-            err(
-                "config",
-                "KUBERNETES_SERVICE_HOST is not set (not in a pod)",
-            )
-        })?;
-        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".to_owned());
-        let token = BearerToken::File(PathBuf::from(format!("{SERVICE_ACCOUNT}/token")));
-        // Readable now, or say so now rather than at the first read.
-        token.current()?;
-        let address = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
+/// How old a client built from a token file may get before it is built
+/// again with the file read again.
+const TOKEN_FILE_REFRESH: Duration = Duration::from_secs(60);
+
+impl std::fmt::Debug for NodeReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeReader")
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeReader {
+    /// A reader whose client is built now: a token file that cannot be
+    /// read is said at start, not at the first read.
+    pub fn new(access: KubeAccess) -> Result<NodeReader, K8sError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| err("runtime", e))?;
+        let mut reader = NodeReader {
+            access,
+            runtime,
+            client: None,
         };
-        Ok(KubeAccess {
-            address,
-            token,
-            ca_file: PathBuf::from(format!("{SERVICE_ACCOUNT}/ca.crt")),
-        })
+        reader.client()?;
+        Ok(reader)
     }
 
-    /// GETs `path` and returns the body: HTTPS with the server's
-    /// certificate checked against `ca_file`, the bearer token as it is now.
-    pub fn get(&self, path: &str, timeout: Duration) -> Result<String, K8sError> {
-        let token = self.token.current()?;
-        let ca = std::fs::read(&self.ca_file).map_err(|e| err("ca file", e.kind()))?;
-        // A CA file may hold a chain: trust every certificate in it.
-        let mut builder = reqwest::blocking::Client::builder()
-            .timeout(timeout)
-            .tls_built_in_root_certs(false);
-        for cert in reqwest::Certificate::from_pem_bundle(&ca).map_err(|e| err("ca file", e))? {
-            builder = builder.add_root_certificate(cert);
+    fn client(&mut self) -> Result<kube::Client, K8sError> {
+        let from_file = self.access.config.auth_info.token_file.is_some();
+        if let Some((c, built)) = &self.client {
+            if !from_file || built.elapsed() < TOKEN_FILE_REFRESH {
+                return Ok(c.clone());
+            }
         }
-        let client = builder.build().map_err(|e| err("tls", e))?;
-        let url = format!("https://{}{path}", self.address);
-        let response = client
-            .get(&url)
-            .bearer_auth(token.expose())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .map_err(|e| err(&format!("GET {path}"), chain(&e.without_url())))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(err(&format!("GET {path}"), status));
+        let mut config = self.access.config.clone();
+        if let Some(file) = config.auth_info.token_file.take() {
+            let token = std::fs::read_to_string(&file)
+                .map_err(|e| err("token file", format!("{file}: {}", e.kind())))?;
+            config.auth_info.token = Some(secrecy::SecretString::from(token.trim().to_owned()));
         }
-        response
-            .text()
-            .map_err(|e| err(&format!("GET {path}"), e.without_url()))
+        // The client's request buffer is a task on this runtime.
+        let _in_runtime = self.runtime.enter();
+        let client = kube::Client::try_from(config).map_err(|e| err("client", chain(&e)))?;
+        self.client = Some((client.clone(), Instant::now()));
+        Ok(client)
+    }
+
+    /// The Node object `name`, as JSON. Refused with 401 (the token
+    /// rotated since the client read it), the client is built again, which
+    /// reads the token file again, and the read is tried once more.
+    pub fn node(&mut self, name: &str, timeout: Duration) -> Result<serde_json::Value, K8sError> {
+        match self.get(name, timeout) {
+            Err(e) if e.unauthorized => {
+                self.client = None;
+                self.get(name, timeout)
+            }
+            read => read,
+        }
+    }
+
+    fn get(&mut self, name: &str, timeout: Duration) -> Result<serde_json::Value, K8sError> {
+        let client = self.client()?;
+        let what = format!("GET node {name}");
+        let nodes: Api<Node> = Api::all(client);
+        let read = self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, nodes.get(name)).await });
+        let node = match read {
+            Err(_) => return Err(err(&what, format!("no answer in {} s", timeout.as_secs()))),
+            Ok(Err(kube::Error::Api(status))) => {
+                return Err(K8sError {
+                    unauthorized: status.code == 401,
+                    ..err(&what, format!("{} {}", status.code, status.reason))
+                })
+            }
+            Ok(Err(e)) => return Err(err(&what, chain(&e))),
+            Ok(Ok(node)) => node,
+        };
+        serde_json::to_value(&node).map_err(|e| err("node object", e))
     }
 }
 
@@ -151,15 +223,8 @@ impl NodeConditions {
         }
     }
 
-    /// The API path of the node's object.
-    pub fn path(k8s_node_name: &str) -> String {
-        format!("/api/v1/nodes/{k8s_node_name}")
-    }
-
     /// Events for one read of the Node object (JSON).
-    pub fn events(&mut self, node_json: &str, now: Timestamp) -> Result<Vec<Event>, K8sError> {
-        let v: serde_json::Value =
-            serde_json::from_str(node_json).map_err(|e| err("node object", e))?;
+    pub fn events(&mut self, v: &serde_json::Value, now: Timestamp) -> Vec<Event> {
         let conditions = v["status"]["conditions"]
             .as_array()
             .cloned()
@@ -218,7 +283,7 @@ impl NodeConditions {
                 }),
             });
         }
-        Ok(out)
+        out
     }
 }
 
@@ -226,22 +291,20 @@ impl NodeConditions {
 mod tests {
     use super::*;
 
-    fn node(conditions: &str) -> String {
-        format!(
+    fn node(conditions: &str) -> serde_json::Value {
+        serde_json::from_str(&format!(
             r#"{{"kind":"Node","metadata":{{"name":"n17"}},"status":{{"conditions":[{conditions}]}}}}"#
-        )
+        ))
+        .unwrap()
     }
 
     #[test]
     fn first_read_reports_problems_then_changes() {
         let mut c = NodeConditions::new("n17");
         let healthy = r#"{"type":"Ready","status":"True","reason":"KubeletReady","lastTransitionTime":"2026-11-24T16:00:00Z"},{"type":"MemoryPressure","status":"False"}"#;
-        assert!(c
-            .events(&node(healthy), Timestamp::EPOCH)
-            .unwrap()
-            .is_empty());
+        assert!(c.events(&node(healthy), Timestamp::EPOCH).is_empty());
         let down = r#"{"type":"Ready","status":"False","reason":"KubeletNotReady","lastTransitionTime":"2026-11-24T16:05:00Z"},{"type":"MemoryPressure","status":"False"}"#;
-        let ev = c.events(&node(down), Timestamp::EPOCH).unwrap();
+        let ev = c.events(&node(down), Timestamp::EPOCH);
         assert_eq!(ev.len(), 1);
         match &ev[0].data {
             EventData::NodeCondition(n) => {
@@ -256,42 +319,39 @@ mod tests {
             ev[0].time,
             Timestamp::parse_rfc3339("2026-11-24T16:05:00Z").unwrap()
         );
-        assert!(c.events(&node(down), Timestamp::EPOCH).unwrap().is_empty());
+        assert!(c.events(&node(down), Timestamp::EPOCH).is_empty());
     }
 
     #[test]
     fn problem_conditions_that_are_true_on_first_read() {
         let mut c = NodeConditions::new("n17");
-        let ev = c
-            .events(&node(r#"{"type":"Ready","status":"True"},{"type":"KernelDeadlock","status":"True","reason":"DockerHung"}"#), Timestamp::EPOCH)
-            .unwrap();
+        let ev = c.events(&node(r#"{"type":"Ready","status":"True"},{"type":"KernelDeadlock","status":"True","reason":"DockerHung"}"#), Timestamp::EPOCH);
         assert_eq!(ev.len(), 1);
-        assert!(c.events("not json", Timestamp::EPOCH).is_err());
+        // An object without conditions says nothing.
+        assert!(c
+            .events(&serde_json::json!({"kind": "Node"}), Timestamp::EPOCH)
+            .is_empty());
     }
 
     #[test]
     fn the_token_stays_out_of_debug() {
-        let a = KubeAccess {
-            address: "127.0.0.1:6443".to_owned(),
-            token: BearerToken::Fixed(crate::ipmi::Secret::new("sekrit-token")),
-            ca_file: "/ca".into(),
-        };
-        assert!(!format!("{a:?}").contains("sekrit"));
+        let mut config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        config.auth_info.token = Some(secrecy::SecretString::from("sekrit-token".to_owned()));
+        let a = KubeAccess { config };
+        let shown = format!("{a:?}");
+        assert!(shown.contains("127.0.0.1:6443"), "{shown}");
+        assert!(!shown.contains("sekrit"), "{shown}");
     }
 
     #[test]
-    fn a_token_file_is_read_again_for_every_request() {
-        let dir = std::env::temp_dir().join(format!("pitcrew-k8s-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("token");
-        std::fs::write(&file, "first\n").unwrap();
-        let t = BearerToken::File(file.clone());
-        assert_eq!(t.current().unwrap().expose(), "first");
-        // The kubelet rotated it.
-        std::fs::write(&file, "second\n").unwrap();
-        assert_eq!(t.current().unwrap().expose(), "second");
-        std::fs::remove_file(&file).unwrap();
-        let e = t.current().unwrap_err().to_string();
-        assert!(e.contains("service account token"), "{e}");
+    fn a_missing_ca_file_is_a_clear_error() {
+        let e = KubeAccess::new(
+            "https://127.0.0.1:6443",
+            BearerToken::Fixed(crate::ipmi::Secret::new("t")),
+            Path::new("/nonexistent/ca.crt"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("kubernetes api ca file"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
-//! The node-condition source against a real kube-apiserver (with etcd),
-//! started by the harness: the test writes a Node's status as a kubelet or
-//! node-problem-detector would, and the source reports the changes.
+//! The node-condition source (kube-rs) against a real kube-apiserver (with
+//! etcd), started by the harness: the test writes a Node's status as a
+//! kubelet or node-problem-detector would, and the source reports the
+//! changes; wrong and rotated tokens.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use pitcrew_contract::{ConditionStatus, EventData, Timestamp};
 use pitcrew_harness::kube::{KubeApiserver, TOKEN};
 use pitcrew_ingest::ipmi::Secret;
-use pitcrew_ingest::k8s::{BearerToken, KubeAccess, NodeConditions};
+use pitcrew_ingest::k8s::{BearerToken, KubeAccess, NodeConditions, NodeReader};
 
 fn set_conditions(api: &KubeApiserver, conditions: &str) {
     api.request(
@@ -34,19 +35,14 @@ fn node_conditions_from_a_real_api_server() {
         r#"{"type":"Ready","status":"True","reason":"KubeletReady","lastHeartbeatTime":"2026-11-24T16:00:00Z","lastTransitionTime":"2026-11-24T16:00:00Z"}"#,
     );
 
-    let access = KubeAccess {
-        address: api.url().trim_start_matches("https://").to_owned(),
-        token: BearerToken::Fixed(Secret::new(TOKEN)),
-        ca_file: api.ca_file(),
-    };
-    let path = NodeConditions::path("gpu-017");
+    let access = |token: BearerToken| KubeAccess::new(api.url(), token, &api.ca_file()).unwrap();
+    let mut reader = NodeReader::new(access(BearerToken::Fixed(Secret::new(TOKEN)))).unwrap();
     let mut conditions = NodeConditions::new("n17");
-    let read = |c: &mut NodeConditions| {
+    let mut read = |c: &mut NodeConditions| {
         c.events(
-            &access.get(&path, Duration::from_secs(10)).unwrap(),
+            &reader.node("gpu-017", Duration::from_secs(10)).unwrap(),
             Timestamp::EPOCH,
         )
-        .unwrap()
     };
     assert!(read(&mut conditions).is_empty(), "a ready node is not news");
 
@@ -73,28 +69,30 @@ fn node_conditions_from_a_real_api_server() {
     assert!(read(&mut conditions).is_empty(), "unchanged is not news");
 
     // A wrong token is refused, and the error does not carry it.
-    let bad = KubeAccess {
-        token: BearerToken::Fixed(Secret::new("wrong-token-77")),
-        ..access.clone()
-    };
-    let err = bad
-        .get(&path, Duration::from_secs(10))
-        .unwrap_err()
-        .to_string();
+    let mut bad =
+        NodeReader::new(access(BearerToken::Fixed(Secret::new("wrong-token-77")))).unwrap();
+    let err = bad.node("gpu-017", Duration::from_secs(10)).unwrap_err();
+    assert!(err.unauthorized);
+    let err = err.to_string();
     assert!(err.contains("401"), "{err}");
     assert!(!err.contains("wrong-token-77"));
+    assert!(!format!("{bad:?}").contains("wrong-token-77"));
 
-    // A rotated service-account token is picked up at the next request.
+    // A rotated service-account token is picked up at the next read: the
+    // refusal of the old one makes the client read the file again.
     let dir = std::env::temp_dir().join(format!("pitcrew-k8s-rotate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("token");
     std::fs::write(&file, "wrong-token-77\n").unwrap();
-    let rotating = KubeAccess {
-        token: BearerToken::File(file.clone()),
-        ..access.clone()
-    };
-    let err = rotating.get(&path, Duration::from_secs(10)).unwrap_err();
+    let mut rotating = NodeReader::new(access(BearerToken::File(file.clone()))).unwrap();
+    let err = rotating
+        .node("gpu-017", Duration::from_secs(10))
+        .unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-    assert!(rotating.get(&path, Duration::from_secs(10)).is_ok());
+    assert!(rotating.node("gpu-017", Duration::from_secs(10)).is_ok());
+    // A token file that cannot be read is said when the reader starts.
+    std::fs::remove_file(&file).unwrap();
+    let err = NodeReader::new(access(BearerToken::File(file))).unwrap_err();
+    assert!(err.to_string().contains("token"), "{err}");
 }

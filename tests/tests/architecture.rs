@@ -99,10 +99,6 @@ fn dependency_absences_hold() {
         "pitcrew-ingest",
         &["rdkafka", "rdkafka-sys", "pitcrew-bus"],
     );
-    // The collectors read the BMC (SEL, sensors) and their Node object but
-    // act on nothing: no Kubernetes client (their HTTP GETs are checked
-    // in the sources below).
-    assert_absent(&c, "pitcrew-ingest", &["kube", "kube-client"]);
     // The simulator is pure: no Kafka, no runtime, no executor.
     assert_absent(
         &c,
@@ -281,4 +277,44 @@ fn collectors_only_read_over_http() {
     }
     // The check can fail: the collectors do speak HTTP (reqwest).
     assert!(ingest.iter().any(|(_, t)| t.contains("reqwest::")));
+}
+
+/// The collectors read their Node object through kube-rs and write
+/// nothing to Kubernetes: no write's parameters, no raw request, no API but
+/// the Node's.
+#[test]
+fn collectors_only_read_their_node_object() {
+    let ingest = sources("ingest/src");
+    for (path, text) in &ingest {
+        for write in [
+            "PostParams",
+            "PatchParams",
+            "DeleteParams",
+            "EvictParams",
+            "replace_status",
+            "patch_status",
+            ".request(",
+            "request_text(",
+            "request_status(",
+            "request_events(",
+        ] {
+            assert!(
+                !text.contains(write),
+                "{} writes to Kubernetes ({write})",
+                path.display()
+            );
+        }
+        for api in text.match_indices("Api<").map(|(i, _)| &text[i..]) {
+            assert!(
+                api.starts_with("Api<Node>"),
+                "{} opens an API other than the Node's: {}",
+                path.display(),
+                &api[..api.len().min(40)]
+            );
+        }
+    }
+    // The check can fail: the collectors do read the Node with kube-rs.
+    assert!(ingest
+        .iter()
+        .any(|(_, t)| t.contains("Api<Node>") && t.contains(".get(name)")));
 }
