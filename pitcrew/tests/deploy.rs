@@ -140,8 +140,22 @@ fn used_by_remediate() -> BTreeSet<(String, String)> {
 
 fn used_by_collect() -> BTreeSet<(String, String)> {
     let k8s = read("ingest/src/k8s.rs");
-    assert!(k8s.contains("/api/v1/nodes/"));
-    assert!(!k8s.contains("\"PATCH\"") && !k8s.contains("\"PUT\"") && !k8s.contains("\"POST\""));
+    // The agent's kube-rs client: a GET of its Node, nothing else (the
+    // architecture test checks the same for every collector source).
+    assert!(k8s.contains("Api<Node>") && k8s.contains(".get(name)"));
+    for forbidden in [
+        ".list(",
+        ".watch(",
+        ".patch",
+        ".replace",
+        "PostParams",
+        "DeleteParams",
+    ] {
+        assert!(
+            !k8s.contains(forbidden),
+            "the agent calls {forbidden}: the chart's RBAC must say so"
+        );
+    }
     BTreeSet::from([pair("nodes", "get")])
 }
 
