@@ -41,7 +41,7 @@ pitcrew_observe::metrics! {
     pub struct RemediateMetrics in "pitcrew_remediate" {
         /// Action requests by outcome: accepted, duplicate, queued, refused, invalid.
         actions: Family<OutcomeLabel, Counter> => "actions", "Action requests by outcome";
-        /// Steps by step and outcome: succeeded, already_done, failed, refused, dry_run.
+        /// Steps by step and outcome: succeeded, already_done, failed, retried, refused, dry_run.
         steps: Family<StepLabels, Counter> => "steps", "Plan steps by step and outcome";
         step_seconds: Family<StepLabel, Histogram> =
             Family::new_with_constructor(|| Histogram::new(latency_buckets()))
@@ -84,5 +84,53 @@ impl RemediateMetrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+}
+
+/// A record (audit or state) the journal did not take: counted and logged
+/// together. The run goes on; a state record that is not durable stops the
+/// step that needed it (the intent).
+#[derive(Debug)]
+pub struct JournalWriteFailed<'a> {
+    /// `audit` or `state`.
+    pub record: &'static str,
+    pub target: &'a pitcrew_contract::Target,
+    pub error: &'a dyn std::error::Error,
+}
+
+impl pitcrew_observe::InternalEvent<RemediateMetrics> for JournalWriteFailed<'_> {
+    fn emit(self, metrics: &RemediateMetrics) {
+        metrics.journal_errors.inc();
+        tracing::error!(
+            record = self.record,
+            target_id = %self.target,
+            error = %self.error,
+            "journal record not written"
+        );
+    }
+}
+
+/// A step failed with a transient error and is tried again after a while.
+#[derive(Debug)]
+pub struct StepRetrying<'a> {
+    pub target: &'a pitcrew_contract::Target,
+    pub step: &'a str,
+    /// The attempt about to be made (2 for the first retry).
+    pub attempt: u32,
+    pub after: std::time::Duration,
+    pub error: &'a dyn std::error::Error,
+}
+
+impl pitcrew_observe::InternalEvent<RemediateMetrics> for StepRetrying<'_> {
+    fn emit(self, metrics: &RemediateMetrics) {
+        metrics.step(self.step, "retried");
+        tracing::warn!(
+            target_id = %self.target,
+            step = self.step,
+            attempt = self.attempt,
+            after_ms = u64::try_from(self.after.as_millis()).unwrap_or(u64::MAX),
+            error = %self.error,
+            "step failed, retrying"
+        );
     }
 }

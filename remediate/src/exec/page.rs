@@ -17,6 +17,9 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use pitcrew_contract::Timestamp;
+use pitcrew_observe::InternalEvent as _;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::json;
 
 use super::http::HttpClient;
@@ -123,12 +126,7 @@ pub struct Paging {
     retry: Retry,
     /// Who sends: `pitcrew@host`, in payloads.
     source: String,
-    sent: Option<
-        prometheus_client::metrics::family::Family<
-            PageLabels,
-            prometheus_client::metrics::counter::Counter,
-        >,
-    >,
+    sent: Option<Family<PageLabels, Counter>>,
 }
 
 /// Labels of `pitcrew_remediate_pages_total`.
@@ -159,13 +157,7 @@ impl Paging {
     }
 
     /// Counts deliveries in `pitcrew_remediate_pages_total`.
-    pub fn with_metrics(
-        mut self,
-        family: prometheus_client::metrics::family::Family<
-            PageLabels,
-            prometheus_client::metrics::counter::Counter,
-        >,
-    ) -> Paging {
+    pub fn with_metrics(mut self, family: Family<PageLabels, Counter>) -> Paging {
         self.sent = Some(family);
         self
     }
@@ -209,20 +201,17 @@ impl Paging {
                 continue;
             };
             let result = self.deliver(r, page, event).await;
-            if let Some(f) = &self.sent {
-                f.get_or_create(&PageLabels {
-                    receiver: r.kind_label().to_owned(),
-                    event: match event {
-                        PageEvent::Trigger => "trigger",
-                        PageEvent::Resolve => "resolve",
-                    }
-                    .to_owned(),
-                    outcome: if result.is_ok() { "sent" } else { "failed" }.to_owned(),
-                })
-                .inc();
+            let delivery = PageDelivery {
+                receiver: r,
+                dedup_key: &page.dedup_key,
+                event,
+                error: result.as_ref().err(),
+            };
+            match &self.sent {
+                Some(sent) => delivery.emit(sent),
+                None => delivery.log(),
             }
             if let Err(e) = result {
-                tracing::warn!(receiver = %r.name, dedup_key = %page.dedup_key, error = %e, "page not delivered");
                 first_err.get_or_insert(e);
             }
         }
@@ -482,5 +471,46 @@ mod tests {
         assert_eq!(p.route(Some("network"), false), vec!["all", "net"]);
         assert_eq!(p.route(None, false).len(), 3);
         assert_eq!(p.route(None, true), vec!["hw"]);
+    }
+}
+
+/// One page to one receiver: counted by receiver kind, event and outcome,
+/// and a failure logged with it.
+#[derive(Debug)]
+pub struct PageDelivery<'a> {
+    pub receiver: &'a Receiver,
+    pub dedup_key: &'a str,
+    pub event: PageEvent,
+    /// Why it was not delivered; `None` when it was.
+    pub error: Option<&'a ExecError>,
+}
+
+impl PageDelivery<'_> {
+    fn log(&self) {
+        if let Some(e) = self.error {
+            tracing::warn!(receiver = %self.receiver.name, dedup_key = %self.dedup_key, error = %e, "page not delivered");
+        }
+    }
+}
+
+impl pitcrew_observe::InternalEvent<Family<PageLabels, Counter>> for PageDelivery<'_> {
+    fn emit(self, pages: &Family<PageLabels, Counter>) {
+        pages
+            .get_or_create(&PageLabels {
+                receiver: self.receiver.kind_label().to_owned(),
+                event: match self.event {
+                    PageEvent::Trigger => "trigger",
+                    PageEvent::Resolve => "resolve",
+                }
+                .to_owned(),
+                outcome: if self.error.is_none() {
+                    "sent"
+                } else {
+                    "failed"
+                }
+                .to_owned(),
+            })
+            .inc();
+        self.log();
     }
 }

@@ -35,7 +35,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::exec::page::{Page, PageEvent, PageSeverity};
 use crate::exec::{BoxFuture, DrainResult, ExecError, Executors, PowerOp, PowerState, Scheduler};
 use crate::governor::{Ask, Governor, Verdict};
-use crate::metrics::{ReasonLabel, RemediateMetrics, StepLabel};
+use crate::metrics::{JournalWriteFailed, ReasonLabel, RemediateMetrics, StepLabel, StepRetrying};
 use crate::plan::{OnFailure, Plan, PlanBook, Step, StepKind};
 
 mod clock;

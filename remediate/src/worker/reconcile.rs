@@ -209,7 +209,13 @@ impl Worker {
         ) {
             cur.attempt += 1;
             cur.wait = WaitProgress::default();
-            tracing::warn!(target_id = %target, step = name, attempt = cur.attempt, error = %e, "step failed, retrying");
+            self.inner.metrics.emit(StepRetrying {
+                target,
+                step: name,
+                attempt: cur.attempt + 1,
+                after: wait,
+                error: &e,
+            });
             return Requeue::After(wait);
         }
         self.step_took(name, cur.started);
@@ -431,6 +437,16 @@ mod tests {
             before.elapsed()
         );
         assert_eq!(w.snapshot(&target).unwrap().step, 1, "still the power step");
+        let retried = w
+            .inner
+            .metrics
+            .steps
+            .get_or_create(&crate::metrics::StepLabels {
+                step: "power_cycle".into(),
+                outcome: "retried".into(),
+            })
+            .get();
+        assert_eq!(retried, 2, "each retry is counted with its log line");
         fleet.set_bmc_down("n1", false);
         assert_eq!(shown(&pass!().await), "now");
         assert_eq!(fleet.count("power cycle"), 1);

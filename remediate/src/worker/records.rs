@@ -56,17 +56,24 @@ impl Worker {
             self.inner.journal.audit(record).await
         };
         if let Err(e) = written {
-            self.inner.metrics.journal_errors.inc();
-            tracing::error!(target_id = %target, error = %e, "audit record not written");
+            self.inner.metrics.emit(JournalWriteFailed {
+                record: "audit",
+                target,
+                error: &e,
+            });
         }
     }
 
     pub(super) async fn write_state(&self, st: RemediationState) -> bool {
+        let target = st.target.clone();
         match self.inner.journal.state(st).await {
             Ok(()) => true,
             Err(e) => {
-                self.inner.metrics.journal_errors.inc();
-                tracing::error!(error = %e, "state record not written");
+                self.inner.metrics.emit(JournalWriteFailed {
+                    record: "state",
+                    target: &target,
+                    error: &e,
+                });
                 false
             }
         }
