@@ -199,25 +199,220 @@ struct Counters {
     faults: AtomicU64,
 }
 
+/// The demo's settings, from its arguments and the built-in defaults.
+struct Setup {
+    duration: Duration,
+    scenario: Scenario,
+    spec: FleetSpec,
+    remediation: RemediateConfig,
+    rules: RulesArgs,
+}
+
+impl Setup {
+    fn from_args(args: &DemoArgs) -> anyhow::Result<Setup> {
+        let duration = Duration::from_nanos(
+            u64::try_from(
+                Span::parse(&args.duration)
+                    .map_err(|e| anyhow::anyhow!("--duration: {e}"))?
+                    .nanos(),
+            )
+            .unwrap_or(0),
+        );
+        let scenario = match &args.scenario {
+            Some(path) => pitcrew::rulefiles::scenario(path)?,
+            None => Scenario::parse("demo.toml", DEMO_SCENARIO)
+                .map_err(|d| anyhow::anyhow!("built-in scenario: {d:?}"))?,
+        };
+        let remediation = match &args.remediation {
+            Some(p) => RemediateConfig::load(p).map_err(anyhow::Error::msg)?,
+            None => RemediateConfig::parse(
+                "demo",
+                "[remediate]\nretry_base = \"200ms\"\nverify = { timeout = \"60s\", quiet = \"3s\", poll = \"500ms\" }\n",
+            )
+            .map_err(anyhow::Error::msg)?,
+        };
+        Ok(Setup {
+            duration,
+            scenario,
+            spec: FleetSpec {
+                nodes: args.nodes.max(1),
+                ..FleetSpec::default()
+            },
+            remediation,
+            rules: RulesArgs {
+                rules: vec!["@default".into()],
+                inventory: None,
+                listen: args.listen.clone(),
+                lateness: "1s".into(),
+                idle_grace: "2s".into(),
+                lookback_cap: "1h".into(),
+                group_id: "pitcrew-rules".into(),
+                instance: Some("demo".into()),
+                group_topic: GROUP_TOPIC.into(),
+                dry_run: false,
+                max_batch: 10_000,
+            },
+        })
+    }
+}
+
+/// The simulated fleet's agents: a sampling round every second (nodes the
+/// simulator powered off stay silent), the scenario's faults when due.
+fn spawn_fleet(
+    setup: &Setup,
+    producer: Arc<BatchProducer>,
+    topic: String,
+    sim: SimFleet,
+    telemetry: pitcrew_ingest::telemetry::TelemetryMetrics,
+    counters: Arc<Counters>,
+    started: Instant,
+) -> tokio::task::JoinHandle<()> {
+    let run_id = format!("demo{}", Timestamp::now().unix_millis());
+    let start = Timestamp::now();
+    let mut fleet = Fleet::new(setup.spec.clone(), run_id.clone());
+    let mut player = Player::new(&setup.scenario, run_id);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut last_round: Option<Instant> = None;
+        loop {
+            tick.tick().await;
+            let elapsed = Span(i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX));
+            let mut events = player.due(start, elapsed);
+            counters
+                .faults
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            if last_round.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                last_round = Some(Instant::now());
+                let alive = |n: &str| sim.node(n).is_none_or(|s| s.power == PowerState::On);
+                fleet.sample(Timestamp::now(), &alive, &mut events);
+            }
+            if events.is_empty() {
+                continue;
+            }
+            let n = events.len() as u64;
+            for e in &events {
+                telemetry.record(e);
+            }
+            match super::simulate::send_events(&producer, &topic, events).await {
+                Ok(()) => {
+                    counters.produced.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "demo telemetry not sent"),
+            }
+        }
+    })
+}
+
+/// What the live view reads.
+#[derive(Clone)]
+struct View {
+    seen: Arc<Mutex<Seen>>,
+    worker: pitcrew_remediate::Worker,
+    counters: Arc<Counters>,
+    registry: Arc<Registry>,
+    sim: SimFleet,
+    started: Instant,
+}
+
+impl View {
+    /// Redraws every second on a terminal, a status line every 5 s
+    /// otherwise; ends only if the view's state is poisoned.
+    async fn run(self) {
+        let tty = std::io::stdout().is_terminal();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_events = 0.0;
+        loop {
+            tick.tick().await;
+            let secs = self.started.elapsed().as_secs();
+            let mut text = String::new();
+            let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+            let evaluated = pitcrew::http::metric_sum(&text, "pitcrew_rules_events_total");
+            let rate = evaluated - last_events;
+            last_events = evaluated;
+            let budget = self.worker.budget();
+            let (incidents, actions) = match self.seen.lock() {
+                Ok(s) => (incident_lines(&s), action_lines(&s)),
+                Err(_) => return,
+            };
+            let produced = self.counters.produced.load(Ordering::Relaxed);
+            let head = format!(
+                "[{secs:>3}s] events produced {produced} | evaluated {evaluated:.0} ({rate:.0}/s) | incidents {} | actions {} | out of service {}/{} | breaker {} | power cycles {}",
+                incidents.len(),
+                actions.len(),
+                budget.out_of_service,
+                budget.max_out_of_service,
+                if budget.breaker_open { "OPEN" } else { "closed" },
+                self.sim.count("power cycle"),
+            );
+            if tty {
+                let mut out = String::from("\x1b[H\x1b[2J");
+                out.push_str(&head);
+                out.push_str("\n\nincidents\n");
+                for l in incidents.iter().rev().take(12).rev() {
+                    out.push_str(&format!("  {l}\n"));
+                }
+                out.push_str("\nactions\n");
+                for l in actions.iter().rev().take(12).rev() {
+                    out.push_str(&format!("  {l}\n"));
+                }
+                print!("{out}");
+            } else if secs.is_multiple_of(5) {
+                println!("{head}");
+            }
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    fn summary(&self, setup: &Setup) -> anyhow::Result<()> {
+        let s = self
+            .seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("view state poisoned"))?;
+        println!(
+            "\n== pitcrew demo summary ({} s) ==",
+            self.started.elapsed().as_secs()
+        );
+        println!(
+            "telemetry: {} events produced ({} scripted fault events of {})",
+            self.counters.produced.load(Ordering::Relaxed),
+            self.counters.faults.load(Ordering::Relaxed),
+            setup.scenario.events.len()
+        );
+        let suppressed = s
+            .incidents
+            .values()
+            .filter(|i| i.status == IncidentStatus::Suppressed)
+            .count();
+        println!(
+            "incidents ({} acted on; {suppressed} more suppressed by a fleet-level cause):",
+            s.incidents.len() - suppressed
+        );
+        for l in incident_lines(&s) {
+            println!("  {l}");
+        }
+        println!("actions ({}):", s.actions.len());
+        for l in action_lines(&s) {
+            println!("  {l}");
+        }
+        let budget = self.worker.budget();
+        let spec = &setup.spec;
+        println!(
+            "fleet: {} of {} nodes cordoned now, {} power cycles, {} out of service (budget {}), breaker {}",
+            spec.node_names().iter().filter(|n| self.sim.node(n).is_some_and(|x| x.unschedulable)).count(),
+            spec.nodes,
+            self.sim.count("power cycle"),
+            budget.out_of_service,
+            budget.max_out_of_service,
+            if budget.breaker_open { "OPEN" } else { "closed" }
+        );
+        println!("audit records: {}", s.audit.len());
+        Ok(())
+    }
+}
+
 pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    let duration = Duration::from_nanos(
-        u64::try_from(
-            Span::parse(&args.duration)
-                .map_err(|e| anyhow::anyhow!("--duration: {e}"))?
-                .nanos(),
-        )
-        .unwrap_or(0),
-    );
-    let scenario = match &args.scenario {
-        Some(path) => pitcrew::rulefiles::scenario(path)?,
-        None => Scenario::parse("demo.toml", DEMO_SCENARIO)
-            .map_err(|d| anyhow::anyhow!("built-in scenario: {d:?}"))?,
-    };
-    let spec = FleetSpec {
-        nodes: args.nodes.max(1),
-        ..FleetSpec::default()
-    };
-    let inventory = Arc::new(spec.inventory());
+    let setup = Setup::from_args(args)?;
+    let inventory = Arc::new(setup.spec.inventory());
 
     // A config file may name real executors and pagers; Kafka is always
     // the in-process one.
@@ -229,35 +424,14 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
     bus.topics.events.partitions = 4;
     let (bootstrap, stop_broker) = start_broker(&bus)?;
     bus.kafka.brokers = bootstrap.clone();
-    let rcfg = match &args.remediation {
-        Some(p) => RemediateConfig::load(p).map_err(anyhow::Error::msg)?,
-        None => RemediateConfig::parse(
-            "demo",
-            "[remediate]\nretry_base = \"200ms\"\nverify = { timeout = \"60s\", quiet = \"3s\", poll = \"500ms\" }\n",
-        )
-        .map_err(anyhow::Error::msg)?,
-    };
-    let rules_args = RulesArgs {
-        rules: vec!["@default".into()],
-        inventory: None,
-        listen: args.listen.clone(),
-        lateness: "1s".into(),
-        idle_grace: "2s".into(),
-        lookback_cap: "1h".into(),
-        group_id: "pitcrew-rules".into(),
-        instance: Some("demo".into()),
-        group_topic: GROUP_TOPIC.into(),
-        dry_run: false,
-        max_batch: 10_000,
-    };
 
-    let sim = SimFleet::new(spec.node_names());
+    let sim = SimFleet::new(setup.spec.node_names());
     let mut registry = Registry::default();
     let stages = Stages::start(
         StagesSpec {
             bus: &bus,
-            rules: &super::rules::options(&rules_args)?,
-            remediation: &rcfg,
+            rules: &super::rules::options(&setup.rules)?,
+            remediation: &setup.remediation,
             inventory: Arc::clone(&inventory),
             remediate_group_id: "pitcrew-remediate",
             create_topics: false,
@@ -288,120 +462,41 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let watcher = watch_topics(&bus, Arc::clone(&seen))?;
-
-    // The fleet: a sampling round every second, faults when due.
     let counters = Arc::new(Counters {
         produced: AtomicU64::new(0),
         faults: AtomicU64::new(0),
     });
     let producer = Arc::new(BatchProducer::new(&bus.kafka, BusMetrics::default())?);
-    let run_id = format!("demo{}", Timestamp::now().unix_millis());
-    let start = Timestamp::now();
     let started = Instant::now();
-    let feeder = {
-        let (producer, counters, sim) = (Arc::clone(&producer), Arc::clone(&counters), sim.clone());
-        let telemetry = telemetry.clone();
-        let topic = bus.topics.events.name.clone();
-        let mut fleet = Fleet::new(spec.clone(), run_id.clone());
-        let mut player = Player::new(&scenario, run_id);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            let mut last_round: Option<Instant> = None;
-            loop {
-                tick.tick().await;
-                let elapsed = Span(i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX));
-                let mut events = player.due(start, elapsed);
-                counters
-                    .faults
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                if last_round.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    last_round = Some(Instant::now());
-                    let alive = |n: &str| sim.node(n).is_none_or(|s| s.power == PowerState::On);
-                    fleet.sample(Timestamp::now(), &alive, &mut events);
-                }
-                if events.is_empty() {
-                    continue;
-                }
-                let n = events.len() as u64;
-                for e in &events {
-                    telemetry.record(e);
-                }
-                let sent = super::simulate::send_events(&producer, &topic, events).await;
-                match sent {
-                    Ok(()) => {
-                        counters.produced.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "demo telemetry not sent"),
-                }
-            }
-        })
-    };
+    let feeder = spawn_fleet(
+        &setup,
+        Arc::clone(&producer),
+        bus.topics.events.name.clone(),
+        sim.clone(),
+        telemetry,
+        Arc::clone(&counters),
+        started,
+    );
 
     println!(
         "pitcrew demo: {} nodes x {} GPUs, scenario \"{}\" ({} fault events), {} s; in-process Kafka on {bootstrap}; metrics on http://{addr}/metrics",
-        spec.nodes,
-        spec.gpus,
-        scenario.name,
-        scenario.events.len(),
-        duration.as_secs()
+        setup.spec.nodes,
+        setup.spec.gpus,
+        setup.scenario.name,
+        setup.scenario.events.len(),
+        setup.duration.as_secs()
     );
-    let view = {
-        let (seen, worker, counters, registry, sim) = (
-            Arc::clone(&seen),
-            worker.clone(),
-            Arc::clone(&counters),
-            Arc::clone(&registry),
-            sim.clone(),
-        );
-        let tty = std::io::stdout().is_terminal();
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut last_events = 0.0;
-            loop {
-                tick.tick().await;
-                let secs = started.elapsed().as_secs();
-                let mut text = String::new();
-                let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-                let evaluated = pitcrew::http::metric_sum(&text, "pitcrew_rules_events_total");
-                let rate = evaluated - last_events;
-                last_events = evaluated;
-                let budget = worker.budget();
-                let (incidents, actions) = match seen.lock() {
-                    Ok(s) => (incident_lines(&s), action_lines(&s)),
-                    Err(_) => break,
-                };
-                let produced = counters.produced.load(Ordering::Relaxed);
-                let head = format!(
-                    "[{secs:>3}s] events produced {produced} | evaluated {evaluated:.0} ({rate:.0}/s) | incidents {} | actions {} | out of service {}/{} | breaker {} | power cycles {}",
-                    incidents.len(),
-                    actions.len(),
-                    budget.out_of_service,
-                    budget.max_out_of_service,
-                    if budget.breaker_open { "OPEN" } else { "closed" },
-                    sim.count("power cycle"),
-                );
-                if tty {
-                    let mut out = String::from("\x1b[H\x1b[2J");
-                    out.push_str(&head);
-                    out.push_str("\n\nincidents\n");
-                    for l in incidents.iter().rev().take(12).rev() {
-                        out.push_str(&format!("  {l}\n"));
-                    }
-                    out.push_str("\nactions\n");
-                    for l in actions.iter().rev().take(12).rev() {
-                        out.push_str(&format!("  {l}\n"));
-                    }
-                    print!("{out}");
-                } else if secs.is_multiple_of(5) {
-                    println!("{head}");
-                }
-                let _ = std::io::stdout().flush();
-            }
-        }
+    let view = View {
+        seen,
+        worker: worker.clone(),
+        counters,
+        registry,
+        sim,
+        started,
     };
     tokio::select! {
-        () = tokio::time::sleep(duration) => {}
-        () = view => {}
+        () = tokio::time::sleep(setup.duration) => {}
+        () = view.clone().run() => {}
         () = pitcrew::service::shutdown_signal() => {}
     }
     feeder.abort();
@@ -413,48 +508,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
     let _ = stop_stages.send(());
     let stopped = running.await.map_err(anyhow::Error::from).and_then(|r| r);
     watcher.abort();
-
-    let s = seen
-        .lock()
-        .map_err(|_| anyhow::anyhow!("view state poisoned"))?;
-    println!(
-        "\n== pitcrew demo summary ({} s) ==",
-        started.elapsed().as_secs()
-    );
-    println!(
-        "telemetry: {} events produced ({} scripted fault events of {})",
-        counters.produced.load(Ordering::Relaxed),
-        counters.faults.load(Ordering::Relaxed),
-        scenario.events.len()
-    );
-    let suppressed = s
-        .incidents
-        .values()
-        .filter(|i| i.status == IncidentStatus::Suppressed)
-        .count();
-    println!(
-        "incidents ({} acted on; {suppressed} more suppressed by a fleet-level cause):",
-        s.incidents.len() - suppressed
-    );
-    for l in incident_lines(&s) {
-        println!("  {l}");
-    }
-    println!("actions ({}):", s.actions.len());
-    for l in action_lines(&s) {
-        println!("  {l}");
-    }
-    let budget = worker.budget();
-    println!(
-        "fleet: {} of {} nodes cordoned now, {} power cycles, {} out of service (budget {}), breaker {}",
-        spec.node_names().iter().filter(|n| sim.node(n).is_some_and(|x| x.unschedulable)).count(),
-        spec.nodes,
-        sim.count("power cycle"),
-        budget.out_of_service,
-        budget.max_out_of_service,
-        if budget.breaker_open { "OPEN" } else { "closed" }
-    );
-    println!("audit records: {}", s.audit.len());
-    drop(s);
+    view.summary(&setup)?;
     // The broker lives until the process ends: clients still closing
     // would otherwise report it gone.
     std::mem::forget(stop_broker);
