@@ -66,13 +66,25 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Where downloads and built helpers are cached: `$CARGO_TARGET_DIR` or
-/// `<workspace>/target`, then `harness-cache/`.
+/// Where downloads and built helpers are cached, each by version, outside
+/// the clone so that every checkout on the machine (CI's clean ones too)
+/// reuses them: `$PITCREW_CACHE_DIR`, else `$XDG_CACHE_HOME/pitcrew`, else
+/// `$HOME/.cache/pitcrew`; without a home, `<target>/harness-cache`.
 pub fn cache_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("PITCREW_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = var("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("pitcrew");
+    }
+    if let Some(home) = var("HOME") {
+        return PathBuf::from(home).join(".cache").join("pitcrew");
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target.join("harness-cache")
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("harness-cache")
 }
 
 /// A fresh folder for one run of one component.
