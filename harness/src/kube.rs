@@ -1,11 +1,12 @@
 //! A real Kubernetes API server for tests: kube-apiserver built from the
 //! `k8s.io/kubernetes` Go module (assets/kube-apiserver: a wrapper module
-//! pinning v1.37.2 and its staging modules; built once, cached under the
-//! target folder) in front of Debian's etcd, on 127.0.0.1, with a static
+//! pinning v1.37.2 and its staging modules; built once, cached in
+//! [`crate::cache_dir`]) in front of Debian's etcd, on 127.0.0.1, with a static
 //! bearer token in `system:masters`.
 //!
-//! There is no scheduler, kubelet or controller manager: tests create Node
-//! objects and write their status themselves.
+//! Alone it has no scheduler, kubelet or controller manager: tests create
+//! Node objects and write their status themselves. [`crate::cluster`] adds
+//! them (kube-controller-manager, kube-scheduler, KWOK).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -109,6 +110,11 @@ impl KubeApiserver {
             "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
             // A range for Service IPs, never contacted.
             "--service-cluster-ip-range=10.96.0.0/24".to_owned(),
+            // Debian's etcd (3.4.23) cannot answer watch progress requests,
+            // which streamed lists need: clients (KWOK's) whose streamed
+            // list fails at once fall back to list-and-watch, where a
+            // stream that ends in error later costs them a relist.
+            "--feature-gates=WatchList=false".to_owned(),
         ];
         let apiserver = Supervised::spawn(
             "kube-apiserver",
@@ -240,6 +246,9 @@ impl Drop for KubeApiserver {
         if let Some(mut p) = self.etcd.take() {
             p.stop(Duration::from_secs(5));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // PITCREW_HARNESS_KEEP=1 keeps the logs for a post-mortem.
+        if std::env::var_os("PITCREW_HARNESS_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! when the process that started it dies (each child is supervised through
 //! a pipe that closes with its parent), so no run leaves brokers behind.
 
+pub mod cluster;
 pub mod helm;
 pub mod ipmi;
 pub mod kafka;

@@ -132,6 +132,15 @@ fn provision() -> Result<()> {
         .context("building kube-apiserver (needs Go >= 1.24)")?;
     println!("    {}", apiserver.display());
     done(t);
+    let t = step("provision: kube-controller-manager and kube-scheduler (built with Go, cached)");
+    let controllers = pitcrew_harness::cluster::ensure_controllers()
+        .context("building kube-controller-manager and kube-scheduler")?;
+    println!("    {}", controllers.display());
+    done(t);
+    let t = step("provision: KWOK (built with Go from sigs.k8s.io/kwok, cached)");
+    let kwok = pitcrew_harness::cluster::ensure_kwok().context("building KWOK")?;
+    println!("    {}", kwok.display());
+    done(t);
     Ok(())
 }
 
