@@ -7,6 +7,9 @@
 //! approval_ttl = "1h"
 //! verify = { timeout = "15m", quiet = "2m", poll = "5s" }
 //! boundary_deadline = "24h"   # a drain deferred to the job boundary waits this long
+//! drain_deadline = "10m"      # evictions blocked by PDBs, and evicted pods going, at most this long
+//! pods_gone_margin = "30s"    # an evicted pod still terminating this long past its grace period is stuck
+//! stuck_pods = "escalate"     # or "proceed": what a drain does with a stuck pod
 //!
 //! [governor]
 //! max_out_of_service = 50
@@ -89,6 +92,8 @@ pub struct WorkerSection {
     pub verify: VerifySection,
     pub retry_base: Option<String>,
     pub drain_deadline: Option<String>,
+    pub pods_gone_margin: Option<String>,
+    pub stuck_pods: Option<String>,
     pub boundary_deadline: Option<String>,
     pub escalation_team: Option<String>,
     pub page_retries: Option<u32>,
@@ -308,6 +313,20 @@ impl RemediateConfig {
                 &w.drain_deadline,
                 d.drain_deadline,
             )?,
+            pods_gone_margin: dur(
+                "remediate.pods_gone_margin",
+                &w.pods_gone_margin,
+                d.pods_gone_margin,
+            )?,
+            stuck_pods: match w.stuck_pods.as_deref() {
+                None | Some("escalate") => crate::worker::StuckPods::Escalate,
+                Some("proceed") => crate::worker::StuckPods::Proceed,
+                Some(other) => {
+                    return Err(format!(
+                        "remediate.stuck_pods: `{other}` is neither `escalate` nor `proceed`"
+                    ))
+                }
+            },
             boundary_deadline: dur(
                 "remediate.boundary_deadline",
                 &w.boundary_deadline,

@@ -203,3 +203,49 @@ async fn a_rebooted_node_returns_after_its_quiet_time() {
     let at = seconds_to(&r, "n2", |a| matches!(a.entry, AuditEntry::Returned));
     assert!((600.0..700.0).contains(&at), "returned at +{at} s");
 }
+
+/// A checkpoint-safe drain: the power step waits for the evicted pods to go,
+/// and a pod stuck terminating past its grace period stops the plan before
+/// any power step (escalated), unless `stuck_pods = proceed`.
+#[tokio::test(start_paused = true)]
+async fn a_pod_stuck_terminating_stops_the_plan_before_the_power_step() {
+    let r = rig(PlanBook::builtin(), |_| {});
+    r.fleet.set_pods_stuck("n1", true);
+    r.worker.submit(request("n1", "reboot_node")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(55)).await;
+    assert_eq!(r.fleet.count("power"), 0, "{:?}", r.fleet.calls());
+    assert_eq!(
+        r.worker.state(&Target::node("n1")).unwrap().phase,
+        Phase::InProgress,
+        "within the grace period and its margin the drain still waits"
+    );
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(
+        r.fleet.count("power"),
+        0,
+        "no power step while a pod may be writing"
+    );
+    assert_eq!(
+        r.worker.state(&Target::node("n1")).unwrap().phase,
+        Phase::Escalated
+    );
+    let failed = seconds_to(&r, "n1", |a| {
+        matches!(&a.entry, AuditEntry::StepFailed { step, error, .. }
+            if step == "drain" && error.contains("default/stuck-on-n1 still terminating"))
+    });
+    // Evicted at about 0 s, grace period 30 s, margin 30 s.
+    assert!((59.0..=63.0).contains(&failed), "failed at {failed} s");
+
+    let r = rig(PlanBook::builtin(), |c| {
+        c.stuck_pods = pitcrew_remediate::worker::StuckPods::Proceed;
+    });
+    r.fleet.set_pods_stuck("n1", true);
+    r.worker.submit(request("n1", "reboot_node")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(r.fleet.count("power cycle"), 1, "{:?}", r.fleet.calls());
+    let went_on = seconds_to(&r, "n1", |a| {
+        matches!(&a.entry, AuditEntry::StepSucceeded { step, detail: Some(d) }
+            if step == "drain" && d.contains("going on (stuck_pods = proceed)"))
+    });
+    assert!((59.0..=63.0).contains(&went_on), "went on at {went_on} s");
+}

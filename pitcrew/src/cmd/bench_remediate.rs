@@ -87,6 +87,14 @@ impl Cluster for TimedCluster {
         self.inner.evict(node, job, deadline)
     }
 
+    fn pods_left<'a>(
+        &'a self,
+        node: &'a str,
+        job: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<pitcrew_remediate::exec::PodsLeft, ExecError>> {
+        self.inner.pods_left(node, job)
+    }
+
     fn uncordon<'a>(
         &'a self,
         node: &'a str,

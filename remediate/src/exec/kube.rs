@@ -15,7 +15,9 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use kube::api::{Api, EvictParams, ListParams, PostParams};
 use kube::Client;
 
-use super::{BoxFuture, Cluster, CordonResult, ExecError};
+use pitcrew_contract::Timestamp;
+
+use super::{BoxFuture, Cluster, CordonResult, ExecError, PodLeft, PodsLeft};
 
 /// The taint pitcrew adds and removes (and no other).
 pub const TAINT_KEY: &str = "pitcrew.io/remediation";
@@ -164,28 +166,34 @@ impl Kube {
 }
 
 /// Pods a drain leaves alone: DaemonSet pods (they would come straight
-/// back), mirror pods (the kubelet owns them), pods already going away.
-fn evictable(p: &Pod) -> bool {
+/// back) and mirror pods (the kubelet owns them).
+fn left_alone(p: &Pod) -> bool {
     let m = &p.metadata;
-    if m.deletion_timestamp.is_some() {
-        return false;
-    }
-    if m.annotations
+    m.annotations
         .as_ref()
         .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
-    {
-        return false;
-    }
-    if m.owner_references
-        .as_ref()
-        .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet"))
-    {
-        return false;
-    }
-    !matches!(
+        || m.owner_references
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet"))
+}
+
+fn finished(p: &Pod) -> bool {
+    matches!(
         p.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     )
+}
+
+/// Pods a drain evicts: not left alone, not finished, not already going.
+fn evictable(p: &Pod) -> bool {
+    !left_alone(p) && p.metadata.deletion_timestamp.is_none() && !finished(p)
+}
+
+/// Pods a drain waits for: what it evicts, and what is going but not gone.
+/// A terminating pod counts whatever its phase (the Job controller marks
+/// a terminating pod Failed while its containers may still be writing).
+fn still_there(p: &Pod) -> bool {
+    !left_alone(p) && (p.metadata.deletion_timestamp.is_some() || !finished(p))
 }
 
 fn belongs_to_job(p: &Pod, job: &str) -> bool {
@@ -263,6 +271,52 @@ impl Cluster for Kube {
                 wait = (wait * 2).min(Duration::from_secs(5));
                 todo = blocked;
             }
+        })
+    }
+
+    fn pods_left<'a>(
+        &'a self,
+        node: &'a str,
+        job: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<PodsLeft, ExecError>> {
+        Box::pin(async move {
+            let pods: Api<Pod> = Api::all(self.client.clone());
+            let list = pods
+                .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+                .await
+                .map_err(|e| classify("list pods", e))?;
+            let left = list
+                .items
+                .iter()
+                .filter(|p| still_there(p) && job.is_none_or(|j| belongs_to_job(p, j)))
+                .filter_map(|p| {
+                    Some(PodLeft {
+                        name: format!(
+                            "{}/{}",
+                            p.metadata.namespace.as_deref()?,
+                            p.metadata.name.as_deref()?
+                        ),
+                        grace_ends: p
+                            .metadata
+                            .deletion_timestamp
+                            .as_ref()
+                            .map(|t| Timestamp::from_unix_millis(t.0.as_millisecond())),
+                    })
+                })
+                .collect();
+            let node_ready = match self.nodes().get(node).await {
+                Ok(n) => n
+                    .status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+                // A Node that is gone has no kubelet to wait for.
+                Err(e) if code(&e) == Some(404) => false,
+                Err(e) => return Err(classify("get node", e)),
+            };
+            Ok(PodsLeft {
+                node_ready,
+                pods: left,
+            })
         })
     }
 

@@ -73,6 +73,25 @@ pub struct CordonResult {
     pub tainted: bool,
 }
 
+/// What is left on a node after its pods were evicted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodsLeft {
+    /// The node's kubelet reports Ready. One that does not cannot end its
+    /// pods (nor are they running): nothing to wait for.
+    pub node_ready: bool,
+    pub pods: Vec<PodLeft>,
+}
+
+/// A pod still on a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodLeft {
+    /// `namespace/name`
+    pub name: String,
+    /// When its grace period ends (its deletion timestamp), once it is
+    /// terminating.
+    pub grace_ends: Option<Timestamp>,
+}
+
 /// Kubernetes.
 pub trait Cluster: Send + Sync {
     /// Marks the node unschedulable and adds pitcrew's taint.
@@ -91,6 +110,14 @@ pub trait Cluster: Send + Sync {
         job: Option<&'a str>,
         deadline: Duration,
     ) -> BoxFuture<'a, Result<usize, ExecError>>;
+    /// The pods [`Cluster::evict`] takes (all of the node's, or `job`'s)
+    /// that are still on the node, and whether the node's kubelet is Ready
+    /// (only a Ready kubelet can end them).
+    fn pods_left<'a>(
+        &'a self,
+        node: &'a str,
+        job: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<PodsLeft, ExecError>>;
     /// Undoes what pitcrew did: `cordoned` and `tainted` say what that was.
     fn uncordon<'a>(
         &'a self,

@@ -12,8 +12,8 @@ use pitcrew_contract::Timestamp;
 
 use super::slurm::REASON_PREFIX;
 use super::{
-    BoxFuture, Cluster, CordonResult, DrainResult, ExecError, GpuReset, Heartbeats, Power, PowerOp,
-    PowerState, Scheduler,
+    BoxFuture, Cluster, CordonResult, DrainResult, ExecError, GpuReset, Heartbeats, PodLeft,
+    PodsLeft, Power, PowerOp, PowerState, Scheduler,
 };
 
 /// One simulated node.
@@ -48,6 +48,9 @@ struct Inner {
     calls: Vec<String>,
     bmc_down: BTreeSet<String>,
     pdb_blocked: BTreeSet<String>,
+    /// Nodes whose evicted pods never go (a kubelet that cannot kill them),
+    /// with when they were evicted.
+    stuck_pods: BTreeMap<String, Option<Timestamp>>,
     heartbeats: BTreeMap<String, Timestamp>,
     requeued: Vec<String>,
 }
@@ -112,6 +115,16 @@ impl SimFleet {
 
     pub fn set_bmc_down(&self, node: &str, down: bool) {
         toggle(&mut self.lock().bmc_down, node, down);
+    }
+
+    /// The node's evicted pods stay terminating (`true`) or go at once.
+    pub fn set_pods_stuck(&self, node: &str, stuck: bool) {
+        let mut i = self.lock();
+        if stuck {
+            i.stuck_pods.insert(node.to_owned(), None);
+        } else {
+            i.stuck_pods.remove(node);
+        }
     }
 
     pub fn set_pdb_blocked(&self, node: &str, blocked: bool) {
@@ -194,10 +207,37 @@ impl Cluster for SimFleet {
                     format!("eviction blocked by a PodDisruptionBudget on {node}"),
                 ));
             }
+            let now = self.clock.now();
+            if let Some(at) = self.lock().stuck_pods.get_mut(node) {
+                at.get_or_insert(now);
+            }
             self.with_node("kubernetes", node, |n| {
                 let e = if job.is_some() { n.pods.min(1) } else { n.pods };
                 n.pods -= e;
                 e
+            })
+        })
+    }
+
+    fn pods_left<'a>(
+        &'a self,
+        node: &'a str,
+        _job: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<PodsLeft, ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            let i = self.lock();
+            let ready = i.nodes.get(node).is_some_and(|n| n.power == PowerState::On);
+            let pods = match i.stuck_pods.get(node) {
+                Some(Some(evicted)) => vec![PodLeft {
+                    name: format!("default/stuck-on-{node}"),
+                    grace_ends: Some(evicted.add_nanos(30_000_000_000)),
+                }],
+                _ => Vec::new(),
+            };
+            Ok(PodsLeft {
+                node_ready: ready,
+                pods,
             })
         })
     }

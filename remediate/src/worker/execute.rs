@@ -147,8 +147,37 @@ impl Worker {
         }
         if let Some(c) = &exec.cluster {
             let deadline = step.timeout.unwrap_or(self.inner.cfg.drain_deadline);
-            let n = c.evict(k8s, job.as_deref(), deadline).await?;
-            notes.push(format!("kubernetes: {n} pods evicted"));
+            let (n, at) = match wait.evicted {
+                Some(e) => e,
+                None => {
+                    let n = c.evict(k8s, job.as_deref(), deadline).await?;
+                    *wait.evicted.insert((n, Instant::now()))
+                }
+            };
+            // The evicted pods write their checkpoints in their grace
+            // period: nothing further happens to the node before they are
+            // gone ([`pods_gone`] decides).
+            let left = c.pods_left(k8s, job.as_deref()).await?;
+            let cfg = &self.inner.cfg;
+            let gone = pods_gone(
+                &left,
+                self.now(),
+                &PodsGoneTimes {
+                    waited: at.elapsed(),
+                    deadline,
+                    margin: cfg.pods_gone_margin,
+                    poll: cfg.verify_poll.min(Duration::from_secs(1)),
+                },
+            );
+            let note = match gone {
+                Decision::Done(note) => note,
+                Decision::After(after) => return Ok(Stepped::Again(after)),
+                Decision::Failed(why) if cfg.stuck_pods == StuckPods::Proceed => {
+                    format!("{why}; going on (stuck_pods = proceed)")
+                }
+                Decision::Failed(why) => return Err(ExecError::permanent("kubernetes", why)),
+            };
+            notes.push(format!("kubernetes: {n} pods evicted, {note}"));
         }
         if let Some(s) = &exec.scheduler {
             let jobs = s.requeue(slurm, job.as_deref()).await?;

@@ -33,7 +33,9 @@ use pitcrew_rules::Inventory;
 use tokio::sync::{oneshot, Notify};
 
 use crate::exec::page::{Page, PageEvent, PageSeverity};
-use crate::exec::{BoxFuture, DrainResult, ExecError, Executors, PowerOp, PowerState, Scheduler};
+use crate::exec::{
+    BoxFuture, DrainResult, ExecError, Executors, PodsLeft, PowerOp, PowerState, Scheduler,
+};
 use crate::governor::{Ask, Governor, Verdict};
 use crate::metrics::{JournalWriteFailed, ReasonLabel, RemediateMetrics, StepLabel, StepRetrying};
 use crate::plan::{OnFailure, Plan, PlanBook, Step, StepKind};
@@ -53,7 +55,7 @@ use execute::retry_after;
 pub use journal::{describe, Journal, JournalError, MemoryJournal};
 use reconcile::{Stepped, WaitProgress};
 use state::start;
-use wait::VerifyPhase;
+use wait::{pods_gone, Decision, PodsGoneTimes, VerifyPhase};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -74,8 +76,15 @@ pub struct WorkerConfig {
     pub verify_poll: Duration,
     /// First retry wait for a retryable step error; doubles each time.
     pub retry_base: Duration,
-    /// How long evictions may be blocked by PDBs before the drain fails.
+    /// How long evictions may be blocked by PDBs before the drain fails,
+    /// and how long the evicted pods may take to go.
     pub drain_deadline: Duration,
+    /// How long past its grace period an evicted pod may still be
+    /// terminating before it counts as stuck.
+    pub pods_gone_margin: Duration,
+    /// What a drain does with a pod stuck terminating: escalate (the plan's
+    /// failure path; no power step), or go on.
+    pub stuck_pods: StuckPods,
     /// How long a drain deferred to the job boundary (`when =
     /// "job_boundary"`, `at = "checkpoint"`) waits for the node's jobs to
     /// end before it requeues them anyway.
@@ -101,6 +110,8 @@ impl Default for WorkerConfig {
             verify_poll: Duration::from_secs(5),
             retry_base: Duration::from_secs(1),
             drain_deadline: Duration::from_secs(600),
+            pods_gone_margin: Duration::from_secs(30),
+            stuck_pods: StuckPods::Escalate,
             boundary_deadline: Duration::from_secs(24 * 3600),
             handled_cap: 64,
             queue_cap: 4,
@@ -108,6 +119,18 @@ impl Default for WorkerConfig {
             clock: Clock::System,
         }
     }
+}
+
+/// What a drain does with an evicted pod that does not go in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StuckPods {
+    /// The drain fails: the plan takes its failure path (escalation by
+    /// default) and no power step runs while a pod may still be writing
+    /// its checkpoint.
+    #[default]
+    Escalate,
+    /// The drain goes on (the stuck pods are named in the audit).
+    Proceed,
 }
 
 /// What [`Worker::submit`] did with a request.

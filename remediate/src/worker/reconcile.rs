@@ -88,6 +88,8 @@ pub(super) struct WaitProgress {
     pub(super) announced: bool,
     /// The job boundary's note once it came (the drain then goes on).
     pub(super) boundary: Option<String>,
+    /// Pods the drain evicted (once it has), and when.
+    pub(super) evicted: Option<(usize, Instant)>,
     pub(super) verify: Option<VerifyPhase>,
 }
 

@@ -270,6 +270,58 @@ pub(super) fn boundary(
     Decision::After(poll.min(deadline - seen.waited))
 }
 
+/// How long a drain waits for its evicted pods.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PodsGoneTimes {
+    /// Since the eviction.
+    pub(super) waited: Duration,
+    /// The drain's deadline for all of them.
+    pub(super) deadline: Duration,
+    /// How long past its grace period a pod may still be terminating.
+    pub(super) margin: Duration,
+    pub(super) poll: Duration,
+}
+
+/// Whether the evicted pods are gone: over when none is left, or when the
+/// node is not Ready (its kubelet can end nothing, and nothing runs); failed
+/// when one is still terminating `margin` past its grace period, or any is
+/// left at the deadline; otherwise look again.
+pub(super) fn pods_gone(left: &PodsLeft, now: Timestamp, t: &PodsGoneTimes) -> Decision<String> {
+    let waited = t.waited.as_secs_f64();
+    if left.pods.is_empty() {
+        return Decision::Done(format!("gone after {waited:.1} s"));
+    }
+    if !left.node_ready {
+        return Decision::Done(format!(
+            "{} not gone but the node is not ready (nothing runs on it to wait for)",
+            left.pods.len()
+        ));
+    }
+    let margin = i64::try_from(t.margin.as_nanos()).unwrap_or(i64::MAX);
+    if let Some(p) = left
+        .pods
+        .iter()
+        .find(|p| p.grace_ends.is_some_and(|g| g.add_nanos(margin) <= now))
+    {
+        return Decision::Failed(format!(
+            "pod {} still terminating {} s after its grace period ended ({} left)",
+            p.name,
+            (now.unix_nanos() - p.grace_ends.map_or(0, Timestamp::unix_nanos)) / 1_000_000_000,
+            left.pods.len()
+        ));
+    }
+    if t.waited >= t.deadline {
+        let names: Vec<&str> = left.pods.iter().map(|p| p.name.as_str()).collect();
+        return Decision::Failed(format!(
+            "{} pods still on the node {} s after their eviction: {}",
+            names.len(),
+            t.deadline.as_secs(),
+            names.join(", ")
+        ));
+    }
+    Decision::After(t.poll.min(t.deadline - t.waited))
+}
+
 /// Verification's timing.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct VerifyTimes {
@@ -499,6 +551,60 @@ mod tests {
                 from: Duration::ZERO
             }
         );
+    }
+
+    #[test]
+    fn a_drain_goes_on_once_its_evicted_pods_are_gone_and_not_before() {
+        use crate::exec::PodLeft;
+        let now = since().add_nanos(60_000_000_000);
+        let t = |waited| PodsGoneTimes {
+            waited: secs(waited),
+            deadline: secs(600),
+            margin: secs(30),
+            poll: secs(1),
+        };
+        let pod = |grace_ends: Option<Timestamp>| PodLeft {
+            name: "ml/train-0".into(),
+            grace_ends,
+        };
+        let left = |pods: Vec<PodLeft>, node_ready| PodsLeft { node_ready, pods };
+        assert_eq!(
+            pods_gone(&left(vec![], true), now, &t(4)),
+            Decision::Done("gone after 4.0 s".into())
+        );
+        // Terminating within its grace period (plus the margin): wait.
+        let checkpointing = left(vec![pod(Some(now.add_nanos(-10_000_000_000)))], true);
+        assert_eq!(
+            pods_gone(&checkpointing, now, &t(50)),
+            Decision::After(secs(1))
+        );
+        let not_yet_terminating = left(vec![pod(None)], true);
+        assert_eq!(
+            pods_gone(&not_yet_terminating, now, &t(598)),
+            Decision::After(secs(1))
+        );
+        // Stuck past its grace period and the margin: fail, naming it.
+        let stuck = left(vec![pod(Some(now.add_nanos(-31_000_000_000)))], true);
+        assert_eq!(
+            pods_gone(&stuck, now, &t(61)),
+            Decision::Failed(
+                "pod ml/train-0 still terminating 31 s after its grace period ended (1 left)"
+                    .into()
+            )
+        );
+        // Any pod left at the drain's deadline.
+        let Decision::Failed(why) = pods_gone(&not_yet_terminating, now, &t(600)) else {
+            panic!("the deadline fails the drain")
+        };
+        assert!(
+            why.starts_with("1 pods still on the node 600 s after their eviction: ml/train-0"),
+            "{why}"
+        );
+        // A node whose kubelet is not Ready runs nothing to wait for.
+        let Decision::Done(note) = pods_gone(&left(vec![pod(None)], false), now, &t(1)) else {
+            panic!("a not-ready node's pods are not waited for")
+        };
+        assert!(note.contains("not ready"), "{note}");
     }
 
     #[test]

@@ -1,0 +1,241 @@
+//! Remediation against a real Kubernetes control plane (kube-apiserver,
+//! controller-manager, scheduler; KWOK's kubelets), from the harness: a
+//! drain evicts a training Job's pod and goes on only once the pod is gone
+//! (it takes its whole grace period, as a checkpoint would), and the Job
+//! controller's replacement runs on another node, never the cordoned one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pitcrew_contract::{ActionRequest, AuditEntry, Phase, Target, Timestamp, V1};
+use pitcrew_harness::cluster::KubeCluster;
+use pitcrew_remediate::exec::kube::Kube;
+use pitcrew_remediate::exec::page::Paging;
+use pitcrew_remediate::exec::Executors;
+use pitcrew_remediate::governor::GovernorConfig;
+use pitcrew_remediate::metrics::RemediateMetrics;
+use pitcrew_remediate::plan::{OnFailure, Plan, PlanBook, Step, StepKind};
+use pitcrew_remediate::{Governor, MemoryJournal, Worker, WorkerConfig};
+use pitcrew_rules::{Inventory, NodeInfo};
+use serde_json::{json, Value};
+
+const GRACE_S: u64 = 5;
+
+fn training_job(name: &str) -> Value {
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 6,
+            "template": {
+                "metadata": {
+                    "labels": {"app": name},
+                    // Runs until stopped; deleted, it takes its whole grace
+                    // period to go (a checkpoint being written).
+                    "annotations": {
+                        "pod-complete.stage.kwok.x-k8s.io/delay": "1h",
+                        "pod-delete.stage.kwok.x-k8s.io/delay": format!("{GRACE_S}s"),
+                    },
+                },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": GRACE_S,
+                    "containers": [{"name": "trainer", "image": "trainer:1"}],
+                },
+            },
+        },
+    })
+}
+
+fn running_pods(c: &KubeCluster, app: &str) -> Vec<(String, String)> {
+    c.get(&format!(
+        "/api/v1/namespaces/default/pods?labelSelector=app={app}"
+    ))
+    .unwrap()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .map(|p| {
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_elsewhere() {
+    let c = KubeCluster::start().unwrap();
+    let nodes: Vec<String> = (1..=3).map(|i| format!("gpu-{i}")).collect();
+    c.add_nodes(&nodes, &[]).unwrap();
+    c.wait_nodes_ready(&nodes, Duration::from_secs(60)).unwrap();
+    c.api()
+        .request(
+            "POST",
+            "/apis/batch/v1/namespaces/default/jobs",
+            Some(&training_job("train").to_string()),
+        )
+        .unwrap();
+    c.wait_for("the job's pod running", Duration::from_secs(60), |c| {
+        !running_pods(c, "train").is_empty()
+    })
+    .unwrap();
+    let (pod, node) = running_pods(&c, "train").remove(0);
+
+    let kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
+    let inventory = Arc::new(Inventory::new(
+        nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.clone(),
+                ..NodeInfo::default()
+            })
+            .collect(),
+    ));
+    let mut plans = PlanBook::builtin();
+    plans.insert(Plan {
+        name: "evacuate".into(),
+        steps: vec![Step::new(StepKind::Cordon), Step::new(StepKind::Drain)],
+        on_failure: OnFailure::Escalate,
+        retries: 1,
+        approval: false,
+        dry_run: false,
+    });
+    let journal = Arc::new(MemoryJournal::default());
+    let worker = Worker::new(
+        WorkerConfig {
+            actor: "remediate@test".into(),
+            verify_poll: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        },
+        plans,
+        Executors {
+            cluster: Some(Arc::new(kube)),
+            scheduler: None,
+            power: None,
+            gpu_reset: None,
+            heartbeats: None,
+            pager: Arc::new(Paging::default()),
+        },
+        journal.clone(),
+        Governor::new(
+            GovernorConfig {
+                max_out_of_service: 10,
+                max_out_of_service_percent: 100.0,
+                ..GovernorConfig::default()
+            },
+            Arc::clone(&inventory),
+        ),
+        inventory,
+        RemediateMetrics::default(),
+    );
+    let target = Target::node(&node);
+    let request = ActionRequest {
+        v: V1,
+        id: ActionRequest::make_id("inc-1", &target, "evacuate", 0),
+        incident: "inc-1".into(),
+        target: target.clone(),
+        plan: "evacuate".into(),
+        params: BTreeMap::new(),
+        requested_at: Timestamp::now(),
+        reason: "Xid 79".into(),
+        events: vec!["ev-1".into()],
+        dry_run: false,
+    };
+    let asked = Instant::now();
+    worker.submit(request).await.unwrap();
+    assert!(
+        worker.wait_idle(Duration::from_secs(60)).await,
+        "the plan ends"
+    );
+    let drained = asked.elapsed();
+    let state = worker.state(&target).unwrap();
+    assert_eq!(
+        state.phase,
+        Phase::Escalated,
+        "{:?}",
+        journal.timeline(&target)
+    );
+    assert!(
+        state.owned.k8s_cordon,
+        "the node stays out, cordoned by pitcrew"
+    );
+    let detail = journal
+        .audits()
+        .into_iter()
+        .find_map(|a| match a.entry {
+            AuditEntry::StepSucceeded { step, detail } if step == "drain" => detail,
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{:?}", journal.timeline(&target)));
+    assert!(
+        detail.starts_with("kubernetes: 1 pods evicted, gone after"),
+        "{detail}"
+    );
+    assert!(
+        c.get(&format!("/api/v1/namespaces/default/pods/{pod}"))
+            .is_err(),
+        "the pod is gone when the drain says so"
+    );
+    // Deletion timestamps have whole seconds: the grace period ends 4 to
+    // 5 s after the eviction.
+    assert!(
+        drained >= Duration::from_secs(GRACE_S - 1),
+        "the drain did not wait for the pod: {drained:?} ({detail})"
+    );
+
+    if let Err(e) = c.wait_for("the replacement running", Duration::from_secs(60), |c| {
+        running_pods(c, "train").iter().any(|(p, _)| *p != pod)
+    }) {
+        let pods = c.get("/api/v1/namespaces/default/pods").unwrap();
+        let job = c
+            .get("/apis/batch/v1/namespaces/default/jobs/train")
+            .unwrap();
+        panic!(
+            "{e}\npods: {:#}\njob status: {:#}",
+            pods["items"]
+                .as_array()
+                .map(|ps| ps
+                    .iter()
+                    .map(|p| json!({
+                        "name": p["metadata"]["name"],
+                        "node": p["spec"]["nodeName"],
+                        "phase": p["status"]["phase"],
+                        "conditions": p["status"]["conditions"],
+                    }))
+                    .collect::<Vec<_>>())
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            job["status"]
+        );
+    }
+    let replaced = asked.elapsed();
+    let (_, moved_to) = running_pods(&c, "train")
+        .into_iter()
+        .find(|(p, _)| *p != pod)
+        .unwrap();
+    assert_ne!(moved_to, node, "never onto the cordoned node");
+    eprintln!(
+        "request -> drained (pod {pod} gone from {node}, grace {GRACE_S} s): {:.1} s; -> replacement running on {moved_to}: {:.1} s",
+        drained.as_secs_f64(),
+        replaced.as_secs_f64()
+    );
+}
