@@ -15,6 +15,11 @@ pub struct ActionRequest {
     /// request has the same id, so the remediation stage runs it once.
     pub id: String,
     pub incident: String,
+    /// The rule whose incident asks for this (absent in requests made by
+    /// hand or by an older rules stage). Shown on the node (its taint's
+    /// value, a condition's reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     pub target: Target,
     pub plan: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -373,6 +373,7 @@ pub fn action() -> ActionRequest {
         v: V1,
         id: ActionRequest::make_id(&inc.id, &target, "reboot-node", 0),
         incident: inc.id,
+        rule: Some(inc.rule),
         target,
         plan: "reboot-node".to_owned(),
         params: inc.plan.map(|p| p.params).unwrap_or_default(),

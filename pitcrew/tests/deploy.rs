@@ -95,13 +95,19 @@ fn grants(docs: &[serde_json::Value], suffix: &str) -> BTreeSet<(String, String)
             .unwrap_or_else(|| panic!("no ClusterRole *{suffix}"));
         let mut s = BTreeSet::new();
         for r in role["rules"].as_array().unwrap() {
-            assert_eq!(r["apiGroups"], serde_json::json!([""]), "core group only");
-            for res in r["resources"].as_array().unwrap() {
-                for v in r["verbs"].as_array().unwrap() {
-                    s.insert((
-                        res.as_str().unwrap().to_owned(),
-                        v.as_str().unwrap().to_owned(),
-                    ));
+            for group in r["apiGroups"].as_array().unwrap() {
+                let group = group.as_str().unwrap();
+                for res in r["resources"].as_array().unwrap() {
+                    let res = res.as_str().unwrap();
+                    // `group:resource` outside the core group.
+                    let res = if group.is_empty() {
+                        res.to_owned()
+                    } else {
+                        format!("{group}:{res}")
+                    };
+                    for v in r["verbs"].as_array().unwrap() {
+                        s.insert((res.clone(), v.as_str().unwrap().to_owned()));
+                    }
                 }
             }
         }
@@ -129,7 +135,24 @@ fn used_by_remediate() -> BTreeSet<(String, String)> {
     if kube.contains(".evict(") {
         used.insert(pair("pods/eviction", "create"));
     }
-    for forbidden in [".patch(", ".delete(", ".create(", ".watch(", "Api::<Secret"] {
+    if kube.contains("api.patch(") {
+        used.insert(pair("nodes", "patch"));
+    }
+    if kube.contains("api.patch_status(") {
+        used.insert(pair("nodes/status", "patch"));
+    }
+    // The one create: an Event on the Node.
+    assert!(kube.matches(".create(").count() <= 1);
+    if kube.contains("Api<Event>") && kube.contains(".create(") {
+        used.insert(pair("events.k8s.io:events", "create"));
+    }
+    for forbidden in [
+        ".delete(",
+        ".watch(",
+        "Api::<Secret",
+        "Api<Secret",
+        ".patch(node",
+    ] {
         assert!(
             !kube.contains(forbidden),
             "the executor calls {forbidden}: the chart's RBAC must say so"

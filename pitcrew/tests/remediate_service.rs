@@ -138,6 +138,7 @@ fn request(node: &str) -> ActionRequest {
         v: V1,
         id: ActionRequest::make_id("inc-it", &target, "reboot_node", 0),
         incident: "inc-it".into(),
+        rule: None,
         target,
         plan: "reboot_node".into(),
         params: BTreeMap::new(),

@@ -423,7 +423,8 @@ impl RemediateConfig {
             ..Executors::default()
         };
         if let Some(k) = &self.kubernetes {
-            let kube = crate::exec::kube::Kube::connect(k.kubeconfig.as_deref()).await?;
+            let mut kube = crate::exec::kube::Kube::connect(k.kubeconfig.as_deref()).await?;
+            kube.instance = source.to_owned();
             exec.cluster = Some(Arc::new(kube));
         }
         if let Some(s) = &self.slurm {

@@ -51,6 +51,22 @@ fn training_job(name: &str) -> Value {
     })
 }
 
+fn request_for(target: &Target) -> ActionRequest {
+    ActionRequest {
+        v: V1,
+        id: ActionRequest::make_id("inc-1", target, "evacuate", 0),
+        incident: "inc-1".into(),
+        rule: Some("gpu-fallen-off-bus".into()),
+        target: target.clone(),
+        plan: "evacuate".into(),
+        params: BTreeMap::new(),
+        requested_at: Timestamp::now(),
+        reason: "Xid 79".into(),
+        events: vec!["ev-1".into()],
+        dry_run: false,
+    }
+}
+
 fn running_pods(c: &KubeCluster, app: &str) -> Vec<(String, String)> {
     c.get(&format!(
         "/api/v1/namespaces/default/pods?labelSelector=app={app}"
@@ -109,6 +125,14 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
     ));
     let mut plans = PlanBook::builtin();
     plans.insert(Plan {
+        name: "return".into(),
+        steps: vec![Step::new(StepKind::Uncordon)],
+        on_failure: OnFailure::Escalate,
+        retries: 1,
+        approval: false,
+        dry_run: false,
+    });
+    plans.insert(Plan {
         name: "evacuate".into(),
         steps: vec![Step::new(StepKind::Cordon), Step::new(StepKind::Drain)],
         on_failure: OnFailure::Escalate,
@@ -145,18 +169,7 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
         RemediateMetrics::default(),
     );
     let target = Target::node(&node);
-    let request = ActionRequest {
-        v: V1,
-        id: ActionRequest::make_id("inc-1", &target, "evacuate", 0),
-        incident: "inc-1".into(),
-        target: target.clone(),
-        plan: "evacuate".into(),
-        params: BTreeMap::new(),
-        requested_at: Timestamp::now(),
-        reason: "Xid 79".into(),
-        events: vec!["ev-1".into()],
-        dry_run: false,
-    };
+    let request = request_for(&target);
     let asked = Instant::now();
     worker.submit(request).await.unwrap();
     assert!(
@@ -233,6 +246,89 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
         .find(|(p, _)| *p != pod)
         .unwrap();
     assert_ne!(moved_to, node, "never onto the cordoned node");
+
+    // Why the node is out, where kubectl shows it: the taint's value, the
+    // condition, the annotations, an Event per step with the action id.
+    let n = c.get(&format!("/api/v1/nodes/{node}")).unwrap();
+    let taint = n["spec"]["taints"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["key"] == "pitcrew.io/remediation"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{n:#}"));
+    assert_eq!(taint["value"], "gpu-fallen-off-bus");
+    let condition = |n: &Value| {
+        n["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "PitcrewRemediation"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{n:#}"))
+    };
+    let cond = condition(&n);
+    assert_eq!(
+        (&cond["status"], &cond["reason"], &cond["message"]),
+        (&json!("True"), &json!("GpuFallenOffBus"), &json!("Xid 79"))
+    );
+    assert_eq!(n["metadata"]["annotations"]["pitcrew.io/incident"], "inc-1");
+    assert_eq!(
+        n["metadata"]["annotations"]["pitcrew.io/rule"],
+        "gpu-fallen-off-bus"
+    );
+    let action_id = ActionRequest::make_id("inc-1", &target, "evacuate", 0);
+    let events = |c: &KubeCluster| -> Vec<(String, String)> {
+        c.get("/apis/events.k8s.io/v1/namespaces/default/events")
+            .unwrap()["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e["regarding"]["name"] == node.as_str())
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_owned(),
+                    e["note"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    c.wait_for("the steps' events", Duration::from_secs(10), |c| {
+        let ev = events(c);
+        [
+            "CordonStarted",
+            "CordonSucceeded",
+            "DrainStarted",
+            "DrainSucceeded",
+        ]
+        .iter()
+        .all(|r| {
+            ev.iter()
+                .any(|(reason, note)| reason == r && note.contains(&action_id))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", events(&c)));
+
+    // Back in service: the condition says so, the annotations are gone.
+    let back = ActionRequest {
+        id: ActionRequest::make_id("inc-1", &target, "return", 0),
+        plan: "return".into(),
+        ..request_for(&target)
+    };
+    worker.submit(back).await.unwrap();
+    assert!(worker.wait_idle(Duration::from_secs(30)).await);
+    let n = c.get(&format!("/api/v1/nodes/{node}")).unwrap();
+    let cond = condition(&n);
+    assert_eq!(
+        (&cond["status"], &cond["reason"]),
+        (&json!("False"), &json!("Returned"))
+    );
+    assert!(
+        n["metadata"]["annotations"]["pitcrew.io/incident"].is_null(),
+        "{n:#}"
+    );
+    assert!(n["spec"]["unschedulable"].is_null() || n["spec"]["unschedulable"] == false);
+    c.wait_for("the return's event", Duration::from_secs(10), |c| {
+        events(c).iter().any(|(reason, _)| reason == "Returned")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", events(&c)));
     eprintln!(
         "request -> drained (pod {pod} gone from {node}, grace {GRACE_S} s): {:.1} s; -> replacement running on {moved_to}: {:.1} s",
         drained.as_secs_f64(),

@@ -122,6 +122,7 @@ fn request(node: &str, plan: &str) -> ActionRequest {
         v: V1,
         id: ActionRequest::make_id(&format!("inc-{node}"), &target, plan, 0),
         incident: format!("inc-{node}"),
+        rule: None,
         target,
         plan: plan.into(),
         params: BTreeMap::new(),

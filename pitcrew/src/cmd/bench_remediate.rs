@@ -112,6 +112,7 @@ fn request(node: &str, stamp: i64) -> ActionRequest {
         v: V1,
         id: ActionRequest::make_id(&incident, &target, "drain_node", 0),
         incident,
+        rule: None,
         target,
         plan: "drain_node".to_owned(),
         params: Default::default(),

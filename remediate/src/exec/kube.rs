@@ -12,19 +12,60 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
-use kube::api::{Api, EvictParams, ListParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 
 use pitcrew_contract::Timestamp;
 
-use super::{BoxFuture, Cluster, CordonResult, ExecError, PodLeft, PodsLeft};
+use super::{BoxFuture, Cluster, CordonResult, ExecError, NodeEvent, NodeMark, PodLeft, PodsLeft};
 
 /// The taint pitcrew adds and removes (and no other).
 pub const TAINT_KEY: &str = "pitcrew.io/remediation";
+/// The Node condition that says pitcrew has the node out, and why.
+pub const CONDITION_TYPE: &str = "PitcrewRemediation";
+pub const ANNOTATION_INCIDENT: &str = "pitcrew.io/incident";
+pub const ANNOTATION_RULE: &str = "pitcrew.io/rule";
+pub const ANNOTATION_ACTION: &str = "pitcrew.io/action";
+/// Events' `reportingController`.
+pub const REPORTING_CONTROLLER: &str = "pitcrew.io/remediate";
+
+/// `gpu-fallen-off-bus` as a condition reason: `GpuFallenOffBus`.
+pub fn camel(rule: &str) -> String {
+    rule.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// A taint value from a rule name: at most 63 characters of letters,
+/// digits, `-`, `_` and `.`, starting and ending with a letter or digit.
+pub fn taint_value(rule: &str) -> String {
+    let v: String = rule
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    v.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned()
+}
 
 #[derive(Clone)]
 pub struct Kube {
     client: Client,
+    /// Events' `reportingInstance` (`remediate@host`).
+    pub instance: String,
     /// First wait after a 429 or a conflict; doubles up to 5 s.
     pub backoff: Duration,
 }
@@ -61,6 +102,7 @@ impl Kube {
     pub fn new(client: Client) -> Kube {
         Kube {
             client,
+            instance: "remediate".to_owned(),
             backoff: Duration::from_millis(200),
         }
     }
@@ -317,6 +359,100 @@ impl Cluster for Kube {
                 node_ready,
                 pods: left,
             })
+        })
+    }
+
+    fn mark<'a>(
+        &'a self,
+        node: &'a str,
+        mark: Option<&'a NodeMark>,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let (condition, annotations) = match mark {
+                Some(m) => (
+                    serde_json::json!({
+                        "type": CONDITION_TYPE,
+                        "status": "True",
+                        "reason": camel(m.rule.as_deref().unwrap_or("remediation")),
+                        "message": m.summary.chars().take(1024).collect::<String>(),
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    }),
+                    serde_json::json!({
+                        ANNOTATION_INCIDENT: m.incident,
+                        ANNOTATION_RULE: m.rule,
+                        ANNOTATION_ACTION: m.action,
+                    }),
+                ),
+                None => (
+                    serde_json::json!({
+                        "type": CONDITION_TYPE,
+                        "status": "False",
+                        "reason": "Returned",
+                        "message": "returned to service by pitcrew",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    }),
+                    serde_json::json!({
+                        ANNOTATION_INCIDENT: null,
+                        ANNOTATION_RULE: null,
+                        ANNOTATION_ACTION: null,
+                    }),
+                ),
+            };
+            let api = self.nodes();
+            // Strategic merge: conditions merge by type, so the kubelet's
+            // own are left as they are.
+            api.patch_status(
+                node,
+                &PatchParams::default(),
+                &Patch::Strategic(serde_json::json!({"status": {"conditions": [condition]}})),
+            )
+            .await
+            .map_err(|e| classify("node condition", e))?;
+            api.patch(
+                node,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": annotations}})),
+            )
+            .await
+            .map_err(|e| classify("node annotations", e))?;
+            Ok(())
+        })
+    }
+
+    fn event<'a>(
+        &'a self,
+        node: &'a str,
+        event: &'a NodeEvent,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            let now = k8s_openapi::jiff::Timestamp::now();
+            let body = serde_json::json!({
+                "apiVersion": "events.k8s.io/v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": format!("{node}.pitcrew.{:x}", now.as_nanosecond()),
+                    "namespace": "default",
+                },
+                "eventTime": now.to_string(),
+                "regarding": {"apiVersion": "v1", "kind": "Node", "name": node},
+                "reason": event.reason.chars().take(128).collect::<String>(),
+                "note": event.note.chars().take(1024).collect::<String>(),
+                "action": event.action.chars().take(128).collect::<String>(),
+                "type": if event.warning { "Warning" } else { "Normal" },
+                "reportingController": REPORTING_CONTROLLER,
+                "reportingInstance": self.instance.chars().take(128).collect::<String>(),
+            });
+            let event: Event = serde_json::from_value(body)
+                .map_err(|e| ExecError::permanent("kubernetes", e.to_string()))?;
+            let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
+            events
+                .create(&PostParams::default(), &event)
+                .await
+                .map_err(|e| classify("node event", e))?;
+            Ok(())
         })
     }
 

@@ -92,6 +92,29 @@ pub struct PodLeft {
     pub grace_ends: Option<Timestamp>,
 }
 
+/// Why pitcrew took a node out, as the Node shows it: a condition
+/// (`PitcrewRemediation`) and annotations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeMark {
+    pub rule: Option<String>,
+    pub incident: String,
+    pub action: String,
+    /// The incident's summary (the condition's message).
+    pub summary: String,
+}
+
+/// One of pitcrew's steps or decisions, as an Event on the Node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEvent {
+    /// CamelCase (`DrainSucceeded`, `Refused`).
+    pub reason: String,
+    /// What happened, with the action id.
+    pub note: String,
+    /// The step or decision (`drain`, `governor`).
+    pub action: String,
+    pub warning: bool,
+}
+
 /// Kubernetes.
 pub trait Cluster: Send + Sync {
     /// Marks the node unschedulable and adds pitcrew's taint.
@@ -118,6 +141,23 @@ pub trait Cluster: Send + Sync {
         node: &'a str,
         job: Option<&'a str>,
     ) -> BoxFuture<'a, Result<PodsLeft, ExecError>>;
+    /// Shows why the node is out (`Some`) or that it is back (`None`):
+    /// the `PitcrewRemediation` condition and pitcrew's annotations.
+    fn mark<'a>(
+        &'a self,
+        _node: &'a str,
+        _mark: Option<&'a NodeMark>,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Records a step or decision as an Event on the node.
+    fn event<'a>(
+        &'a self,
+        _node: &'a str,
+        _event: &'a NodeEvent,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Undoes what pitcrew did: `cordoned` and `tainted` say what that was.
     fn uncordon<'a>(
         &'a self,

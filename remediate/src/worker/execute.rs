@@ -84,7 +84,18 @@ impl Worker {
         // Already done only if every system already was as wanted.
         done.already = true;
         if let Some(c) = &exec.cluster {
-            let r = c.cordon(k8s, &req.id).await?;
+            // The taint's value says why in a word: the rule.
+            let why = crate::exec::kube::taint_value(req.rule.as_deref().unwrap_or("remediation"));
+            let r = c.cordon(k8s, &why).await?;
+            let mark = NodeMark {
+                rule: req.rule.clone(),
+                incident: req.incident.clone(),
+                action: req.id.clone(),
+                summary: req.reason.clone(),
+            };
+            if let Err(e) = c.mark(k8s, Some(&mark)).await {
+                tracing::warn!(node = k8s, error = %e, "node condition not set");
+            }
             // On a retry or resume, keep what an earlier attempt owned.
             done.k8s_cordon = Some(r.cordoned || st.owned.k8s_cordon);
             done.k8s_taint = Some(r.tainted || st.owned.k8s_taint);
@@ -281,6 +292,9 @@ impl Worker {
             if st.owned.k8s_cordon || st.owned.k8s_taint {
                 c.uncordon(k8s, st.owned.k8s_cordon, st.owned.k8s_taint)
                     .await?;
+                if let Err(e) = c.mark(k8s, None).await {
+                    tracing::warn!(node = k8s, error = %e, "node condition not cleared");
+                }
                 notes.push("kubernetes: uncordoned");
             } else {
                 notes.push("kubernetes: nothing of pitcrew's to undo");

@@ -34,7 +34,8 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::exec::page::{Page, PageEvent, PageSeverity};
 use crate::exec::{
-    BoxFuture, DrainResult, ExecError, Executors, PodsLeft, PowerOp, PowerState, Scheduler,
+    BoxFuture, DrainResult, ExecError, Executors, NodeEvent, NodeMark, PodsLeft, PowerOp,
+    PowerState, Scheduler,
 };
 use crate::governor::{Ask, Governor, Verdict};
 use crate::metrics::{JournalWriteFailed, ReasonLabel, RemediateMetrics, StepLabel, StepRetrying};

@@ -193,6 +193,7 @@ impl Engine {
                     v: V1,
                     id: ActionRequest::make_id(&inc.id, &inc.blame, &p.plan, 0),
                     incident: inc.id.clone(),
+                    rule: Some(inc.rule.clone()),
                     target: inc.blame.clone(),
                     plan: p.plan.clone(),
                     params,
