@@ -223,8 +223,18 @@ fn helm_lints_and_renders_the_chart() {
                 pitcrew_accepts(&strings(&c["args"]));
             }
             let name = d["metadata"]["name"].as_str().unwrap();
-            if kind == "Deployment" {
+            if kind == "Deployment" || kind == "StatefulSet" {
                 assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+            }
+            // The rules stage's transactional id is its --instance, which
+            // must survive restarts: a StatefulSet's pod name does, a
+            // Deployment's does not.
+            if cs.iter().any(|c| c["args"][0] == "rules") {
+                assert_eq!(kind, "StatefulSet", "{name}: rules need stable instance ids");
+                assert!(
+                    strings(&cs[0]["args"]).contains(&"--instance=$(POD_NAME)".to_owned()),
+                    "{name}"
+                );
             }
         }
         kinds.insert(kind);
@@ -232,6 +242,8 @@ fn helm_lints_and_renders_the_chart() {
     for k in [
         "DaemonSet",
         "Deployment",
+        "StatefulSet",
+        "PodDisruptionBudget",
         "ClusterRole",
         "ClusterRoleBinding",
         "ServiceAccount",
