@@ -228,6 +228,9 @@ impl KubeCluster {
             .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
             .collect();
         for name in names {
+            // The label a kubelet sets, for spreading and anti-affinity.
+            let mut labels = labels.clone();
+            labels.insert("kubernetes.io/hostname".to_owned(), name.as_str().into());
             let node = serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Node",

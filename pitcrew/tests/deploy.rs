@@ -230,7 +230,10 @@ fn helm_lints_and_renders_the_chart() {
             // must survive restarts: a StatefulSet's pod name does, a
             // Deployment's does not.
             if cs.iter().any(|c| c["args"][0] == "rules") {
-                assert_eq!(kind, "StatefulSet", "{name}: rules need stable instance ids");
+                assert_eq!(
+                    kind, "StatefulSet",
+                    "{name}: rules need stable instance ids"
+                );
                 assert!(
                     strings(&cs[0]["args"]).contains(&"--instance=$(POD_NAME)".to_owned()),
                     "{name}"

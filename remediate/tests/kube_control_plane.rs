@@ -38,6 +38,7 @@ fn training_job(name: &str) -> Value {
                     // period to go (a checkpoint being written).
                     "annotations": {
                         "pod-complete.stage.kwok.x-k8s.io/delay": "1h",
+                        "pod-complete.stage.kwok.x-k8s.io/jitter-delay": "1h",
                         "pod-delete.stage.kwok.x-k8s.io/delay": format!("{GRACE_S}s"),
                     },
                 },

@@ -51,6 +51,7 @@ fn a_jobs_pod_is_scheduled_run_terminated_gracefully_and_replaced_elsewhere() {
                     // grace period to go (a checkpoint being written).
                     "annotations": {
                         "pod-complete.stage.kwok.x-k8s.io/delay": "1h",
+                        "pod-complete.stage.kwok.x-k8s.io/jitter-delay": "1h",
                         "pod-delete.stage.kwok.x-k8s.io/delay": "3s",
                     },
                 },
