@@ -258,6 +258,111 @@ fn helm_lints_and_renders_the_chart() {
     ] {
         assert!(kinds.contains(k), "{k} not rendered: {kinds:?}");
     }
+    // The admin API (no TLS of its own) stays on the pod's loopback.
+    let remediate = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "Deployment"
+                && d["spec"]["template"]["spec"]["containers"][0]["args"][0] == "remediate"
+        })
+        .unwrap();
+    assert!(
+        strings(&remediate["spec"]["template"]["spec"]["containers"][0]["args"])
+            .contains(&"--admin-listen=127.0.0.1:9466".to_owned())
+    );
+    // Your own rule files next to the built-in pack, and extra env and
+    // volumes in every pitcrew container.
+    let dir = pitcrew_harness::run_dir("helm-values").unwrap();
+    let values = dir.join("values.yaml");
+    std::fs::write(
+        &values,
+        "rules:\n  files:\n    site.toml: |\n      [[rule]]\n      name = \"site-xid-48\"\n      severity = \"critical\"\n      plan = \"reboot_node\"\n      when = { kind = \"gpu.xid\", where = { \"data.code\" = 48 } }\n\
+         extraEnv:\n  - {name: SSL_CERT_FILE, value: /etc/site-ca/ca.crt}\n\
+         extraVolumes:\n  - {name: site-ca, configMap: {name: site-ca}}\n\
+         extraVolumeMounts:\n  - {name: site-ca, mountPath: /etc/site-ca, readOnly: true}\n",
+    )
+    .unwrap();
+    let text =
+        pitcrew_harness::helm::run(&["template", "fleet", chart, "-f", values.to_str().unwrap()])
+            .unwrap();
+    let docs: Vec<serde_json::Value> = yaml("helm template -f", &text)
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
+    let rule_files = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-rules"))
+        })
+        .expect("a ConfigMap of the rule files");
+    let site = rule_files["data"]["site.toml"].as_str().unwrap();
+    let check_dir = dir.join("rules");
+    std::fs::create_dir_all(&check_dir).unwrap();
+    std::fs::write(check_dir.join("site.toml"), site).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pitcrew"))
+        .args(["check", "@default", check_dir.to_str().unwrap()])
+        .env_remove("PITCREW_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the rendered rule file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut workloads = 0;
+    for d in &docs {
+        let pod = &d["spec"]["template"]["spec"];
+        let Some(c) = pod["containers"].as_array().and_then(|c| c.first()) else {
+            continue;
+        };
+        if c["args"][0] == "topics" {
+            continue;
+        }
+        workloads += 1;
+        assert!(
+            c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "SSL_CERT_FILE"),
+            "{d}"
+        );
+        assert!(
+            c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "site-ca"),
+            "{d}"
+        );
+        assert!(
+            pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == "site-ca"),
+            "{d}"
+        );
+        if c["args"][0] == "rules" {
+            let args = strings(&c["args"]);
+            assert!(
+                args.contains(&"--rules=@default".to_owned())
+                    && args.contains(&"--rules=/etc/pitcrew-rules".to_owned()),
+                "{args:?}"
+            );
+            assert!(c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountPath"] == "/etc/pitcrew-rules"));
+        }
+    }
+    assert_eq!(workloads, 3, "collect, rules, remediate");
+    let _ = std::fs::remove_dir_all(&dir);
+
     // With an existing Secret the chart makes none and points at that one.
     let text = pitcrew_harness::helm::run(&[
         "template",
