@@ -28,6 +28,8 @@
 //!
 //! [kubernetes]              # absent: no Kubernetes
 //! kubeconfig = "/etc/pitcrew/kubeconfig"   # absent: in-cluster / $KUBECONFIG
+//! taint_key = "pitcrew.io/remediation"     # the cordon's taint (its value: the rule)
+//! taint_effect = "NoSchedule"              # or NoExecute
 //!
 //! [slurm]                   # absent: no Slurm
 //! conf = "/etc/slurm/slurm.conf"
@@ -134,6 +136,10 @@ pub struct BucketSection {
 #[serde(deny_unknown_fields)]
 pub struct KubernetesSection {
     pub kubeconfig: Option<PathBuf>,
+    /// The cordon's taint key (`pitcrew.io/remediation`).
+    pub taint_key: Option<String>,
+    /// The cordon's taint effect: `NoSchedule` (default) or `NoExecute`.
+    pub taint_effect: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -425,6 +431,20 @@ impl RemediateConfig {
         if let Some(k) = &self.kubernetes {
             let mut kube = crate::exec::kube::Kube::connect(k.kubeconfig.as_deref()).await?;
             kube.instance = source.to_owned();
+            if let Some(key) = &k.taint_key {
+                kube.taint_key = key.clone();
+            }
+            match k.taint_effect.as_deref() {
+                None => {}
+                Some(e @ ("NoSchedule" | "NoExecute" | "PreferNoSchedule")) => {
+                    kube.taint_effect = e.to_owned();
+                }
+                Some(other) => {
+                    return Err(format!(
+                        "kubernetes.taint_effect: `{other}` is not NoSchedule, NoExecute or PreferNoSchedule"
+                    ))
+                }
+            }
             exec.cluster = Some(Arc::new(kube));
         }
         if let Some(s) = &self.slurm {
@@ -493,6 +513,32 @@ mod tests {
         assert!(
             err.contains("PITCREW__GOVERNOR__MAX_OUT_OF_SERVICE"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn drain_and_taint_settings_are_checked() {
+        let cfg = RemediateConfig::parse(
+            "r.toml",
+            "[remediate]\npods_gone_margin = \"45s\"\nstuck_pods = \"proceed\"\n",
+        )
+        .unwrap();
+        let w = cfg.worker_config("remediate@test").unwrap();
+        assert_eq!(w.pods_gone_margin, Duration::from_secs(45));
+        assert_eq!(w.stuck_pods, crate::worker::StuckPods::Proceed);
+        // Checked when the file is read, not at the first drain.
+        let bad =
+            RemediateConfig::parse("r.toml", "[remediate]\nstuck_pods = \"ignore\"\n").unwrap_err();
+        assert!(bad.contains("remediate.stuck_pods"), "{bad}");
+        let cfg = RemediateConfig::parse(
+            "r.toml",
+            "[kubernetes]\ntaint_key = \"example.com/out\"\ntaint_effect = \"NoExecute\"\n",
+        )
+        .unwrap();
+        let k = cfg.kubernetes.unwrap();
+        assert_eq!(
+            (k.taint_key.as_deref(), k.taint_effect.as_deref()),
+            (Some("example.com/out"), Some("NoExecute"))
         );
     }
 

@@ -114,7 +114,9 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
     .unwrap();
     let (pod, node) = running_pods(&c, "train").remove(0);
 
-    let kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
+    let mut kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
+    // A site's own taint key (`[kubernetes] taint_key`).
+    kube.taint_key = "example.com/gpu-health".into();
     let inventory = Arc::new(Inventory::new(
         nodes
             .iter()
@@ -253,7 +255,7 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
     let n = c.get(&format!("/api/v1/nodes/{node}")).unwrap();
     let taint = n["spec"]["taints"]
         .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["key"] == "pitcrew.io/remediation"))
+        .and_then(|ts| ts.iter().find(|t| t["key"] == "example.com/gpu-health"))
         .cloned()
         .unwrap_or_else(|| panic!("{n:#}"));
     assert_eq!(taint["value"], "gpu-fallen-off-bus");
@@ -326,6 +328,12 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
         "{n:#}"
     );
     assert!(n["spec"]["unschedulable"].is_null() || n["spec"]["unschedulable"] == false);
+    assert!(
+        n["spec"]["taints"]
+            .as_array()
+            .is_none_or(|ts| ts.iter().all(|t| t["key"] != "example.com/gpu-health")),
+        "its own taint removed: {n:#}"
+    );
     c.wait_for("the return's event", Duration::from_secs(10), |c| {
         events(c).iter().any(|(reason, _)| reason == "Returned")
     })

@@ -66,6 +66,11 @@ pub struct Kube {
     client: Client,
     /// Events' `reportingInstance` (`remediate@host`).
     pub instance: String,
+    /// The taint pitcrew adds and removes (and no other): its key
+    /// ([`TAINT_KEY`] unless configured) and effect (`NoSchedule` unless
+    /// configured; `NoExecute` also evicts what does not tolerate it).
+    pub taint_key: String,
+    pub taint_effect: String,
     /// First wait after a 429 or a conflict; doubles up to 5 s.
     pub backoff: Duration,
 }
@@ -103,6 +108,8 @@ impl Kube {
         Kube {
             client,
             instance: "remediate".to_owned(),
+            taint_key: TAINT_KEY.to_owned(),
+            taint_effect: "NoSchedule".to_owned(),
             backoff: Duration::from_millis(200),
         }
     }
@@ -150,16 +157,16 @@ impl Kube {
             let spec = n.spec.get_or_insert_with(Default::default);
             let cordoned = !spec.unschedulable.unwrap_or(false);
             let taints = spec.taints.get_or_insert_with(Vec::new);
-            let tainted = !taints.iter().any(|t| t.key == TAINT_KEY);
+            let tainted = !taints.iter().any(|t| t.key == self.taint_key);
             if !cordoned && !tainted {
                 return Ok(CordonResult::default());
             }
             spec.unschedulable = Some(true);
             if tainted {
                 taints.push(Taint {
-                    key: TAINT_KEY.to_owned(),
+                    key: self.taint_key.clone(),
                     value: Some(action.chars().take(63).collect()),
-                    effect: "NoSchedule".to_owned(),
+                    effect: self.taint_effect.clone(),
                     time_added: None,
                 });
             }
@@ -187,7 +194,7 @@ impl Kube {
                 return Ok(());
             };
             let before = taints.len();
-            taints.retain(|t| t.key != TAINT_KEY);
+            taints.retain(|t| t.key != self.taint_key);
             if taints.len() == before {
                 return Ok(());
             }
