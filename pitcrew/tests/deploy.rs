@@ -253,11 +253,19 @@ fn helm_lints_and_renders_the_chart() {
         "Secret",
         "ConfigMap",
         "ServiceMonitor",
+        "PrometheusRule",
         "Service",
         "Job",
     ] {
         assert!(kinds.contains(k), "{k} not rendered: {kinds:?}");
     }
+    // The PrometheusRule is the alerts file promtool tests, unchanged.
+    let rule = docs.iter().find(|d| d["kind"] == "PrometheusRule").unwrap();
+    let alerts = &yaml(
+        "pitcrew-alerts.yml",
+        &read("deploy/prometheus/pitcrew-alerts.yml"),
+    )[0];
+    assert_eq!(rule["spec"], *alerts);
     // The admin API (no TLS of its own) stays on the pod's loopback.
     let remediate = docs
         .iter()
