@@ -274,6 +274,26 @@ impl KubeCluster {
         })
     }
 
+    /// The pods in `default` matching `label_selector` that run and are
+    /// not terminating: (name, node).
+    pub fn running_pods(&self, label_selector: &str) -> Vec<(String, String)> {
+        let pods = self
+            .get(&format!(
+                "/api/v1/namespaces/default/pods?labelSelector={label_selector}"
+            ))
+            .map(|v| v["items"].as_array().cloned().unwrap_or_default())
+            .unwrap_or_default();
+        pods.iter()
+            .filter(|p| {
+                p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+            })
+            .map(|p| {
+                let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                (field(&p["metadata"]["name"]), field(&p["spec"]["nodeName"]))
+            })
+            .collect()
+    }
+
     /// Polls `ready` every 200 ms until it holds or `limit` passes.
     pub fn wait_for(
         &self,

@@ -57,30 +57,6 @@ fn job(name: &str) -> Value {
     })
 }
 
-/// The Job's running pods: (name, node).
-fn running(c: &KubeCluster, app: &str) -> Vec<(String, String)> {
-    c.get(&format!(
-        "/api/v1/namespaces/default/pods?labelSelector=app={app}"
-    ))
-    .map(|v| v["items"].as_array().cloned().unwrap_or_default())
-    .unwrap_or_default()
-    .iter()
-    .filter(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
-    .map(|p| {
-        (
-            p["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            p["spec"]["nodeName"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        )
-    })
-    .collect()
-}
-
 fn xid79(node: &str) -> Event {
     let mut e = examples::event(EventKind::GpuXid);
     e.node = node.into();
@@ -139,7 +115,8 @@ fn bench_fault_to_replacement_pod_running() {
             .unwrap();
     }
     if let Err(e) = c.wait_for("every job running", Duration::from_secs(120), |c| {
-        jobs.iter().all(|j| !running(c, j).is_empty())
+        jobs.iter()
+            .all(|j| !c.running_pods(&format!("app={j}")).is_empty())
     }) {
         let pods = c.get("/api/v1/namespaces/default/pods").unwrap();
         let seen: Vec<String> = pods["items"]
@@ -244,7 +221,7 @@ fn bench_fault_to_replacement_pod_running() {
         // (job, its pod, its node, when the fault was handed to Kafka)
         let mut hit = Vec::new();
         for j in batch {
-            let (pod, node) = running(&c, j).remove(0);
+            let (pod, node) = c.running_pods(&format!("app={j}")).remove(0);
             let sent = Instant::now();
             // Handed to Kafka: sent and acknowledged, as the agent sends.
             rt.block_on(producer.send_message(&cfg.topics.events.name, &xid79(&node)))
@@ -270,7 +247,9 @@ fn bench_fault_to_replacement_pod_running() {
                     *gone = Some(sent.elapsed());
                 }
                 if replaced_at.is_none()
-                    && running(&c, j).iter().any(|(p, n)| p != pod && n != node)
+                    && c.running_pods(&format!("app={j}"))
+                        .iter()
+                        .any(|(p, n)| p != pod && n != node)
                 {
                     *replaced_at = Some(sent.elapsed());
                 }

@@ -68,33 +68,6 @@ fn request_for(target: &Target) -> ActionRequest {
     }
 }
 
-fn running_pods(c: &KubeCluster, app: &str) -> Vec<(String, String)> {
-    c.get(&format!(
-        "/api/v1/namespaces/default/pods?labelSelector=app={app}"
-    ))
-    .unwrap()["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter(|p| {
-            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
-        })
-        .map(|p| {
-            (
-                p["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                p["spec"]["nodeName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_elsewhere() {
     let c = KubeCluster::start().unwrap();
@@ -109,10 +82,10 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
         )
         .unwrap();
     c.wait_for("the job's pod running", Duration::from_secs(60), |c| {
-        !running_pods(c, "train").is_empty()
+        !c.running_pods("app=train").is_empty()
     })
     .unwrap();
-    let (pod, node) = running_pods(&c, "train").remove(0);
+    let (pod, node) = c.running_pods("app=train").remove(0);
 
     let mut kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
     // A site's own taint key (`[kubernetes] taint_key`).
@@ -216,7 +189,7 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
     );
 
     if let Err(e) = c.wait_for("the replacement running", Duration::from_secs(60), |c| {
-        running_pods(c, "train").iter().any(|(p, _)| *p != pod)
+        c.running_pods("app=train").iter().any(|(p, _)| *p != pod)
     }) {
         let pods = c.get("/api/v1/namespaces/default/pods").unwrap();
         let job = c
@@ -244,7 +217,8 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
         );
     }
     let replaced = asked.elapsed();
-    let (_, moved_to) = running_pods(&c, "train")
+    let (_, moved_to) = c
+        .running_pods("app=train")
         .into_iter()
         .find(|(p, _)| *p != pod)
         .unwrap();

@@ -8,21 +8,7 @@
 use std::time::{Duration, Instant};
 
 use pitcrew_harness::cluster::KubeCluster;
-use serde_json::{json, Value};
-
-fn pods(c: &KubeCluster, selector: &str) -> Vec<Value> {
-    c.get(&format!(
-        "/api/v1/namespaces/default/pods?labelSelector={selector}"
-    ))
-    .unwrap()["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn running(p: &Value) -> bool {
-    p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
-}
+use serde_json::json;
 
 #[test]
 fn a_jobs_pod_is_scheduled_run_terminated_gracefully_and_replaced_elsewhere() {
@@ -73,12 +59,10 @@ fn a_jobs_pod_is_scheduled_run_terminated_gracefully_and_replaced_elsewhere() {
         )
         .unwrap();
     c.wait_for("the job's pod running", Duration::from_secs(60), |c| {
-        pods(c, "app=train").iter().any(running)
+        !c.running_pods("app=train").is_empty()
     })
     .unwrap();
-    let first = pods(&c, "app=train").into_iter().find(running).unwrap();
-    let name = first["metadata"]["name"].as_str().unwrap().to_owned();
-    let node = first["spec"]["nodeName"].as_str().unwrap().to_owned();
+    let (name, node) = c.running_pods("app=train").remove(0);
 
     // Cordon its node, then delete the pod as an eviction would.
     c.api()
@@ -110,16 +94,14 @@ fn a_jobs_pod_is_scheduled_run_terminated_gracefully_and_replaced_elsewhere() {
     );
 
     c.wait_for("a replacement running", Duration::from_secs(60), |c| {
-        pods(c, "app=train")
-            .iter()
-            .any(|p| running(p) && p["metadata"]["name"] != name.as_str())
+        c.running_pods("app=train").iter().any(|(p, _)| *p != name)
     })
     .unwrap();
-    let replacement = pods(&c, "app=train")
+    let (_, moved_to) = c
+        .running_pods("app=train")
         .into_iter()
-        .find(|p| running(p) && p["metadata"]["name"] != name.as_str())
+        .find(|(p, _)| *p != name)
         .unwrap();
-    let moved_to = replacement["spec"]["nodeName"].as_str().unwrap();
     assert_ne!(moved_to, node, "never onto the cordoned node");
     eprintln!(
         "pod {name} on {node}: gone {:.1} s after its deletion (grace 3 s); replacement running on {moved_to} {:.1} s after the deletion",

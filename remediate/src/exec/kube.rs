@@ -376,16 +376,13 @@ impl Cluster for Kube {
     ) -> BoxFuture<'a, Result<(), ExecError>> {
         Box::pin(async move {
             let now = k8s_openapi::jiff::Timestamp::now().to_string();
-            let (condition, annotations) = match mark {
+            // Out: why, and which incident and action; back: nothing of
+            // pitcrew's left but the condition saying so.
+            let (status, reason, message, annotations) = match mark {
                 Some(m) => (
-                    serde_json::json!({
-                        "type": CONDITION_TYPE,
-                        "status": "True",
-                        "reason": camel(m.rule.as_deref().unwrap_or("remediation")),
-                        "message": m.summary.chars().take(1024).collect::<String>(),
-                        "lastHeartbeatTime": now,
-                        "lastTransitionTime": now,
-                    }),
+                    "True",
+                    camel(m.rule.as_deref().unwrap_or("remediation")),
+                    m.summary.chars().take(1024).collect::<String>(),
                     serde_json::json!({
                         ANNOTATION_INCIDENT: m.incident,
                         ANNOTATION_RULE: m.rule,
@@ -393,14 +390,9 @@ impl Cluster for Kube {
                     }),
                 ),
                 None => (
-                    serde_json::json!({
-                        "type": CONDITION_TYPE,
-                        "status": "False",
-                        "reason": "Returned",
-                        "message": "returned to service by pitcrew",
-                        "lastHeartbeatTime": now,
-                        "lastTransitionTime": now,
-                    }),
+                    "False",
+                    "Returned".to_owned(),
+                    "returned to service by pitcrew".to_owned(),
                     serde_json::json!({
                         ANNOTATION_INCIDENT: null,
                         ANNOTATION_RULE: null,
@@ -408,6 +400,14 @@ impl Cluster for Kube {
                     }),
                 ),
             };
+            let condition = serde_json::json!({
+                "type": CONDITION_TYPE,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            });
             let api = self.nodes();
             // Strategic merge: conditions merge by type, so the kubelet's
             // own are left as they are.

@@ -375,6 +375,22 @@ mod tests {
         );
     }
 
+    fn request(target: &Target, incident: &str, plan: &str) -> ActionRequest {
+        ActionRequest {
+            v: V1,
+            id: ActionRequest::make_id(incident, target, plan, 0),
+            incident: incident.into(),
+            rule: None,
+            target: target.clone(),
+            plan: plan.into(),
+            params: BTreeMap::new(),
+            requested_at: t0(),
+            reason: "test".into(),
+            events: Vec::new(),
+            dry_run: false,
+        }
+    }
+
     fn shown(r: &Requeue) -> String {
         match r {
             Requeue::Now => "now".into(),
@@ -403,19 +419,7 @@ mod tests {
         };
         let w = worker(&fleet, plan.clone());
         let target = Target::node("n1");
-        let req = ActionRequest {
-            v: V1,
-            id: ActionRequest::make_id("inc-1", &target, "cycle", 0),
-            incident: "inc-1".into(),
-            rule: None,
-            target: target.clone(),
-            plan: "cycle".into(),
-            params: BTreeMap::new(),
-            requested_at: t0(),
-            reason: "test".into(),
-            events: Vec::new(),
-            dry_run: false,
-        };
+        let req = request(&target, "inc-1", "cycle");
         hold(&w, &req);
         let mut progress = Progress::new(&req, &plan, &w.snapshot(&target).unwrap(), false);
         macro_rules! pass {
@@ -490,19 +494,7 @@ mod tests {
         };
         let w = worker(&fleet, plan.clone());
         let target = Target::node("n1");
-        let req = ActionRequest {
-            v: V1,
-            id: ActionRequest::make_id("inc-2", &target, "gated", 0),
-            incident: "inc-2".into(),
-            rule: None,
-            target: target.clone(),
-            plan: "gated".into(),
-            params: BTreeMap::new(),
-            requested_at: t0(),
-            reason: "test".into(),
-            events: Vec::new(),
-            dry_run: false,
-        };
+        let req = request(&target, "inc-2", "gated");
         hold(&w, &req);
         let mut progress = Progress::new(&req, &plan, &w.snapshot(&target).unwrap(), false);
         let Requeue::Approval(answer, within) =
