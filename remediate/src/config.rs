@@ -38,6 +38,15 @@
 //! username = "admin"
 //! password_file = "/run/secrets/bmc-password"   # or password_env
 //!
+//! [node_check]              # absent: no diagnostic before a node returns
+//! via = "slurm"             # srun -w NODE in a reservation; or "kubernetes": a Job pinned to the node
+//! command = ["dcgmi", "diag", "-r", "2"]
+//! timeout = "15m"
+//! # kubernetes only:
+//! image = "nvcr.io/nvidia/cloud-native/dcgm:4.2.3-1-ubuntu22.04"
+//! namespace = "pitcrew"
+//! gpu_resource = "nvidia.com/gpu"   # request all of the node's GPUs (the inventory's count)
+//!
 //! [[pager]]
 //! name = "oncall"
 //! kind = "pagerduty"        # pagerduty | slack | webhook
@@ -76,6 +85,7 @@ pub struct RemediateConfig {
     pub ipmi: Option<IpmiSection>,
     #[serde(default)]
     pub gpu_reset: Option<GpuResetSection>,
+    pub node_check: Option<NodeCheckSection>,
     #[serde(default)]
     pub admin: AdminSection,
     #[serde(default)]
@@ -166,6 +176,27 @@ pub struct GpuResetSection {
     pub timeout: Option<String>,
 }
 
+/// The diagnostic `verify` runs before a node returns to service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeCheckSection {
+    /// `slurm` or `kubernetes`.
+    pub via: String,
+    pub command: Vec<String>,
+    pub timeout: Option<String>,
+    /// Slurm: the reservation's user (default: the user pitcrew runs as).
+    pub user: Option<String>,
+    /// Kubernetes: the check pod's image, namespace, service account.
+    pub image: Option<String>,
+    pub namespace: Option<String>,
+    pub service_account: Option<String>,
+    pub gpu_resource: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
@@ -193,13 +224,14 @@ pub struct PagerSection {
 
 /// The table sections environment overrides may reach (`[[pager]]` and
 /// `[[plan]]` are lists, set in the file).
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "remediate",
     "governor",
     "kubernetes",
     "slurm",
     "ipmi",
     "gpu_reset",
+    "node_check",
     "admin",
 ];
 
@@ -428,6 +460,7 @@ impl RemediateConfig {
             pager: Arc::new(self.paging(source)?),
             ..Executors::default()
         };
+        let mut kube_client = None;
         if let Some(k) = &self.kubernetes {
             let mut kube = crate::exec::kube::Kube::connect(k.kubeconfig.as_deref()).await?;
             kube.instance = source.to_owned();
@@ -445,14 +478,21 @@ impl RemediateConfig {
                     ))
                 }
             }
+            kube_client = Some((kube.client(), kube.taint_key.clone()));
             exec.cluster = Some(Arc::new(kube));
         }
+        let mut slurm = None;
         if let Some(s) = &self.slurm {
-            exec.scheduler = Some(Arc::new(crate::exec::slurm::Slurm {
+            let s = crate::exec::slurm::Slurm {
                 conf: s.conf.clone(),
                 bin_dir: s.bin_dir.clone(),
                 timeout: dur("slurm.timeout", &s.timeout, Duration::from_secs(30))?,
-            }));
+            };
+            slurm = Some(s.clone());
+            exec.scheduler = Some(Arc::new(s));
+        }
+        if let Some(c) = &self.node_check {
+            exec.node_check = Some(node_check(c, inventory, slurm, kube_client)?);
         }
         if let Some(i) = &self.ipmi {
             let password = secret("ipmi password", &i.password_file, &i.password_env)?;
@@ -475,6 +515,59 @@ impl RemediateConfig {
             }));
         }
         Ok(exec)
+    }
+}
+
+/// The node check `[node_check]` describes, on the system it names.
+fn node_check(
+    c: &NodeCheckSection,
+    inventory: &Inventory,
+    slurm: Option<crate::exec::slurm::Slurm>,
+    kube: Option<(kube::Client, String)>,
+) -> Result<Arc<dyn crate::exec::check::NodeCheck>, String> {
+    if c.command.is_empty() {
+        return Err("node_check.command: empty".into());
+    }
+    let timeout = dur("node_check.timeout", &c.timeout, Duration::from_secs(900))?;
+    match c.via.as_str() {
+        "slurm" => {
+            let slurm = slurm.ok_or("node_check.via = \"slurm\" needs a [slurm] section")?;
+            Ok(Arc::new(crate::exec::slurm::SlurmCheck {
+                slurm,
+                command: c.command.clone(),
+                timeout,
+                user: c.user.clone(),
+            }))
+        }
+        "kubernetes" => {
+            let (client, taint_key) =
+                kube.ok_or("node_check.via = \"kubernetes\" needs a [kubernetes] section")?;
+            let image = c
+                .image
+                .clone()
+                .ok_or("node_check.image: the check pod's image is needed")?;
+            Ok(Arc::new(crate::exec::kube_check::KubeJobCheck {
+                client,
+                namespace: c.namespace.clone().unwrap_or_else(|| "default".into()),
+                image,
+                command: c.command.clone(),
+                timeout,
+                taint_key,
+                gpu_resource: c.gpu_resource.clone(),
+                gpus: inventory
+                    .nodes()
+                    .iter()
+                    .filter_map(|n| Some((n.name.clone(), n.gpus?)))
+                    .collect(),
+                labels: c.labels.clone(),
+                annotations: c.annotations.clone(),
+                service_account: c.service_account.clone(),
+                poll: Duration::from_secs(2),
+            }))
+        }
+        other => Err(format!(
+            "node_check.via: `{other}` is neither `slurm` nor `kubernetes`"
+        )),
     }
 }
 
@@ -540,6 +633,45 @@ mod tests {
             (k.taint_key.as_deref(), k.taint_effect.as_deref()),
             (Some("example.com/out"), Some("NoExecute"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_node_check_needs_its_system_and_a_command() {
+        let inv = Arc::new(Inventory::default());
+        let build = |text: &str| {
+            let cfg = RemediateConfig::parse("r.toml", text).unwrap();
+            let inv = inv.clone();
+            async move {
+                cfg.executors(&inv, "t")
+                    .await
+                    .map(|e| e.node_check.map(|c| c.describe()))
+            }
+        };
+        let ok = build("[slurm]\n[node_check]\nvia = \"slurm\"\ncommand = [\"dcgmi\", \"diag\", \"-r\", \"2\"]\n")
+            .await
+            .unwrap();
+        assert_eq!(ok.as_deref(), Some("slurm: dcgmi diag -r 2"));
+        for (text, says) in [
+            (
+                "[node_check]\nvia = \"slurm\"\ncommand = [\"x\"]\n",
+                "needs a [slurm] section",
+            ),
+            (
+                "[node_check]\nvia = \"kubernetes\"\ncommand = [\"x\"]\n",
+                "needs a [kubernetes] section",
+            ),
+            (
+                "[slurm]\n[node_check]\nvia = \"ssh\"\ncommand = [\"x\"]\n",
+                "neither `slurm` nor `kubernetes`",
+            ),
+            (
+                "[slurm]\n[node_check]\nvia = \"slurm\"\ncommand = []\n",
+                "node_check.command: empty",
+            ),
+        ] {
+            let err = build(text).await.unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

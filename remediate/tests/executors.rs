@@ -12,12 +12,13 @@ use pitcrew_harness::ipmi::{SimulatedBmc, PASSWORD, USER};
 use pitcrew_harness::kube::KubeApiserver;
 use pitcrew_harness::slurm::SlurmCluster;
 use pitcrew_harness::webhook::WebhookReceiver;
+use pitcrew_remediate::exec::check::{CheckNode, NodeCheck};
 use pitcrew_remediate::exec::ipmi::Ipmi;
 use pitcrew_remediate::exec::kube::{Kube, TAINT_KEY};
 use pitcrew_remediate::exec::page::{
     sign, Page, PageEvent, PageSeverity, Paging, Receiver, ReceiverKind, Retry, Secret,
 };
-use pitcrew_remediate::exec::slurm::{parse_node_line, Slurm};
+use pitcrew_remediate::exec::slurm::{parse_node_line, Slurm, SlurmCheck};
 use pitcrew_remediate::exec::{
     Cluster, CordonResult, DrainResult, Power, PowerOp, PowerState, Scheduler,
 };
@@ -130,6 +131,94 @@ async fn slurm_drains_requeues_and_resumes_only_its_own() {
     // A node Slurm does not know is a permanent error.
     let err = slurm.drain("nope", "x").await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
+}
+
+#[tokio::test]
+async fn a_node_check_runs_through_slurm_on_the_drained_node_and_leaves_it_drained() {
+    let cluster = SlurmCluster::start(&["n1", "n2"]).unwrap();
+    let slurm = Slurm {
+        conf: Some(cluster.conf().to_path_buf()),
+        bin_dir: None,
+        timeout: Duration::from_secs(20),
+    };
+    let check = |command: &str, timeout: u64| SlurmCheck {
+        slurm: slurm.clone(),
+        command: vec!["sh".into(), "-c".into(), command.into()],
+        timeout: Duration::from_secs(timeout),
+        user: None,
+    };
+    let node = |n| CheckNode {
+        node: n,
+        k8s: n,
+        slurm: n,
+        action: "act-1",
+    };
+    assert_eq!(
+        slurm.drain("n1", "act-1 Xid 79 on GPU 3").await.unwrap(),
+        DrainResult::Drained
+    );
+    let drained_as_before = || {
+        let view = parse_node_line(&cluster.node_line("n1").unwrap()).unwrap();
+        assert!(view.drained(), "{view:?}");
+        assert_eq!(
+            view.reason.as_deref(),
+            Some("pitcrew: act-1 Xid 79 on GPU 3")
+        );
+        let resv = cluster.run("scontrol", &["show", "reservation"]).unwrap();
+        assert!(
+            !resv.contains("pitcrew-check-n1"),
+            "reservation left: {resv}"
+        );
+    };
+
+    // Passes: srun ran on n1 itself (SLURMD_NODENAME is slurmd's name).
+    let ok = check("echo \"node $SLURMD_NODENAME: 8 GPUs pass\"", 60)
+        .run(node("n1"))
+        .await
+        .unwrap();
+    assert!(ok.passed, "{ok:?}");
+    assert!(ok.output.contains("node n1: 8 GPUs pass"), "{}", ok.output);
+    drained_as_before();
+
+    // Fails: the verdict, with what it printed and its exit status.
+    let bad = check("echo 'GPU 3: Memory: Fail token=abc123'; exit 3", 60)
+        .run(node("n1"))
+        .await
+        .unwrap();
+    assert!(!bad.passed);
+    assert!(bad.output.contains("GPU 3: Memory: Fail"), "{}", bad.output);
+    assert!(!bad.output.contains("abc123"), "{}", bad.output);
+    assert!(bad.output.contains("exit"), "{}", bad.output);
+    drained_as_before();
+
+    // Hangs: a failed check, the step cancelled, the node drained again.
+    let hung = check("sleep 120", 5).run(node("n1")).await.unwrap();
+    assert!(!hung.passed);
+    assert!(
+        hung.output.contains("did not finish in 5 s"),
+        "{}",
+        hung.output
+    );
+    drained_as_before();
+    let left = cluster
+        .run("squeue", &["-h", "-w", "n1", "-o", "%A %T"])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut left = left;
+    while !left.trim().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        left = cluster
+            .run("squeue", &["-h", "-w", "n1", "-o", "%A %T"])
+            .unwrap();
+    }
+    assert!(left.trim().is_empty(), "the hung check still runs: {left}");
+
+    // A node that is not drained stays so.
+    let ok = check("true", 60).run(node("n2")).await.unwrap();
+    assert!(ok.passed, "{ok:?}");
+    assert!(!parse_node_line(&cluster.node_line("n2").unwrap())
+        .unwrap()
+        .drained());
 }
 
 fn kubeconfig(api: &KubeApiserver) -> tempfile_path::Path {

@@ -130,6 +130,7 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
             power: None,
             gpu_reset: None,
             heartbeats: None,
+            node_check: None,
             pager: Arc::new(Paging::default()),
         },
         journal.clone(),
@@ -317,4 +318,87 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
         drained.as_secs_f64(),
         replaced.as_secs_f64()
     );
+}
+
+/// The node check as a Job pinned to the cordoned node: KWOK's kubelet runs
+/// it, succeeding or (scripted through the pod's annotations) failing.
+#[tokio::test]
+async fn a_node_check_job_runs_on_the_cordoned_node_and_reports_its_verdict() {
+    use pitcrew_remediate::exec::check::{CheckNode, NodeCheck};
+    use pitcrew_remediate::exec::kube_check::{job_name, KubeJobCheck};
+    use pitcrew_remediate::exec::Cluster;
+
+    let c = KubeCluster::start().unwrap();
+    let nodes: Vec<String> = (1..=2).map(|i| format!("gpu-{i}")).collect();
+    c.add_nodes(&nodes, &[]).unwrap();
+    c.wait_nodes_ready(&nodes, Duration::from_secs(60)).unwrap();
+    let mut kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
+    // NoExecute: a pod that did not tolerate it could not stay on the node.
+    kube.taint_effect = "NoExecute".into();
+    kube.cordon("gpu-1", "gpu-fallen-off-bus").await.unwrap();
+    let check = |annotations: &[(&str, &str)]| KubeJobCheck {
+        client: kube.client(),
+        namespace: "default".into(),
+        image: "nvcr.io/nvidia/cloud-native/dcgm:4.2.3-1-ubuntu22.04".into(),
+        command: vec!["dcgmi".into(), "diag".into(), "-r".into(), "2".into()],
+        timeout: Duration::from_secs(60),
+        taint_key: kube.taint_key.clone(),
+        gpu_resource: None,
+        gpus: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        service_account: None,
+        poll: Duration::from_millis(300),
+    };
+    let on = |action| CheckNode {
+        node: "gpu-1",
+        k8s: "gpu-1",
+        slurm: "gpu-1",
+        action,
+    };
+    let pod_of = |job: &str| -> Value {
+        let pods = c
+            .get(&format!(
+                "/api/v1/namespaces/default/pods?labelSelector=job-name%3D{job}"
+            ))
+            .unwrap();
+        pods["items"][0].clone()
+    };
+
+    let ok = check(&[]).run(on("act-pass")).await.unwrap();
+    assert!(ok.passed, "{ok:?}");
+    assert!(ok.output.contains("exit 0 Completed"), "{}", ok.output);
+    let pod = pod_of(&job_name("act-pass"));
+    assert_eq!(pod["spec"]["nodeName"], "gpu-1", "pinned to the node");
+    assert_eq!(pod["status"]["phase"], "Succeeded");
+
+    let failing = [
+        ("pitcrew.test/exit-code", "4"),
+        (
+            "pitcrew.test/message",
+            "GPU 3: Memory: Fail (bmc password=hunter2)",
+        ),
+        ("pod-complete.stage.kwok.x-k8s.io/weight", "0"),
+    ];
+    let bad = check(&failing).run(on("act-fail")).await.unwrap();
+    assert!(!bad.passed, "{bad:?}");
+    assert!(
+        bad.output.contains("exit 4 Error: GPU 3: Memory: Fail"),
+        "{}",
+        bad.output
+    );
+    assert!(!bad.output.contains("hunter2"), "{}", bad.output);
+    assert!(bad.output.contains("failed"), "{}", bad.output);
+
+    // Run again for the same action (a restart mid-check): the same Job's
+    // verdict, no second Job.
+    let again = check(&failing).run(on("act-fail")).await.unwrap();
+    assert_eq!(again.passed, bad.passed);
+    let jobs = c
+        .get("/apis/batch/v1/namespaces/default/jobs?labelSelector=pitcrew.io%2Fnode-check%3Dgpu-1")
+        .unwrap();
+    assert_eq!(jobs["items"].as_array().map(Vec::len), Some(2), "{jobs:#}");
 }

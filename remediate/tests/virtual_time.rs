@@ -39,6 +39,7 @@ fn rig(plans: PlanBook, tweak: impl FnOnce(&mut WorkerConfig)) -> Rig {
         (0..4)
             .map(|i| NodeInfo {
                 name: format!("n{i}"),
+                gpus: Some(8),
                 ..NodeInfo::default()
             })
             .collect(),
@@ -52,6 +53,7 @@ fn rig(plans: PlanBook, tweak: impl FnOnce(&mut WorkerConfig)) -> Rig {
         power: Some(Arc::new(fleet.clone())),
         gpu_reset: Some(Arc::new(fleet.clone())),
         heartbeats: Some(Arc::new(fleet.clone())),
+        node_check: Some(Arc::new(fleet.clone())),
         pager: Arc::new(Paging::default()),
     };
     let mut cfg = WorkerConfig {
@@ -249,4 +251,116 @@ async fn a_pod_stuck_terminating_stops_the_plan_before_the_power_step() {
             if step == "drain" && d.contains("going on (stuck_pods = proceed)"))
     });
     assert!((59.0..=63.0).contains(&went_on), "went on at {went_on} s");
+}
+
+/// `reboot_node` whose failure goes to the next rung, RMA.
+fn reboot_then_rma() -> PlanBook {
+    let mut plans = PlanBook::builtin();
+    let mut p = plans.get("reboot_node").unwrap().clone();
+    p.on_failure = OnFailure::Plan("rma".into());
+    plans.insert(p);
+    plans
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_node_check_keeps_the_node_out_and_takes_the_next_rung() {
+    let r = rig(reboot_then_rma(), |c| {
+        c.verify_quiet = Duration::from_secs(60);
+    });
+    r.fleet.set_check_fails(
+        "n1",
+        Some("dcgmi diag -r 2 (bmc password=hunter2)\nGPU 3: Memory: Fail"),
+    );
+    r.worker.submit(request("n1", "reboot_node")).await.unwrap();
+    assert!(r.worker.wait_idle(HOUR).await);
+    assert_eq!(r.fleet.count("power cycle"), 1);
+    assert_eq!(r.fleet.count("check n1"), 1, "{:?}", r.fleet.calls());
+    assert!(r.fleet.node("n1").unwrap().unschedulable, "kept out");
+    let audits: Vec<AuditRecord> = r
+        .journal
+        .audits()
+        .into_iter()
+        .filter(|a| a.target == Target::node("n1"))
+        .collect();
+    let failed = audits
+        .iter()
+        .find_map(|a| match &a.entry {
+            AuditEntry::StepFailed { step, error, .. } if step == "verify" => Some(error.clone()),
+            _ => None,
+        })
+        .expect("verify failed");
+    assert!(failed.contains("node check failed"), "{failed}");
+    assert!(failed.contains("GPU 3: Memory: Fail"), "{failed}");
+    assert!(
+        !failed.contains("hunter2"),
+        "a secret reached the audit: {failed}"
+    );
+    assert!(
+        !audits
+            .iter()
+            .any(|a| matches!(a.entry, AuditEntry::Returned)),
+        "returned after a failed check"
+    );
+    // The next rung ran: the RMA plan's ticket.
+    assert!(
+        audits.iter().any(|a| a.plan.as_deref() == Some("rma")
+            && matches!(&a.entry, AuditEntry::StepSucceeded { step, .. } if step == "rma")),
+        "{audits:#?}"
+    );
+
+    // The same check passing: the node returns, and the note says so.
+    let r = rig(reboot_then_rma(), |c| {
+        c.verify_quiet = Duration::from_secs(60);
+    });
+    r.worker.submit(request("n1", "reboot_node")).await.unwrap();
+    assert!(r.worker.wait_idle(HOUR).await);
+    assert!(!r.fleet.node("n1").unwrap().unschedulable, "returned");
+    let verified = r
+        .journal
+        .audits()
+        .iter()
+        .find_map(|a| match &a.entry {
+            AuditEntry::StepSucceeded { step, detail } if step == "verify" => detail.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        verified.contains("check passed (simulated check)"),
+        "{verified}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_back_with_fewer_gpus_than_the_inventory_is_not_returned() {
+    let r = rig(reboot_then_rma(), |c| {
+        c.verify_timeout = Duration::from_secs(600);
+        c.verify_quiet = Duration::from_secs(60);
+    });
+    r.fleet.set_gpu_count("n2", Some(7));
+    r.worker.submit(request("n2", "reboot_node")).await.unwrap();
+    assert!(r.worker.wait_idle(HOUR).await);
+    assert!(r.fleet.node("n2").unwrap().unschedulable, "kept out");
+    assert_eq!(
+        r.fleet.count("check n2"),
+        0,
+        "no check on a node missing a GPU"
+    );
+    let failed_at = seconds_to(&r, "n2", |a| {
+        matches!(&a.entry, AuditEntry::StepFailed { step, error, .. }
+            if step == "verify" && error == "verify: n2 is back with 7 GPUs, the inventory says 8")
+    });
+    // It waited out the verify timeout for the missing GPU to show up.
+    assert!(
+        (600.0..700.0).contains(&failed_at),
+        "failed at {failed_at} s"
+    );
+
+    // All eight back: returned.
+    let r = rig(reboot_then_rma(), |c| {
+        c.verify_quiet = Duration::from_secs(60);
+    });
+    r.fleet.set_gpu_count("n2", Some(8));
+    r.worker.submit(request("n2", "reboot_node")).await.unwrap();
+    assert!(r.worker.wait_idle(HOUR).await);
+    assert!(!r.fleet.node("n2").unwrap().unschedulable);
 }

@@ -74,6 +74,7 @@ fn rig_with(
         power: Some(Arc::new(fleet.clone())),
         gpu_reset: Some(Arc::new(fleet.clone())),
         heartbeats: Some(Arc::new(fleet.clone())),
+        node_check: None,
         pager: Arc::new(paging),
     };
     let mut cfg = WorkerConfig {

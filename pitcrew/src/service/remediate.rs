@@ -28,7 +28,7 @@ use pitcrew_contract::{
     Timestamp,
 };
 use pitcrew_remediate::config::RemediateConfig;
-use pitcrew_remediate::exec::{BoxFuture, ExecError, Executors, Heartbeats};
+use pitcrew_remediate::exec::{Beat, BoxFuture, ExecError, Executors, Heartbeats};
 use pitcrew_remediate::metrics::RemediateMetrics;
 use pitcrew_remediate::{Governor, Journal, JournalError, Worker};
 use pitcrew_rules::Inventory;
@@ -113,14 +113,15 @@ impl Heartbeats for KafkaHeartbeats {
         &'a self,
         node: &'a str,
         since: Timestamp,
-    ) -> BoxFuture<'a, Result<bool, ExecError>> {
+    ) -> BoxFuture<'a, Result<Option<Beat>, ExecError>> {
         let kafka = self.kafka.clone();
         let topic = self.topic.clone();
         let partition = pitcrew_bus::partition_of(node, self.partitions);
         let node = node.to_owned();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let mut seen = false;
+                // The latest one: its GPU count is the node's now.
+                let mut latest: Option<(Timestamp, Beat)> = None;
                 read_partition_range(
                     &kafka,
                     &topic,
@@ -129,18 +130,27 @@ impl Heartbeats for KafkaHeartbeats {
                     i64::MAX,
                     Duration::from_secs(30),
                     |bytes| {
-                        if seen {
+                        let Ok(ev) = decode::<Event>(bytes) else {
                             return;
-                        }
-                        if let Ok(ev) = decode::<Event>(bytes) {
-                            seen = ev.node == node
-                                && ev.time >= since
-                                && matches!(ev.data, EventData::NodeHeartbeat(_));
+                        };
+                        let EventData::NodeHeartbeat(hb) = &ev.data else {
+                            return;
+                        };
+                        if ev.node == node
+                            && ev.time >= since
+                            && latest.is_none_or(|(t, _)| ev.time >= t)
+                        {
+                            latest = Some((
+                                ev.time,
+                                Beat {
+                                    gpu_count: hb.gpu_count,
+                                },
+                            ));
                         }
                     },
                 )
                 .map_err(|e| ExecError::retryable("kafka", e.to_string()))?;
-                Ok(seen)
+                Ok(latest.map(|(_, b)| b))
             })
             .await
             .map_err(|e| ExecError::permanent("kafka", e.to_string()))?

@@ -81,7 +81,7 @@ impl std::fmt::Debug for Kube {
     }
 }
 
-fn classify(what: &str, e: kube::Error) -> ExecError {
+pub(super) fn classify(what: &str, e: kube::Error) -> ExecError {
     match &e {
         kube::Error::Api(s) => {
             let msg = format!("{what}: {} {}", s.code, s.message);
@@ -96,7 +96,7 @@ fn classify(what: &str, e: kube::Error) -> ExecError {
     }
 }
 
-fn code(e: &kube::Error) -> Option<u16> {
+pub(super) fn code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(s) => Some(s.code),
         _ => None,
@@ -112,6 +112,11 @@ impl Kube {
             taint_effect: "NoSchedule".to_owned(),
             backoff: Duration::from_millis(200),
         }
+    }
+
+    /// The client, for the other Kubernetes executors (the node check).
+    pub fn client(&self) -> Client {
+        self.client.clone()
     }
 
     /// From a kubeconfig file, or (None) the usual inference: in-cluster

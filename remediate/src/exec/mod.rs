@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use pitcrew_contract::Timestamp;
 
+pub mod check;
 pub mod http;
 pub mod ipmi;
 pub mod kube;
+pub mod kube_check;
 pub mod page;
 pub mod sim;
 pub mod slurm;
@@ -227,14 +229,22 @@ pub trait GpuReset: Send + Sync {
     ) -> BoxFuture<'a, Result<(), ExecError>>;
 }
 
+/// A node's heartbeat, as verification reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Beat {
+    /// The GPUs the node's agent sees (the latest heartbeat's count), when
+    /// it says.
+    pub gpu_count: Option<u32>,
+}
+
 /// Where a node's liveness is seen, for verification.
 pub trait Heartbeats: Send + Sync {
-    /// Whether the node sent a heartbeat at or after `since`.
+    /// The node's latest heartbeat at or after `since`, if any.
     fn seen_since<'a>(
         &'a self,
         node: &'a str,
         since: Timestamp,
-    ) -> BoxFuture<'a, Result<bool, ExecError>>;
+    ) -> BoxFuture<'a, Result<Option<Beat>, ExecError>>;
 }
 
 /// Runs a command from the config (`[gpu_reset] command = [...]`) with
@@ -298,6 +308,8 @@ pub struct Executors {
     pub power: Option<Arc<dyn Power>>,
     pub gpu_reset: Option<Arc<dyn GpuReset>>,
     pub heartbeats: Option<Arc<dyn Heartbeats>>,
+    /// Run by `verify` before a node is returned to service.
+    pub node_check: Option<Arc<dyn check::NodeCheck>>,
     pub pager: Arc<page::Paging>,
 }
 
@@ -309,6 +321,10 @@ impl std::fmt::Debug for Executors {
             .field("power", &self.power.is_some())
             .field("gpu_reset", &self.gpu_reset.is_some())
             .field("heartbeats", &self.heartbeats.is_some())
+            .field(
+                "node_check",
+                &self.node_check.as_ref().map(|c| c.describe()),
+            )
             .field("pager", &self.pager)
             .finish()
     }

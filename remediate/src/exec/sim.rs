@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use pitcrew_contract::Timestamp;
 
+use super::check::{for_the_audit, CheckNode, CheckOutcome, NodeCheck};
 use super::slurm::REASON_PREFIX;
 use super::{
-    BoxFuture, Cluster, CordonResult, DrainResult, ExecError, GpuReset, Heartbeats, PodLeft,
+    Beat, BoxFuture, Cluster, CordonResult, DrainResult, ExecError, GpuReset, Heartbeats, PodLeft,
     PodsLeft, Power, PowerOp, PowerState, Scheduler,
 };
 
@@ -52,6 +53,10 @@ struct Inner {
     /// with when they were evicted.
     stuck_pods: BTreeMap<String, Option<Timestamp>>,
     heartbeats: BTreeMap<String, Timestamp>,
+    /// What a node's heartbeats say of its GPUs (absent: nothing).
+    gpu_counts: BTreeMap<String, u32>,
+    /// Nodes whose check fails, with what it prints.
+    check_fails: BTreeMap<String, String>,
     requeued: Vec<String>,
 }
 
@@ -133,6 +138,24 @@ impl SimFleet {
 
     pub fn heartbeat(&self, node: &str, at: Timestamp) {
         self.lock().heartbeats.insert(node.to_owned(), at);
+    }
+
+    /// The GPU count the node's heartbeats report from now on.
+    pub fn set_gpu_count(&self, node: &str, gpus: Option<u32>) {
+        let mut i = self.lock();
+        match gpus {
+            Some(n) => i.gpu_counts.insert(node.to_owned(), n),
+            None => i.gpu_counts.remove(node),
+        };
+    }
+
+    /// Makes the node's check fail with `output` (`None`: pass).
+    pub fn set_check_fails(&self, node: &str, output: Option<&str>) {
+        let mut i = self.lock();
+        match output {
+            Some(o) => i.check_fails.insert(node.to_owned(), o.to_owned()),
+            None => i.check_fails.remove(node),
+        };
     }
 
     /// Nodes out of service (unschedulable or drained), for the demo view.
@@ -400,13 +423,39 @@ impl Heartbeats for SimFleet {
         &'a self,
         node: &'a str,
         since: Timestamp,
-    ) -> BoxFuture<'a, Result<bool, ExecError>> {
+    ) -> BoxFuture<'a, Result<Option<Beat>, ExecError>> {
         Box::pin(async move {
-            Ok(self
-                .lock()
-                .heartbeats
+            let i = self.lock();
+            Ok(i.heartbeats
                 .get(node)
-                .is_some_and(|t| *t >= since))
+                .is_some_and(|t| *t >= since)
+                .then(|| Beat {
+                    gpu_count: i.gpu_counts.get(node).copied(),
+                }))
         })
+    }
+}
+
+impl NodeCheck for SimFleet {
+    fn run<'a>(&'a self, node: CheckNode<'a>) -> BoxFuture<'a, Result<CheckOutcome, ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            self.call(format!("check {}", node.node))?;
+            let fails = self.lock().check_fails.get(node.node).cloned();
+            Ok(match fails {
+                Some(output) => CheckOutcome {
+                    passed: false,
+                    output: for_the_audit(&output),
+                },
+                None => CheckOutcome {
+                    passed: true,
+                    output: "all checks passed".into(),
+                },
+            })
+        })
+    }
+
+    fn describe(&self) -> String {
+        "simulated check".into()
     }
 }

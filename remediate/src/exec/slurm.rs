@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::check::{for_the_audit, CheckNode, CheckOutcome, NodeCheck};
 use super::{BoxFuture, DrainResult, ExecError, Scheduler};
 
 /// Reasons pitcrew writes start with this, and only such drains are resumed.
@@ -88,7 +89,13 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 }
 
 impl Slurm {
-    async fn run(&self, program: &str, args: &[&str]) -> Result<String, ExecError> {
+    /// Runs a Slurm command to its end (or `timeout`), whatever its status.
+    async fn output(
+        &self,
+        program: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<std::process::Output, ExecError> {
         let path = match &self.bin_dir {
             Some(d) => d.join(program),
             None => PathBuf::from(program),
@@ -98,10 +105,14 @@ impl Slurm {
         if let Some(c) = &self.conf {
             cmd.env("SLURM_CONF", c);
         }
-        let out = tokio::time::timeout(self.timeout, cmd.output())
+        tokio::time::timeout(timeout, cmd.output())
             .await
             .map_err(|_| ExecError::retryable("slurm", format!("{program} timed out")))?
-            .map_err(|e| ExecError::permanent("slurm", format!("cannot run {program}: {e}")))?;
+            .map_err(|e| ExecError::permanent("slurm", format!("cannot run {program}: {e}")))
+    }
+
+    async fn run(&self, program: &str, args: &[&str]) -> Result<String, ExecError> {
+        let out = self.output(program, args, self.timeout).await?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() {
             return Ok(stdout);
@@ -223,6 +234,173 @@ impl Scheduler for Slurm {
                 .await?;
             Ok(true)
         })
+    }
+}
+
+/// A node check through Slurm: `srun -w NODE` in a maintenance reservation
+/// of the node alone.
+///
+/// A drained node takes no job, not even one asking for it by name, so the
+/// check: reserves the node for the check's user (`flags=maint,ignore_jobs`:
+/// no one else's job can start there), resumes it if drained, runs the
+/// command with `srun --reservation`, drains it again with the reason it
+/// had (pitcrew's drain stays pitcrew's, an operator's stays theirs) and
+/// deletes the reservation. Every part observes first, so a check cut off
+/// by a restart is run again from the start.
+#[derive(Clone, Debug)]
+pub struct SlurmCheck {
+    pub slurm: Slurm,
+    pub command: Vec<String>,
+    /// For the whole check, the command's run included.
+    pub timeout: Duration,
+    /// Whose the reservation is (`srun` runs as this user); `None`: the
+    /// user pitcrew runs as.
+    pub user: Option<String>,
+}
+
+impl SlurmCheck {
+    /// The reservation's name for a node.
+    pub fn reservation(node: &str) -> String {
+        format!("pitcrew-check-{node}")
+    }
+
+    async fn user(&self) -> Result<String, ExecError> {
+        if let Some(u) = &self.user {
+            return Ok(u.clone());
+        }
+        let out = tokio::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .await
+            .map_err(|e| ExecError::permanent("slurm", format!("cannot run id: {e}")))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    async fn check(&self, node: &str) -> Result<CheckOutcome, ExecError> {
+        if self.command.is_empty() {
+            return Err(ExecError::NotConfigured {
+                system: "node_check.command",
+            });
+        }
+        let resv = SlurmCheck::reservation(node);
+        let minutes = self.timeout.as_secs().div_ceil(60).max(1) + 1;
+        let user = self.user().await?;
+        let exists = self
+            .slurm
+            .output(
+                "scontrol",
+                &["-o", "show", "reservation", &resv],
+                self.slurm.timeout,
+            )
+            .await?
+            .status
+            .success();
+        if !exists {
+            self.slurm
+                .run(
+                    "scontrol",
+                    &[
+                        "create",
+                        "reservation",
+                        &format!("reservationname={resv}"),
+                        &format!("nodes={node}"),
+                        &format!("users={user}"),
+                        "starttime=now",
+                        &format!("duration={minutes}"),
+                        "flags=maint,ignore_jobs",
+                    ],
+                )
+                .await?;
+        }
+        let view = self.slurm.node(node).await?;
+        let node_arg = format!("nodename={node}");
+        if view.drained() {
+            self.slurm
+                .run("scontrol", &["update", &node_arg, "state=resume"])
+                .await?;
+        }
+        let mut args: Vec<&str> = vec![
+            "--reservation",
+            &resv,
+            "-w",
+            node,
+            "-N1",
+            "-n1",
+            "--job-name=pitcrew-check",
+        ];
+        let time = format!("--time={minutes}");
+        args.push(&time);
+        args.extend(self.command.iter().map(String::as_str));
+        let ran = self.slurm.output("srun", &args, self.timeout).await;
+        // Back as it was, whatever the check did: drained again first, so
+        // no job can slip in between the reservation's end and the drain.
+        let mut cleanup = Vec::new();
+        if ran.is_err() {
+            cleanup.push(
+                self.slurm
+                    .run("scancel", &[&format!("--reservation={resv}")])
+                    .await
+                    .err(),
+            );
+        }
+        if view.drained() {
+            let reason = view.reason.clone().unwrap_or_else(|| REASON_PREFIX.into());
+            let reason_arg = format!("reason={reason}");
+            cleanup.push(
+                self.slurm
+                    .run(
+                        "scontrol",
+                        &["update", &node_arg, "state=drain", &reason_arg],
+                    )
+                    .await
+                    .err(),
+            );
+        }
+        cleanup.push(
+            self.slurm
+                .run("scontrol", &["delete", &format!("reservation={resv}")])
+                .await
+                .err(),
+        );
+        if let Some(e) = cleanup.into_iter().flatten().next() {
+            return Err(e);
+        }
+        let out = match ran {
+            Ok(out) => out,
+            // A check that hangs is a failed check: the node stays out.
+            Err(ExecError::Retryable { message, .. }) if message.ends_with("timed out") => {
+                return Ok(CheckOutcome {
+                    passed: false,
+                    output: format!("[srun did not finish in {} s]", self.timeout.as_secs()),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let passed = out.status.success();
+        let verdict = if passed {
+            "exit 0".to_owned()
+        } else {
+            format!("{}", out.status)
+        };
+        Ok(CheckOutcome {
+            passed,
+            output: for_the_audit(&format!("{text}\n[{verdict}]")),
+        })
+    }
+}
+
+impl NodeCheck for SlurmCheck {
+    fn run<'a>(&'a self, node: CheckNode<'a>) -> BoxFuture<'a, Result<CheckOutcome, ExecError>> {
+        Box::pin(self.check(node.slurm))
+    }
+
+    fn describe(&self) -> String {
+        format!("slurm: {}", self.command.join(" "))
     }
 }
 

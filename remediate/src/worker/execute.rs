@@ -48,7 +48,7 @@ impl Worker {
                 self.power(step, st, node, resuming).await
             }
             StepKind::Verify => {
-                return Ok(match self.verify(target, step, st, wait).await? {
+                return Ok(match self.verify(target, req, step, st, wait).await? {
                     Stepped::Done(detail) => Stepped::Done(Done {
                         detail,
                         ..Done::default()

@@ -32,9 +32,10 @@ use pitcrew_contract::{
 use pitcrew_rules::Inventory;
 use tokio::sync::{oneshot, Notify};
 
+use crate::exec::check::{CheckNode, CheckOutcome};
 use crate::exec::page::{Page, PageEvent, PageSeverity};
 use crate::exec::{
-    BoxFuture, DrainResult, ExecError, Executors, NodeEvent, NodeMark, PodsLeft, PowerOp,
+    Beat, BoxFuture, DrainResult, ExecError, Executors, NodeEvent, NodeMark, PodsLeft, PowerOp,
     PowerState, Scheduler,
 };
 use crate::governor::{Ask, Governor, Verdict};

@@ -91,6 +91,8 @@ pub(super) struct WaitProgress {
     /// Pods the drain evicted (once it has), and when.
     pub(super) evicted: Option<(usize, Instant)>,
     pub(super) verify: Option<VerifyPhase>,
+    /// The node check that ran and passed (its description), for the note.
+    pub(super) check: Option<String>,
 }
 
 impl Progress {
@@ -338,6 +340,7 @@ mod tests {
             power: Some(Arc::new(fleet.clone())),
             gpu_reset: None,
             heartbeats: Some(Arc::new(fleet.clone())),
+            node_check: None,
             pager: Arc::new(Paging::default()),
         };
         let mut plans = PlanBook::builtin();

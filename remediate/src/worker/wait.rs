@@ -156,12 +156,14 @@ impl Worker {
     }
 
     /// Verification after a power step: the BMC says on, the node's
-    /// heartbeat is back, and no new incident for the quiet time, within
-    /// the step's timeout. [`verify_next`] decides; this makes the one
-    /// observation the phase needs.
+    /// heartbeat is back (with the inventory's GPU count, when both say
+    /// one), the node check passes, and no new incident for the quiet time.
+    /// [`verify_next`] decides; this makes the one observation the phase
+    /// needs.
     pub(super) async fn verify(
         &self,
         target: &Target,
+        req: &ActionRequest,
         step: &Step,
         st: &RemediationState,
         wait: &mut WaitProgress,
@@ -175,6 +177,11 @@ impl Worker {
             quiet: cfg.verify_quiet,
             poll: cfg.verify_poll,
         };
+        let want = VerifyWant {
+            node,
+            since,
+            gpus: self.inner.inventory.get(node).and_then(|n| n.gpus),
+        };
         let started = *wait.since.get_or_insert_with(Instant::now);
         let phase = wait.verify.get_or_insert_with(|| {
             VerifyPhase::start(exec.power.is_some(), exec.heartbeats.is_some())
@@ -185,7 +192,23 @@ impl Worker {
                 None => VerifySeen::Nothing,
             },
             VerifyPhase::Heartbeat => match exec.heartbeats.as_ref() {
-                Some(h) => VerifySeen::Heartbeat(h.seen_since(node, since).await.unwrap_or(false)),
+                Some(h) => VerifySeen::Heartbeat(h.seen_since(node, since).await.unwrap_or(None)),
+                None => VerifySeen::Nothing,
+            },
+            VerifyPhase::Check => match exec.node_check.as_ref() {
+                Some(c) => {
+                    let (k8s, slurm) = self.node_names(target);
+                    let outcome = c
+                        .run(CheckNode {
+                            node,
+                            k8s: &k8s,
+                            slurm: &slurm,
+                            action: &req.id,
+                        })
+                        .await?;
+                    wait.check = Some(c.describe());
+                    VerifySeen::Check(outcome)
+                }
                 None => VerifySeen::Nothing,
             },
             VerifyPhase::Quiet { .. } => {
@@ -204,14 +227,20 @@ impl Worker {
             VerifySeen::Power(Err(e)) if elapsed >= times.timeout => return Err(e),
             seen => seen,
         };
-        match verify_next(phase, seen, elapsed, &times, node, since) {
+        match verify_next(phase, seen, elapsed, &times, &want) {
             Decision::Done(()) => {
                 let mut notes = Vec::new();
                 if exec.power.is_some() {
                     notes.push("power on".to_owned());
                 }
                 if exec.heartbeats.is_some() {
-                    notes.push("heartbeat back".to_owned());
+                    notes.push(match want.gpus {
+                        Some(n) => format!("heartbeat back ({n} GPUs)"),
+                        None => "heartbeat back".to_owned(),
+                    });
+                }
+                if let Some(check) = &wait.check {
+                    notes.push(format!("check passed ({check})"));
                 }
                 notes.push(format!("quiet for {} s", times.quiet.as_secs()));
                 Ok(Stepped::Done(notes.join(", ")))
@@ -331,11 +360,23 @@ pub(super) struct VerifyTimes {
     pub(super) poll: Duration,
 }
 
+/// What verification expects of the node.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct VerifyWant<'a> {
+    pub(super) node: &'a str,
+    /// The power step's time: heartbeats from before do not count.
+    pub(super) since: Timestamp,
+    /// The inventory's GPU count for the node.
+    pub(super) gpus: Option<u32>,
+}
+
 /// Where verification is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum VerifyPhase {
     Power,
     Heartbeat,
+    /// The node check (a diagnostic on the node), where one is configured.
+    Check,
     /// Quiet since `from` (time since verification began).
     Quiet {
         from: Duration,
@@ -343,16 +384,15 @@ pub(super) enum VerifyPhase {
 }
 
 impl VerifyPhase {
-    /// The first phase there is an executor for.
+    /// The first phase there is an executor for (the check's phase says
+    /// itself whether there is one: it passes without).
     pub(super) fn start(power: bool, heartbeat: bool) -> VerifyPhase {
         if power {
             VerifyPhase::Power
         } else if heartbeat {
             VerifyPhase::Heartbeat
         } else {
-            VerifyPhase::Quiet {
-                from: Duration::ZERO,
-            }
+            VerifyPhase::Check
         }
     }
 }
@@ -361,7 +401,10 @@ impl VerifyPhase {
 #[derive(Debug)]
 pub(super) enum VerifySeen {
     Power(Result<PowerState, ExecError>),
-    Heartbeat(bool),
+    /// The node's latest heartbeat since the power step, if any.
+    Heartbeat(Option<Beat>),
+    /// The node check's verdict.
+    Check(CheckOutcome),
     /// A new incident on the node since the power step (not the one that
     /// asked for this plan).
     NewIncident(Option<String>),
@@ -376,10 +419,16 @@ pub(super) fn verify_next(
     seen: VerifySeen,
     elapsed: Duration,
     t: &VerifyTimes,
-    node: &str,
-    since: Timestamp,
+    want: &VerifyWant<'_>,
 ) -> Decision<()> {
     let in_time = elapsed < t.timeout;
+    let (node, since) = (want.node, want.since);
+    // A heartbeat that counts fewer (or more) GPUs than the inventory: the
+    // node is back without all of them.
+    let gpus_wrong = |b: &Beat| match (b.gpu_count, want.gpus) {
+        (Some(seen), Some(wanted)) if seen != wanted => Some((seen, wanted)),
+        _ => None,
+    };
     match (*phase, seen) {
         (VerifyPhase::Power, VerifySeen::Power(Ok(PowerState::On)) | VerifySeen::Nothing) => {
             *phase = VerifyPhase::Heartbeat;
@@ -392,17 +441,34 @@ pub(super) fn verify_next(
             Decision::Failed("the bmc still reports power off".to_owned())
         }
         (VerifyPhase::Power, VerifySeen::Power(Err(e))) => Decision::Failed(e.to_string()),
-        (VerifyPhase::Heartbeat, VerifySeen::Heartbeat(true) | VerifySeen::Nothing) => {
-            *phase = VerifyPhase::Quiet { from: elapsed };
+        (VerifyPhase::Heartbeat, VerifySeen::Heartbeat(Some(b))) => match gpus_wrong(&b) {
+            // The first heartbeats after a boot may come before the driver
+            // has found every GPU: look again until the timeout.
+            Some(_) if in_time => Decision::After(t.poll),
+            Some((seen, wanted)) => Decision::Failed(format!(
+                "{node} is back with {seen} GPUs, the inventory says {wanted}"
+            )),
+            None => {
+                *phase = VerifyPhase::Check;
+                Decision::After(Duration::ZERO)
+            }
+        },
+        (VerifyPhase::Heartbeat, VerifySeen::Nothing) => {
+            *phase = VerifyPhase::Check;
             Decision::After(Duration::ZERO)
         }
-        (VerifyPhase::Heartbeat, VerifySeen::Heartbeat(false)) if in_time => {
-            Decision::After(t.poll)
-        }
-        (VerifyPhase::Heartbeat, VerifySeen::Heartbeat(false)) => Decision::Failed(format!(
+        (VerifyPhase::Heartbeat, VerifySeen::Heartbeat(None)) if in_time => Decision::After(t.poll),
+        (VerifyPhase::Heartbeat, VerifySeen::Heartbeat(None)) => Decision::Failed(format!(
             "no heartbeat from {node} since {since} within {} s",
             t.timeout.as_secs()
         )),
+        (VerifyPhase::Check, VerifySeen::Check(c)) if !c.passed => {
+            Decision::Failed(format!("node check failed: {}", c.output))
+        }
+        (VerifyPhase::Check, VerifySeen::Check(_) | VerifySeen::Nothing) => {
+            *phase = VerifyPhase::Quiet { from: elapsed };
+            Decision::After(Duration::ZERO)
+        }
         (VerifyPhase::Quiet { .. }, VerifySeen::NewIncident(Some(id))) => {
             Decision::Failed(format!("new fault during verification: {id}"))
         }
@@ -437,6 +503,14 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    fn want(gpus: Option<u32>) -> VerifyWant<'static> {
+        VerifyWant {
+            node: "n1",
+            since: since(),
+            gpus,
+        }
+    }
+
     #[test]
     fn verification_goes_power_then_heartbeat_then_quiet() {
         let mut p = VerifyPhase::start(true, true);
@@ -445,8 +519,7 @@ mod tests {
             VerifySeen::Power(Ok(PowerState::Off)),
             secs(1),
             &TIMES,
-            "n1",
-            since(),
+            &want(None),
         );
         assert_eq!(d, Decision::After(secs(5)));
         let d = verify_next(
@@ -454,8 +527,7 @@ mod tests {
             VerifySeen::Power(Ok(PowerState::On)),
             secs(6),
             &TIMES,
-            "n1",
-            since(),
+            &want(None),
         );
         assert_eq!(
             (d, p),
@@ -463,21 +535,25 @@ mod tests {
         );
         let d = verify_next(
             &mut p,
-            VerifySeen::Heartbeat(false),
+            VerifySeen::Heartbeat(None),
             secs(6),
             &TIMES,
-            "n1",
-            since(),
+            &want(None),
         );
         assert_eq!(d, Decision::After(secs(5)));
         let d = verify_next(
             &mut p,
-            VerifySeen::Heartbeat(true),
+            VerifySeen::Heartbeat(Some(Beat::default())),
             secs(40),
             &TIMES,
-            "n1",
-            since(),
+            &want(None),
         );
+        assert_eq!(
+            (d, p),
+            (Decision::After(Duration::ZERO), VerifyPhase::Check)
+        );
+        // No check configured: it passes at once.
+        let d = verify_next(&mut p, VerifySeen::Nothing, secs(40), &TIMES, &want(None));
         assert_eq!(d, Decision::After(Duration::ZERO));
         assert_eq!(p, VerifyPhase::Quiet { from: secs(40) });
         let d = verify_next(
@@ -485,8 +561,7 @@ mod tests {
             VerifySeen::NewIncident(None),
             secs(157),
             &TIMES,
-            "n1",
-            since(),
+            &want(None),
         );
         assert_eq!(
             d,
@@ -498,8 +573,7 @@ mod tests {
             VerifySeen::NewIncident(None),
             secs(160),
             &TIMES,
-            "n1",
-            since(),
+            &want(None),
         );
         assert_eq!(d, Decision::Done(()));
     }
@@ -512,8 +586,7 @@ mod tests {
             VerifySeen::Power(Ok(PowerState::Off)),
             secs(900),
             &TIMES,
-            "n1",
-            since(),
+            &want(None),
         );
         assert_eq!(
             d,
@@ -522,11 +595,10 @@ mod tests {
         let mut p = VerifyPhase::Heartbeat;
         let Decision::Failed(why) = verify_next(
             &mut p,
-            VerifySeen::Heartbeat(false),
+            VerifySeen::Heartbeat(None),
             secs(901),
             &TIMES,
-            "n1",
-            since(),
+            &want(None),
         ) else {
             panic!("a missing heartbeat past the timeout fails")
         };
@@ -537,20 +609,61 @@ mod tests {
             VerifySeen::NewIncident(Some("inc-2".into())),
             secs(20),
             &TIMES,
-            "n1",
-            since(),
+            &want(None),
         );
         assert_eq!(
             d,
             Decision::Failed("new fault during verification: inc-2".into())
         );
-        // Without executors, only the quiet time is checked.
+        // Without power or heartbeat executors, verification starts at the
+        // check (which passes where none is configured).
+        assert_eq!(VerifyPhase::start(false, false), VerifyPhase::Check);
+    }
+
+    #[test]
+    fn a_node_back_without_all_its_gpus_fails_verification() {
+        let beat = |n| VerifySeen::Heartbeat(Some(Beat { gpu_count: Some(n) }));
+        let mut p = VerifyPhase::Heartbeat;
+        // Early heartbeats may count fewer: look again while in time.
+        let d = verify_next(&mut p, beat(7), secs(30), &TIMES, &want(Some(8)));
+        assert_eq!((d, p), (Decision::After(secs(5)), VerifyPhase::Heartbeat));
+        let Decision::Failed(why) = verify_next(&mut p, beat(7), secs(900), &TIMES, &want(Some(8)))
+        else {
+            panic!("a node with 7 of 8 GPUs passed");
+        };
+        assert_eq!(why, "n1 is back with 7 GPUs, the inventory says 8");
+        // The right count, or a count nobody states, passes.
+        let d = verify_next(&mut p, beat(8), secs(40), &TIMES, &want(Some(8)));
         assert_eq!(
-            VerifyPhase::start(false, false),
-            VerifyPhase::Quiet {
-                from: Duration::ZERO
-            }
+            (d, p),
+            (Decision::After(Duration::ZERO), VerifyPhase::Check)
         );
+        let mut p = VerifyPhase::Heartbeat;
+        verify_next(&mut p, beat(4), secs(40), &TIMES, &want(None));
+        assert_eq!(p, VerifyPhase::Check);
+    }
+
+    #[test]
+    fn a_failed_node_check_fails_verification_with_its_output() {
+        let check = |passed| {
+            VerifySeen::Check(CheckOutcome {
+                passed,
+                output: "GPU 3: memory test FAIL".into(),
+            })
+        };
+        let mut p = VerifyPhase::Check;
+        assert_eq!(
+            verify_next(&mut p, check(false), secs(50), &TIMES, &want(None)),
+            Decision::Failed("node check failed: GPU 3: memory test FAIL".into())
+        );
+        assert_eq!(
+            p,
+            VerifyPhase::Check,
+            "a failed check does not go on to quiet"
+        );
+        let d = verify_next(&mut p, check(true), secs(50), &TIMES, &want(None));
+        assert_eq!(d, Decision::After(Duration::ZERO));
+        assert_eq!(p, VerifyPhase::Quiet { from: secs(50) });
     }
 
     #[test]
