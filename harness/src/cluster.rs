@@ -98,8 +98,11 @@ fn kwok_stages() -> Result<String, HarnessError> {
         .collect();
     pod_files.sort();
     files.extend(pod_files);
-    // The harness's own: a pod failing as its annotations script.
-    files.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/kwok/pod-fail.yaml"));
+    // The harness's own: a pod failing as its annotations script, and a
+    // terminating pod ending Failed as a kubelet ends it.
+    let own = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/kwok");
+    files.push(own.join("pod-fail.yaml"));
+    files.push(own.join("pod-terminate.yaml"));
     let mut text = String::new();
     for f in files {
         let stage = std::fs::read_to_string(&f)

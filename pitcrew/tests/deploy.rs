@@ -83,16 +83,23 @@ fn yaml_files_parse() {
 
 /// The (resource, verb) pairs the ClusterRole named `*suffix` grants.
 fn grants(docs: &[serde_json::Value], suffix: &str) -> BTreeSet<(String, String)> {
+    role_grants(docs, "ClusterRole", suffix).unwrap_or_else(|| panic!("no ClusterRole *{suffix}"))
+}
+
+/// The (resource, verb) pairs the `kind` (Role, ClusterRole) named
+/// `*suffix` grants, if there is one.
+fn role_grants(
+    docs: &[serde_json::Value],
+    kind: &str,
+    suffix: &str,
+) -> Option<BTreeSet<(String, String)>> {
     {
-        let role = docs
-            .iter()
-            .find(|d| {
-                d["kind"] == "ClusterRole"
-                    && d["metadata"]["name"]
-                        .as_str()
-                        .is_some_and(|n| n.ends_with(suffix))
-            })
-            .unwrap_or_else(|| panic!("no ClusterRole *{suffix}"));
+        let role = docs.iter().find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with(suffix))
+        })?;
         let mut s = BTreeSet::new();
         for r in role["rules"].as_array().unwrap() {
             for group in r["apiGroups"].as_array().unwrap() {
@@ -111,7 +118,7 @@ fn grants(docs: &[serde_json::Value], suffix: &str) -> BTreeSet<(String, String)
                 }
             }
         }
-        s
+        Some(s)
     }
 }
 
@@ -119,10 +126,50 @@ fn pair(r: &str, v: &str) -> (String, String) {
     (r.to_owned(), v.to_owned())
 }
 
-/// What remediation calls: the kube-rs calls in remediate/src/exec/kube.rs.
+/// What the node check calls (remediate/src/exec/kube_check.rs), in its
+/// namespace: the Role `*-remediate-check`.
+fn used_by_node_check() -> BTreeSet<(String, String)> {
+    let check = read("remediate/src/exec/kube_check.rs");
+    let mut used = BTreeSet::new();
+    assert!(check.contains("Api<Job>") && check.contains("Api<Pod>"));
+    for (call, resource, verb) in [
+        (".create(&PostParams", "batch:jobs", "create"),
+        (".get_opt(&name", "batch:jobs", "get"),
+        (".delete(&name", "batch:jobs", "delete"),
+        (".list(", "pods", "list"),
+        (".logs(", "pods/log", "get"),
+    ] {
+        if check.contains(call) {
+            used.insert(pair(resource, verb));
+        }
+    }
+    for forbidden in [".watch(", ".patch(", ".replace(", "Api::all", "Secret"] {
+        assert!(
+            !check.contains(forbidden),
+            "the node check calls {forbidden}: the chart's RBAC must say so"
+        );
+    }
+    used
+}
+
+/// What remediation calls: the kube-rs calls in remediate/src/exec/kube.rs
+/// and kube_jobs.rs (the training jobs on a node).
 fn used_by_remediate() -> BTreeSet<(String, String)> {
     let kube = read("remediate/src/exec/kube.rs");
+    let jobs = read("remediate/src/exec/kube_jobs.rs");
     let mut used = BTreeSet::new();
+    if jobs.contains("Api<Job>") && jobs.contains("api.get(name)") {
+        used.insert(pair("batch:jobs", "get"));
+    }
+    if jobs.contains(".list(") {
+        used.insert(pair("pods", "list"));
+    }
+    for forbidden in [".create(", ".delete(", ".patch(", ".replace(", ".watch("] {
+        assert!(
+            !jobs.contains(forbidden),
+            "kube_jobs.rs calls {forbidden}: the chart's RBAC must say so"
+        );
+    }
     if kube.contains("api.get(") {
         used.insert(pair("nodes", "get"));
     }
@@ -207,6 +254,11 @@ fn helm_lints_and_renders_the_chart() {
         .collect();
     assert_eq!(grants(&docs, "-remediate"), used_by_remediate());
     assert_eq!(grants(&docs, "-collect"), used_by_collect());
+    assert_eq!(
+        role_grants(&docs, "Role", "-remediate-check"),
+        None,
+        "the node check's Role only where it is asked for"
+    );
     let mut kinds = BTreeSet::new();
     for d in &docs {
         let kind = d["kind"].as_str().unwrap().to_owned();
@@ -287,7 +339,8 @@ fn helm_lints_and_renders_the_chart() {
         "rules:\n  files:\n    site.toml: |\n      [[rule]]\n      name = \"site-xid-48\"\n      severity = \"critical\"\n      plan = \"reboot_node\"\n      when = { kind = \"gpu.xid\", where = { \"data.code\" = 48 } }\n\
          extraEnv:\n  - {name: SSL_CERT_FILE, value: /etc/site-ca/ca.crt}\n\
          extraVolumes:\n  - {name: site-ca, configMap: {name: site-ca}}\n\
-         extraVolumeMounts:\n  - {name: site-ca, mountPath: /etc/site-ca, readOnly: true}\n",
+         extraVolumeMounts:\n  - {name: site-ca, mountPath: /etc/site-ca, readOnly: true}\n\
+         remediate:\n  nodeCheckJobs: true\n",
     )
     .unwrap();
     let text =
@@ -297,6 +350,12 @@ fn helm_lints_and_renders_the_chart() {
         .into_iter()
         .filter(|d| !d.is_null())
         .collect();
+    // The node check's Jobs: a Role in the release's namespace, exactly
+    // what kube_check.rs calls.
+    assert_eq!(
+        role_grants(&docs, "Role", "-remediate-check"),
+        Some(used_by_node_check())
+    );
     let rule_files = docs
         .iter()
         .find(|d| {

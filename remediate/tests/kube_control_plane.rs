@@ -68,28 +68,9 @@ fn request_for(target: &Target) -> ActionRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_elsewhere() {
-    let c = KubeCluster::start().unwrap();
-    let nodes: Vec<String> = (1..=3).map(|i| format!("gpu-{i}")).collect();
-    c.add_nodes(&nodes, &[]).unwrap();
-    c.wait_nodes_ready(&nodes, Duration::from_secs(60)).unwrap();
-    c.api()
-        .request(
-            "POST",
-            "/apis/batch/v1/namespaces/default/jobs",
-            Some(&training_job("train").to_string()),
-        )
-        .unwrap();
-    c.wait_for("the job's pod running", Duration::from_secs(60), |c| {
-        !c.running_pods("app=train").is_empty()
-    })
-    .unwrap();
-    let (pod, node) = c.running_pods("app=train").remove(0);
-
-    let mut kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
-    // A site's own taint key (`[kubernetes] taint_key`).
-    kube.taint_key = "example.com/gpu-health".into();
+/// A worker with the cluster as its only executor and two plans:
+/// `evacuate` (cordon, drain) and `return` (uncordon).
+fn worker_for(kube: Kube, nodes: &[String]) -> (Worker, Arc<MemoryJournal>) {
     let inventory = Arc::new(Inventory::new(
         nodes
             .iter()
@@ -145,6 +126,32 @@ async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_
         inventory,
         RemediateMetrics::default(),
     );
+    (worker, journal)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_elsewhere() {
+    let c = KubeCluster::start().unwrap();
+    let nodes: Vec<String> = (1..=3).map(|i| format!("gpu-{i}")).collect();
+    c.add_nodes(&nodes, &[]).unwrap();
+    c.wait_nodes_ready(&nodes, Duration::from_secs(60)).unwrap();
+    c.api()
+        .request(
+            "POST",
+            "/apis/batch/v1/namespaces/default/jobs",
+            Some(&training_job("train").to_string()),
+        )
+        .unwrap();
+    c.wait_for("the job's pod running", Duration::from_secs(60), |c| {
+        !c.running_pods("app=train").is_empty()
+    })
+    .unwrap();
+    let (pod, node) = c.running_pods("app=train").remove(0);
+
+    let mut kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
+    // A site's own taint key (`[kubernetes] taint_key`).
+    kube.taint_key = "example.com/gpu-health".into();
+    let (worker, journal) = worker_for(kube, &nodes);
     let target = Target::node(&node);
     let request = request_for(&target);
     let asked = Instant::now();
@@ -401,4 +408,113 @@ async fn a_node_check_job_runs_on_the_cordoned_node_and_reports_its_verdict() {
         .get("/apis/batch/v1/namespaces/default/jobs?labelSelector=pitcrew.io%2Fnode-check%3Dgpu-1")
         .unwrap();
     assert_eq!(jobs["items"].as_array().map(Vec::len), Some(2), "{jobs:#}");
+}
+
+/// A deferred drain on Kubernetes: the node is cordoned at once, its
+/// training job runs on until it reports a checkpoint saved since the
+/// fault, and only then are its pods evicted; the drain's audit says what
+/// the eviction does to the Job (indexed, its pod failure policy).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deferred_drain_waits_for_the_jobs_checkpoint_then_evicts() {
+    let c = KubeCluster::start().unwrap();
+    let nodes: Vec<String> = (1..=2).map(|i| format!("gpu-{i}")).collect();
+    c.add_nodes(&nodes, &[]).unwrap();
+    c.wait_nodes_ready(&nodes, Duration::from_secs(60)).unwrap();
+    let mut job = training_job("ckpt");
+    job["spec"]["completionMode"] = json!("Indexed");
+    job["spec"]["completions"] = json!(1);
+    job["spec"]["podFailurePolicy"] = json!({"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    ]});
+    c.api()
+        .request(
+            "POST",
+            "/apis/batch/v1/namespaces/default/jobs",
+            Some(&job.to_string()),
+        )
+        .unwrap();
+    c.wait_for("the job's pod running", Duration::from_secs(60), |c| {
+        !c.running_pods("app=ckpt").is_empty()
+    })
+    .unwrap();
+    let (pod, node) = c.running_pods("app=ckpt").remove(0);
+    let kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
+    let (worker, journal) = worker_for(kube, &nodes);
+    let target = Target::node(&node);
+    let mut request = request_for(&target);
+    request.params.insert("at".into(), json!("checkpoint"));
+    worker.submit(request).await.unwrap();
+
+    c.wait_for("the cordon", Duration::from_secs(20), |c| {
+        c.get(&format!("/api/v1/nodes/{node}"))
+            .is_ok_and(|n| n["spec"]["unschedulable"] == true)
+    })
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let p = c
+        .get(&format!("/api/v1/namespaces/default/pods/{pod}"))
+        .unwrap();
+    assert!(
+        p["metadata"]["deletionTimestamp"].is_null(),
+        "evicted before its checkpoint: {p:#}"
+    );
+    assert!(worker.busy(), "the drain waits for the job boundary");
+
+    // The training loop saves and says so on its pod.
+    let saved = k8s_openapi::jiff::Timestamp::now().to_string();
+    c.api()
+        .request(
+            "PATCH",
+            &format!("/api/v1/namespaces/default/pods/{pod}"),
+            Some(
+                &json!({"metadata": {"annotations": {"pitcrew.io/checkpointed-at": saved}}})
+                    .to_string(),
+            ),
+        )
+        .unwrap();
+    assert!(worker.wait_idle(Duration::from_secs(60)).await);
+    let detail = journal
+        .audits()
+        .into_iter()
+        .find_map(|a| match a.entry {
+            AuditEntry::StepSucceeded { step, detail } if step == "drain" => detail,
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{:#?}", journal.audits()));
+    assert!(
+        detail.contains("job/default/ckpt checkpointed at"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("kubernetes: 1 pods evicted, gone after"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(
+            "job/default/ckpt (1 pods): indexed: the evicted indexes are recreated; \
+             podFailurePolicy ignores disruptions"
+        ),
+        "{detail}"
+    );
+    assert!(
+        c.get(&format!("/api/v1/namespaces/default/pods/{pod}"))
+            .is_err(),
+        "the pod is gone"
+    );
+    // Its index comes back elsewhere, and the disruption did not count
+    // against the Job's backoffLimit.
+    c.wait_for("index 0 running again", Duration::from_secs(60), |c| {
+        c.running_pods("app=ckpt")
+            .iter()
+            .any(|(p, n)| *p != pod && *n != node)
+    })
+    .unwrap();
+    let status = c
+        .get("/apis/batch/v1/namespaces/default/jobs/ckpt")
+        .unwrap()["status"]
+        .clone();
+    assert!(
+        status["failed"].as_i64().unwrap_or(0) == 0,
+        "the eviction was counted as a failure: {status:#}"
+    );
 }

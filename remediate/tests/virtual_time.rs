@@ -364,3 +364,64 @@ async fn a_node_back_with_fewer_gpus_than_the_inventory_is_not_returned() {
     assert!(r.worker.wait_idle(HOUR).await);
     assert!(!r.fleet.node("n2").unwrap().unschedulable);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deferred_drain_on_kubernetes_waits_for_the_jobs_checkpoint() {
+    use pitcrew_remediate::exec::JobOnNode;
+    let r = rig(PlanBook::builtin(), |c| {
+        c.boundary_deadline = 24 * HOUR;
+        c.verify_poll = Duration::from_secs(30);
+    });
+    let llama = |checkpointed_at: Option<Timestamp>| JobOnNode {
+        job: "jobset/ml/llama".into(),
+        pods: 2,
+        checkpointed_at,
+        eviction: None,
+    };
+    // A checkpoint from before the fault is not the boundary.
+    r.fleet.set_node(
+        "n1",
+        SimNode {
+            k8s_jobs: vec![llama(Some(Timestamp::from_unix_millis(
+                t0().unix_millis() - 600_000,
+            )))],
+            ..SimNode::default()
+        },
+    );
+    let mut req = request("n1", "drain_node");
+    req.params.insert("at".into(), "checkpoint".into());
+    r.worker.submit(req).await.unwrap();
+    tokio::time::sleep(2 * HOUR).await;
+    let n = r.fleet.node("n1").unwrap();
+    assert!(n.unschedulable, "cordoned at once");
+    assert_eq!(n.pods, 2, "the job's pods run on toward their checkpoint");
+    assert_eq!(r.fleet.count("evict"), 0, "{:?}", r.fleet.calls());
+
+    // The training loop reports a checkpoint: that is the boundary.
+    let saved = Timestamp::from_unix_millis(t0().unix_millis() + 2 * 3_600_000);
+    let mut n = r.fleet.node("n1").unwrap();
+    n.k8s_jobs = vec![llama(Some(saved))];
+    r.fleet.set_node("n1", n);
+    assert!(r.worker.wait_idle(HOUR).await);
+    assert_eq!(r.fleet.count("evict"), 1, "{:?}", r.fleet.calls());
+    let detail = r
+        .journal
+        .audits()
+        .into_iter()
+        .find_map(|a| match a.entry {
+            AuditEntry::StepSucceeded { step, detail } if step == "drain" => detail,
+            _ => None,
+        })
+        .unwrap();
+    assert!(detail.starts_with("job boundary after 72"), "{detail}");
+    assert!(
+        detail.contains(": jobset/ml/llama checkpointed at"),
+        "{detail}"
+    );
+    let at = seconds_to(
+        &r,
+        "n1",
+        |a| matches!(&a.entry, AuditEntry::StepSucceeded { step, .. } if step == "drain"),
+    );
+    assert!((7200.0..7200.0 + 60.0).contains(&at), "drained at +{at} s");
+}

@@ -18,7 +18,9 @@ use kube::Client;
 
 use pitcrew_contract::Timestamp;
 
-use super::{BoxFuture, Cluster, CordonResult, ExecError, NodeEvent, NodeMark, PodLeft, PodsLeft};
+use super::{
+    BoxFuture, Cluster, CordonResult, ExecError, JobOnNode, NodeEvent, NodeMark, PodLeft, PodsLeft,
+};
 
 /// The taint pitcrew adds and removes (and no other).
 pub const TAINT_KEY: &str = "pitcrew.io/remediation";
@@ -246,7 +248,7 @@ fn evictable(p: &Pod) -> bool {
 /// Pods a drain waits for: what it evicts, and what is going but not gone.
 /// A terminating pod counts whatever its phase (the Job controller marks
 /// a terminating pod Failed while its containers may still be writing).
-fn still_there(p: &Pod) -> bool {
+pub(super) fn still_there(p: &Pod) -> bool {
     !left_alone(p) && (p.metadata.deletion_timestamp.is_some() || !finished(p))
 }
 
@@ -372,6 +374,10 @@ impl Cluster for Kube {
                 pods: left,
             })
         })
+    }
+
+    fn jobs_on<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Vec<JobOnNode>, ExecError>> {
+        Box::pin(self.jobs_on_node(node))
     }
 
     fn mark<'a>(

@@ -20,6 +20,7 @@ pub mod http;
 pub mod ipmi;
 pub mod kube;
 pub mod kube_check;
+pub mod kube_jobs;
 pub mod page;
 pub mod sim;
 pub mod slurm;
@@ -94,6 +95,22 @@ pub struct PodLeft {
     pub grace_ends: Option<Timestamp>,
 }
 
+/// A training job with pods on a node, as the orchestrator labels them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobOnNode {
+    /// `kind/namespace/name`: `jobset/ml/llama`, `job/ml/train`,
+    /// `pytorchjob/ml/bert`, `volcano/ml/resnet`...
+    pub job: String,
+    /// Its pods on the node that have not finished.
+    pub pods: usize,
+    /// The latest checkpoint its pods report saved
+    /// (`pitcrew.io/checkpointed-at`, RFC 3339), if any.
+    pub checkpointed_at: Option<Timestamp>,
+    /// What evicting its pods does to it (a batch/v1 Job's completion mode
+    /// and pod failure policy): for the audit.
+    pub eviction: Option<String>,
+}
+
 /// Why pitcrew took a node out, as the Node shows it: a condition
 /// (`PitcrewRemediation`) and annotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,6 +160,11 @@ pub trait Cluster: Send + Sync {
         node: &'a str,
         job: Option<&'a str>,
     ) -> BoxFuture<'a, Result<PodsLeft, ExecError>>;
+    /// The training jobs with unfinished pods on the node (the job
+    /// boundary of a deferred drain, and what an eviction does to each).
+    fn jobs_on<'a>(&'a self, _node: &'a str) -> BoxFuture<'a, Result<Vec<JobOnNode>, ExecError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
     /// Shows why the node is out (`Some`) or that it is back (`None`):
     /// the `PitcrewRemediation` condition and pitcrew's annotations.
     fn mark<'a>(

@@ -13,8 +13,8 @@ use pitcrew_contract::Timestamp;
 use super::check::{for_the_audit, CheckNode, CheckOutcome, NodeCheck};
 use super::slurm::REASON_PREFIX;
 use super::{
-    Beat, BoxFuture, Cluster, CordonResult, DrainResult, ExecError, GpuReset, Heartbeats, PodLeft,
-    PodsLeft, Power, PowerOp, PowerState, Scheduler,
+    Beat, BoxFuture, Cluster, CordonResult, DrainResult, ExecError, GpuReset, Heartbeats,
+    JobOnNode, PodLeft, PodsLeft, Power, PowerOp, PowerState, Scheduler,
 };
 
 /// One simulated node.
@@ -25,6 +25,8 @@ pub struct SimNode {
     pub pods: usize,
     pub slurm_drain_reason: Option<String>,
     pub jobs: Vec<String>,
+    /// Training jobs' pods on the node, as Kubernetes labels them.
+    pub k8s_jobs: Vec<JobOnNode>,
     pub power: PowerState,
     pub power_cycles: u32,
 }
@@ -37,6 +39,7 @@ impl Default for SimNode {
             pods: 2,
             slurm_drain_reason: None,
             jobs: Vec::new(),
+            k8s_jobs: Vec::new(),
             power: PowerState::On,
             power_cycles: 0,
         }
@@ -237,8 +240,16 @@ impl Cluster for SimFleet {
             self.with_node("kubernetes", node, |n| {
                 let e = if job.is_some() { n.pods.min(1) } else { n.pods };
                 n.pods -= e;
+                n.k8s_jobs.clear();
                 e
             })
+        })
+    }
+
+    fn jobs_on<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Vec<JobOnNode>, ExecError>> {
+        Box::pin(async move {
+            self.pause().await;
+            self.with_node("kubernetes", node, |n| n.k8s_jobs.clone())
         })
     }
 

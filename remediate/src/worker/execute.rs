@@ -146,21 +146,33 @@ impl Worker {
         };
         let mut notes = Vec::new();
         if step.kind == StepKind::Drain && deferred(req) {
-            if let Some(s) = &exec.scheduler {
-                if wait.boundary.is_none() {
-                    match self.job_boundary(target, s.as_ref(), slurm, wait).await? {
-                        Stepped::Done(note) => wait.boundary = Some(note),
-                        Stepped::Again(after) => return Ok(Stepped::Again(after)),
-                    }
+            if wait.boundary.is_none() {
+                match self.job_boundary(target, req, k8s, slurm, wait).await? {
+                    Stepped::Done(note) => wait.boundary = Some(note),
+                    Stepped::Again(after) => return Ok(Stepped::Again(after)),
                 }
-                notes.extend(wait.boundary.clone());
             }
+            notes.extend(wait.boundary.clone());
         }
         if let Some(c) = &exec.cluster {
             let deadline = step.timeout.unwrap_or(self.inner.cfg.drain_deadline);
             let (n, at) = match wait.evicted {
                 Some(e) => e,
                 None => {
+                    // What the eviction does to each training job, said
+                    // before it is done (an indexed Job's index comes
+                    // back; a FailJob policy ends the whole Job).
+                    let only = job.as_deref().map(|j| format!("/{j}"));
+                    wait.eviction_notes = c
+                        .jobs_on(k8s)
+                        .await?
+                        .into_iter()
+                        .filter(|j| only.as_ref().is_none_or(|o| j.job.ends_with(o.as_str())))
+                        .map(|j| {
+                            let effect = j.eviction.map(|e| format!(": {e}")).unwrap_or_default();
+                            format!("{} ({} pods){effect}", j.job, j.pods)
+                        })
+                        .collect();
                     let n = c.evict(k8s, job.as_deref(), deadline).await?;
                     *wait.evicted.insert((n, Instant::now()))
                 }
@@ -189,6 +201,7 @@ impl Worker {
                 Decision::Failed(why) => return Err(ExecError::permanent("kubernetes", why)),
             };
             notes.push(format!("kubernetes: {n} pods evicted, {note}"));
+            notes.extend(wait.eviction_notes.iter().cloned());
         }
         if let Some(s) = &exec.scheduler {
             let jobs = s.requeue(slurm, job.as_deref()).await?;

@@ -36,7 +36,7 @@ use crate::exec::check::{CheckNode, CheckOutcome};
 use crate::exec::page::{Page, PageEvent, PageSeverity};
 use crate::exec::{
     Beat, BoxFuture, DrainResult, ExecError, Executors, NodeEvent, NodeMark, PodsLeft, PowerOp,
-    PowerState, Scheduler,
+    PowerState,
 };
 use crate::governor::{Ask, Governor, Verdict};
 use crate::metrics::{JournalWriteFailed, ReasonLabel, RemediateMetrics, StepLabel, StepRetrying};

@@ -90,6 +90,9 @@ pub(super) struct WaitProgress {
     pub(super) boundary: Option<String>,
     /// Pods the drain evicted (once it has), and when.
     pub(super) evicted: Option<(usize, Instant)>,
+    /// What the eviction does to each training job on the node, found
+    /// once before it, for the drain's detail.
+    pub(super) eviction_notes: Vec<String>,
     pub(super) verify: Option<VerifyPhase>,
     /// The node check that ran and passed (its description), for the note.
     pub(super) check: Option<String>,

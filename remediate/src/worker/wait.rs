@@ -79,23 +79,43 @@ impl Worker {
 
     /// A deferred drain: the node is cordoned (no new work) and its running
     /// jobs go on to their end. The boundary comes when no job runs on the
-    /// node, when a request waiting on this target restarts the app anyway
-    /// (it would end the job: the reset rides along), or at the deadline
-    /// (then the drain requeues what still runs). What to do next is
-    /// [`boundary`]'s decision; this makes one observation.
+    /// node (Slurm's jobs; on Kubernetes, training jobs' unfinished pods,
+    /// a job that reports a checkpoint saved since the request counting as
+    /// at its boundary), when a request waiting on this target restarts
+    /// the app anyway (it would end the job: the reset rides along), or at
+    /// the deadline (then the drain requeues and evicts what still runs).
+    /// What to do next is [`boundary`]'s decision; this makes one
+    /// observation.
     pub(super) async fn job_boundary(
         &self,
         target: &Target,
-        scheduler: &dyn Scheduler,
-        node: &str,
+        req: &ActionRequest,
+        k8s: &str,
+        slurm: &str,
         wait: &mut WaitProgress,
     ) -> Result<Stepped<String>, ExecError> {
+        let exec = &self.inner.exec;
         let cfg = &self.inner.cfg;
         let since = *wait.since.get_or_insert_with(Instant::now);
-        let jobs = scheduler.running(node).await?;
+        let mut jobs = match &exec.scheduler {
+            Some(s) => s.running(slurm).await?,
+            None => Vec::new(),
+        };
+        let mut saved = Vec::new();
+        if let Some(c) = &exec.cluster {
+            for j in c.jobs_on(k8s).await? {
+                match j.checkpointed_at {
+                    Some(at) if at >= req.requested_at => {
+                        saved.push(format!("{} checkpointed at {at}", j.job));
+                    }
+                    _ => jobs.push(j.job),
+                }
+            }
+        }
         let restart = self.restart_waiting(target);
         let seen = BoundarySeen {
             jobs: &jobs,
+            saved: &saved,
             restart: restart.as_ref(),
             waited: since.elapsed(),
         };
@@ -267,6 +287,9 @@ pub(super) enum Decision<T> {
 pub(super) struct BoundarySeen<'a> {
     /// Jobs running on the node now.
     pub(super) jobs: &'a [String],
+    /// Jobs still on the node that saved a checkpoint since the request:
+    /// at their boundary.
+    pub(super) saved: &'a [String],
     /// A queued request that restarts the app (its requeue is the boundary).
     pub(super) restart: Option<&'a ActionRequest>,
     /// Since the wait began.
@@ -282,6 +305,12 @@ pub(super) fn boundary(
 ) -> Decision<String> {
     let waited = seen.waited.as_secs();
     if seen.jobs.is_empty() {
+        if !seen.saved.is_empty() {
+            return Decision::Done(format!(
+                "job boundary after {waited} s: {}",
+                seen.saved.join(", ")
+            ));
+        }
         return Decision::Done(format!("job boundary after {waited} s"));
     }
     if let Some(q) = seen.restart {
@@ -727,6 +756,7 @@ mod tests {
         let seen = |jobs: &'static [String], waited| BoundarySeen {
             jobs,
             restart: None,
+            saved: &[],
             waited,
         };
         assert_eq!(
@@ -736,6 +766,7 @@ mod tests {
         let running = BoundarySeen {
             jobs: &jobs,
             restart: None,
+            saved: &[],
             waited: secs(3598),
         };
         assert_eq!(
@@ -745,6 +776,7 @@ mod tests {
         let late = BoundarySeen {
             jobs: &jobs,
             restart: None,
+            saved: &[],
             waited: deadline,
         };
         assert_eq!(
