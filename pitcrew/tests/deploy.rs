@@ -170,11 +170,15 @@ fn used_by_remediate() -> BTreeSet<(String, String)> {
             "kube_jobs.rs calls {forbidden}: the chart's RBAC must say so"
         );
     }
-    if kube.contains("api.get(") {
+    if kube.contains("nodes().get(node)") {
         used.insert(pair("nodes", "get"));
     }
-    if kube.contains("api.replace(") {
+    if kube.contains(".replace(") {
         used.insert(pair("nodes", "update"));
+    }
+    // Cordon, taint and uncordon are merge patches (kube-rs's uncordon too).
+    if kube.contains(".patch(node,") || kube.contains(".uncordon(node)") {
+        used.insert(pair("nodes", "patch"));
     }
     if kube.contains(".list(") {
         used.insert(pair("pods", "list"));
@@ -193,13 +197,7 @@ fn used_by_remediate() -> BTreeSet<(String, String)> {
     if kube.contains("Api<Event>") && kube.contains(".create(") {
         used.insert(pair("events.k8s.io:events", "create"));
     }
-    for forbidden in [
-        ".delete(",
-        ".watch(",
-        "Api::<Secret",
-        "Api<Secret",
-        ".patch(node",
-    ] {
+    for forbidden in [".delete(", ".watch(", "Api::<Secret", "Api<Secret"] {
         assert!(
             !kube.contains(forbidden),
             "the executor calls {forbidden}: the chart's RBAC must say so"

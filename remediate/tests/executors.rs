@@ -442,9 +442,50 @@ async fn kubernetes_cordons_taints_evicts_through_pdbs_and_uncordons_its_own() {
         1
     );
 
-    // A node that does not exist: permanent.
+    // A node that does not exist (deleted from the cluster): permanent,
+    // and said so.
     let err = kube.cordon("nope", "act-3").await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("node nope not found"), "{err}");
+}
+
+/// An API server that answers every request `503` (an apiserver whose
+/// etcd is away): every Kubernetes step's error is retryable, carrying the
+/// answer, and none is taken for "no pods left".
+#[tokio::test]
+async fn an_api_server_answering_503_gives_retryable_errors_never_an_empty_node() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 8192];
+            let _ = conn.read(&mut buf);
+            let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"etcdserver: request timed out","reason":"ServiceUnavailable","code":503}"#;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let mut config = kube::Config::new(url.parse().unwrap());
+    config.default_retry = false;
+    let kube = Kube::new(kube::Client::try_from(config).unwrap());
+    let errors = [
+        kube.cordon("gpu-1", "act-1").await.map(|_| ()).unwrap_err(),
+        kube.evict("gpu-1", None, Duration::from_secs(1))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        kube.pods_left("gpu-1", None).await.map(|_| ()).unwrap_err(),
+        kube.uncordon("gpu-1", true, true).await.unwrap_err(),
+    ];
+    for e in errors {
+        assert!(e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("503"), "{e}");
+    }
 }
 
 /// `n` cordons of `node` at once, each on its own task.

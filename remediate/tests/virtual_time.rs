@@ -425,3 +425,53 @@ async fn a_deferred_drain_on_kubernetes_waits_for_the_jobs_checkpoint() {
     );
     assert!((7200.0..7200.0 + 60.0).contains(&at), "drained at +{at} s");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_api_server_failing_after_the_eviction_never_leads_to_a_power_step() {
+    let r = rig(PlanBook::builtin(), |c| {
+        c.retry_base = Duration::from_secs(2);
+    });
+    r.fleet.set_pod_list_down(true);
+    r.worker.submit(request("n1", "reboot_node")).await.unwrap();
+    assert!(r.worker.wait_idle(HOUR).await);
+    // The attempt and its two retries (with backoff): each evicts what is
+    // still evictable (nothing, once the pods are terminating), then looks.
+    assert_eq!(r.fleet.count("evict"), 3, "{:?}", r.fleet.calls());
+    assert_eq!(
+        r.fleet.count("power"),
+        0,
+        "power with the evicted pods' state unknown"
+    );
+    let state = r.worker.state(&Target::node("n1")).unwrap();
+    assert_eq!(state.phase, Phase::Escalated);
+    let failures: Vec<(String, bool)> = r
+        .journal
+        .audits()
+        .into_iter()
+        .filter_map(|a| match a.entry {
+            AuditEntry::StepFailed {
+                step,
+                error,
+                retryable,
+            } if step == "drain" => Some((error, retryable)),
+            _ => None,
+        })
+        .collect();
+    // Then escalated, once, with the API server's answer: not an error loop.
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].0.contains("503") && failures[0].1,
+        "{failures:?}"
+    );
+
+    // Back within the retries: the drain goes on, and so does the plan.
+    let r = rig(PlanBook::builtin(), |c| {
+        c.retry_base = Duration::from_secs(2);
+    });
+    r.fleet.set_pod_list_down(true);
+    r.worker.submit(request("n2", "reboot_node")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    r.fleet.set_pod_list_down(false);
+    assert!(r.worker.wait_idle(HOUR).await);
+    assert_eq!(r.fleet.count("power cycle"), 1, "{:?}", r.fleet.calls());
+}

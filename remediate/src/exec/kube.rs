@@ -3,8 +3,9 @@
 //! Reconciler rules: read the Node first; a node already unschedulable was
 //! cordoned by someone else and pitcrew does not claim it (so it will not
 //! uncordon it later); the taint is pitcrew's own key, added in the same
-//! read-modify-write as `unschedulable`, guarded by `resourceVersion`
-//! (409: read again);
+//! merge patch as `unschedulable`, guarded by the `resourceVersion` it was
+//! read at (409: read again); a Node that is gone is a permanent error
+//! (escalated, not retried); 5xx, 429 and transport errors are retryable;
 //! evictions go through the Eviction API so PodDisruptionBudgets hold (429:
 //! back off and try again until the deadline, then report which pods are
 //! blocked).
@@ -151,24 +152,59 @@ impl Kube {
         Api::all(self.client.clone())
     }
 
-    /// Sets `unschedulable` and adds pitcrew's taint in one write guarded
+    /// Reads the Node; one that is gone is said so (permanent: a node
+    /// deleted from the cluster is not retried, it is escalated).
+    async fn node(&self, node: &str) -> Result<Node, ExecError> {
+        self.nodes().get(node).await.map_err(|e| match code(&e) {
+            Some(404) => ExecError::permanent(
+                "kubernetes",
+                format!("node {node} not found: deleted from the cluster?"),
+            ),
+            _ => classify("get node", e),
+        })
+    }
+
+    /// A JSON merge patch of the node's taints (and `unschedulable`),
+    /// guarded by the `resourceVersion` they were read at: a write that
+    /// raced another gets a 409 and is read and decided again. Merge patch
+    /// replaces the taint list whole, which is why the guard matters.
+    async fn patch_guarded(
+        &self,
+        node: &str,
+        read: &Node,
+        unschedulable: Option<bool>,
+        taints: &[Taint],
+    ) -> Result<(), kube::Error> {
+        let mut spec = serde_json::json!({ "taints": taints });
+        if let Some(u) = unschedulable {
+            spec["unschedulable"] = serde_json::json!(u);
+        }
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": read.metadata.resource_version},
+            "spec": spec,
+        });
+        self.nodes()
+            .patch(node, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets `unschedulable` and adds pitcrew's taint in one patch guarded
     /// by `resourceVersion` (409: read again), so a cordon is two requests
     /// and a node is never left cordoned without the taint that says why.
     /// Each flag says what this write changed: a node someone else had
     /// already cordoned is not claimed.
     async fn cordon_and_taint(&self, node: &str, action: &str) -> Result<CordonResult, ExecError> {
-        let api = self.nodes();
         let mut wait = self.backoff;
         for _ in 0..8 {
-            let mut n = api.get(node).await.map_err(|e| classify("get node", e))?;
-            let spec = n.spec.get_or_insert_with(Default::default);
+            let n = self.node(node).await?;
+            let spec = n.spec.clone().unwrap_or_default();
             let cordoned = !spec.unschedulable.unwrap_or(false);
-            let taints = spec.taints.get_or_insert_with(Vec::new);
+            let mut taints = spec.taints.unwrap_or_default();
             let tainted = !taints.iter().any(|t| t.key == self.taint_key);
             if !cordoned && !tainted {
                 return Ok(CordonResult::default());
             }
-            spec.unschedulable = Some(true);
             if tainted {
                 taints.push(Taint {
                     key: self.taint_key.clone(),
@@ -177,8 +213,8 @@ impl Kube {
                     time_added: None,
                 });
             }
-            match api.replace(node, &PostParams::default(), &n).await {
-                Ok(_) => return Ok(CordonResult { cordoned, tainted }),
+            match self.patch_guarded(node, &n, Some(true), &taints).await {
+                Ok(()) => return Ok(CordonResult { cordoned, tainted }),
                 Err(e) if code(&e) == Some(409) => {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
@@ -193,20 +229,21 @@ impl Kube {
     }
 
     async fn remove_taint(&self, node: &str) -> Result<(), ExecError> {
-        let api = self.nodes();
         let mut wait = self.backoff;
         for _ in 0..8 {
-            let mut n = api.get(node).await.map_err(|e| classify("get node", e))?;
-            let Some(taints) = n.spec.as_mut().and_then(|s| s.taints.as_mut()) else {
-                return Ok(());
-            };
+            let n = self.node(node).await?;
+            let mut taints = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default();
             let before = taints.len();
             taints.retain(|t| t.key != self.taint_key);
             if taints.len() == before {
                 return Ok(());
             }
-            match api.replace(node, &PostParams::default(), &n).await {
-                Ok(_) => return Ok(()),
+            match self.patch_guarded(node, &n, None, &taints).await {
+                Ok(()) => return Ok(()),
                 Err(e) if code(&e) == Some(409) => {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));

@@ -51,6 +51,8 @@ struct Inner {
     nodes: BTreeMap<String, SimNode>,
     calls: Vec<String>,
     bmc_down: BTreeSet<String>,
+    /// The API server answers 503 to the pod list of a drain's wait.
+    pod_list_down: bool,
     pdb_blocked: BTreeSet<String>,
     /// Nodes whose evicted pods never go (a kubelet that cannot kill them),
     /// with when they were evicted.
@@ -123,6 +125,12 @@ impl SimFleet {
 
     pub fn set_bmc_down(&self, node: &str, down: bool) {
         toggle(&mut self.lock().bmc_down, node, down);
+    }
+
+    /// The API server answers the drain's pod list with 503 (`true`) or
+    /// normally again.
+    pub fn set_pod_list_down(&self, down: bool) {
+        self.lock().pod_list_down = down;
     }
 
     /// The node's evicted pods stay terminating (`true`) or go at once.
@@ -261,6 +269,12 @@ impl Cluster for SimFleet {
         Box::pin(async move {
             self.pause().await;
             let i = self.lock();
+            if i.pod_list_down {
+                return Err(ExecError::retryable(
+                    "kubernetes",
+                    "list pods: 503 the server is currently unable to handle the request",
+                ));
+            }
             let ready = i.nodes.get(node).is_some_and(|n| n.power == PowerState::On);
             let pods = match i.stuck_pods.get(node) {
                 Some(Some(evicted)) => vec![PodLeft {
