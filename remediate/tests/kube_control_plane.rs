@@ -69,8 +69,14 @@ fn request_for(target: &Target) -> ActionRequest {
 }
 
 /// A worker with the cluster as its only executor and two plans:
-/// `evacuate` (cordon, drain) and `return` (uncordon).
+/// `evacuate` (cordon, drain) and `return` (uncordon); it looks at a
+/// drain's pods every 200 ms.
 fn worker_for(kube: Kube, nodes: &[String]) -> (Worker, Arc<MemoryJournal>) {
+    worker_polling(kube, nodes, Duration::from_millis(200))
+}
+
+/// [`worker_for`], looking at a drain's pods every `poll` (at most 1 s).
+fn worker_polling(kube: Kube, nodes: &[String], poll: Duration) -> (Worker, Arc<MemoryJournal>) {
     let inventory = Arc::new(Inventory::new(
         nodes
             .iter()
@@ -101,7 +107,7 @@ fn worker_for(kube: Kube, nodes: &[String]) -> (Worker, Arc<MemoryJournal>) {
     let worker = Worker::new(
         WorkerConfig {
             actor: "remediate@test".into(),
-            verify_poll: Duration::from_millis(200),
+            verify_poll: poll,
             ..WorkerConfig::default()
         },
         plans,
@@ -117,7 +123,7 @@ fn worker_for(kube: Kube, nodes: &[String]) -> (Worker, Arc<MemoryJournal>) {
         journal.clone(),
         Governor::new(
             GovernorConfig {
-                max_out_of_service: 10,
+                max_out_of_service: nodes.len().max(10),
                 max_out_of_service_percent: 100.0,
                 ..GovernorConfig::default()
             },
@@ -516,5 +522,218 @@ async fn a_deferred_drain_waits_for_the_jobs_checkpoint_then_evicts() {
     assert!(
         status["failed"].as_i64().unwrap_or(0) == 0,
         "the eviction was counted as a failure: {status:#}"
+    );
+}
+
+/// A pod of `app` pinned to `node` (no scheduler), going `GRACE` after its
+/// deletion, as KWOK's stages run it.
+fn pod_on(name: &str, app: &str, node: &str, grace_s: u64) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {"app": app},
+            "annotations": {"pod-delete.stage.kwok.x-k8s.io/delay": format!("{grace_s}s")},
+        },
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": grace_s,
+            "containers": [{"name": "main", "image": "app:1"}],
+        },
+    })
+}
+
+/// The PodDisruptionBudget path with the real disruption controller: a
+/// 3-replica Deployment under `minAvailable: 2`, two of its nodes drained
+/// at once. The controller allows one disruption; the other drain's
+/// eviction gets 429s until the first pod's replacement is Ready elsewhere
+/// and the controller allows the next; then it goes on. Both drains end
+/// with their pods gone, and the budget was never broken.
+#[tokio::test(flavor = "multi_thread")]
+async fn drains_under_a_pdb_wait_for_the_disruption_controller_and_never_break_it() {
+    let c = KubeCluster::start().unwrap();
+    let nodes: Vec<String> = (1..=5).map(|i| format!("gpu-{i}")).collect();
+    c.add_nodes(&nodes, &[]).unwrap();
+    c.wait_nodes_ready(&nodes, Duration::from_secs(60)).unwrap();
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "serve"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "serve"}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": "serve"},
+                    "annotations": {"pod-delete.stage.kwok.x-k8s.io/delay": "2s"},
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                        "labelSelector": {"matchLabels": {"app": "serve"}},
+                        "topologyKey": "kubernetes.io/hostname",
+                    }]}},
+                    "containers": [{"name": "serve", "image": "serve:1"}],
+                },
+            },
+        },
+    });
+    c.api()
+        .request(
+            "POST",
+            "/apis/apps/v1/namespaces/default/deployments",
+            Some(&deployment.to_string()),
+        )
+        .unwrap();
+    let pdb = json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "serve"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "serve"}}},
+    });
+    c.api()
+        .request(
+            "POST",
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+            Some(&pdb.to_string()),
+        )
+        .unwrap();
+    let pdb_status = |c: &KubeCluster| {
+        c.get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/serve")
+            .map(|p| p["status"].clone())
+            .unwrap_or_default()
+    };
+    c.wait_for(
+        "3 replicas and the budget computed",
+        Duration::from_secs(60),
+        |c| c.running_pods("app=serve").len() == 3 && pdb_status(c)["disruptionsAllowed"] == 1,
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:#}", pdb_status(&c)));
+    let before = c.running_pods("app=serve");
+    let drained: Vec<String> = before.iter().take(2).map(|(_, n)| n.clone()).collect();
+
+    let kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
+    let (worker, journal) = worker_for(kube, &nodes);
+    for n in &drained {
+        worker.submit(request_for(&Target::node(n))).await.unwrap();
+    }
+    // While the drains run, the budget is watched: never fewer than two
+    // healthy replicas.
+    let started = Instant::now();
+    let mut least_healthy = i64::MAX;
+    let mut saw_blocked = false;
+    while worker.busy() && started.elapsed() < Duration::from_secs(90) {
+        let st = pdb_status(&c);
+        if let Some(h) = st["currentHealthy"].as_i64() {
+            least_healthy = least_healthy.min(h);
+        }
+        saw_blocked |= st["disruptionsAllowed"] == 0;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!worker.busy(), "the drains did not end");
+    assert!(
+        least_healthy >= 2,
+        "the budget was broken: {least_healthy} healthy"
+    );
+    assert!(saw_blocked, "the disruption controller never said no");
+    let details: Vec<String> = journal
+        .audits()
+        .into_iter()
+        .filter_map(|a| match a.entry {
+            AuditEntry::StepSucceeded { step, detail } if step == "drain" => detail,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(details.len(), 2, "{:#?}", journal.audits());
+    for d in &details {
+        assert!(
+            d.starts_with("kubernetes: 1 pods evicted, gone after"),
+            "{d}"
+        );
+    }
+    c.wait_for("the second replacement", Duration::from_secs(30), |c| {
+        c.running_pods("app=serve").len() == 3
+    })
+    .unwrap();
+    let after = c.running_pods("app=serve");
+    assert!(
+        after.iter().all(|(_, n)| !drained.contains(n)),
+        "a replica on a drained node: {after:?}"
+    );
+    eprintln!(
+        "two drains under minAvailable 2: both done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// 150 nodes with a pod each drained at once (the scale of NVSentinel's
+/// KWOK test): request -> pods gone, per node and in all. A benchmark: run
+/// it with `--ignored`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: run it with --ignored"]
+async fn bench_150_nodes_drained_pods_gone() {
+    const N: usize = 150;
+    const GRACE: u64 = 1;
+    let c = KubeCluster::start().unwrap();
+    let nodes: Vec<String> = (1..=N).map(|i| format!("gpu-{i:03}")).collect();
+    c.add_nodes(&nodes, &[]).unwrap();
+    c.wait_nodes_ready(&nodes, Duration::from_secs(180))
+        .unwrap();
+    for n in &nodes {
+        c.api()
+            .request(
+                "POST",
+                "/api/v1/namespaces/default/pods",
+                Some(&pod_on(&format!("train-{n}"), "train", n, GRACE).to_string()),
+            )
+            .unwrap();
+    }
+    c.wait_for("150 pods running", Duration::from_secs(180), |c| {
+        c.running_pods("app=train").len() == N
+    })
+    .unwrap();
+    let kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
+    // The default poll: 150 drains looking every 200 ms would be 1,500
+    // requests a second to an API server sharing 2 cores.
+    let (worker, journal) = worker_polling(kube, &nodes, Duration::from_secs(1));
+    let asked = Timestamp::now();
+    let started = Instant::now();
+    for n in &nodes {
+        worker.submit(request_for(&Target::node(n))).await.unwrap();
+    }
+    assert!(worker.wait_idle(Duration::from_secs(300)).await);
+    let wall = started.elapsed();
+    let at = |pick: &dyn Fn(&AuditEntry) -> bool| -> Vec<f64> {
+        let mut v: Vec<f64> = journal
+            .audits()
+            .into_iter()
+            .filter(|a| pick(&a.entry))
+            .map(|a| (a.at.unix_nanos() - asked.unix_nanos()) as f64 / 1e9)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let cordoned = at(&|e| matches!(e, AuditEntry::StepSucceeded { step, .. } if step == "cordon"));
+    let drain_started = at(&|e| matches!(e, AuditEntry::StepStarted { step } if step == "drain"));
+    eprintln!(
+        "cordoned p50 {:.2} s max {:.2} s; drain started p50 {:.2} s max {:.2} s",
+        cordoned[cordoned.len() / 2],
+        cordoned[cordoned.len() - 1],
+        drain_started[drain_started.len() / 2],
+        drain_started[drain_started.len() - 1]
+    );
+    let mut per_node =
+        at(&|e| matches!(e, AuditEntry::StepSucceeded { step, .. } if step == "drain"));
+    assert_eq!(per_node.len(), N, "every node drained");
+    assert!(c.running_pods("app=train").is_empty(), "pods left");
+    per_node.sort_by(f64::total_cmp);
+    let pct = |p: f64| per_node[((per_node.len() - 1) as f64 * p).round() as usize];
+    eprintln!(
+        "{N} nodes drained at once (grace {GRACE} s): request -> pods gone p50 {:.2} s, p99 {:.2} s, max {:.2} s; all {N} in {:.2} s",
+        pct(0.5),
+        pct(0.99),
+        per_node[per_node.len() - 1],
+        wall.as_secs_f64()
     );
 }
