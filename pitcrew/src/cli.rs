@@ -160,6 +160,11 @@ pub(crate) struct RulesArgs {
     /// with the wall clock (so absences fire in a silent partition).
     #[arg(long, default_value = "30s")]
     pub(crate) idle_grace: String,
+    /// An event dated more than this past the wall clock (a node's clock
+    /// or a log line's time gone wrong) is taken at the wall clock's time:
+    /// one bad clock must not move event time on and fire every absence.
+    #[arg(long, default_value = "30s")]
+    pub(crate) max_future_skew: String,
     /// The most a partition's state rebuild re-reads.
     #[arg(long, default_value = "1h")]
     pub(crate) lookback_cap: String,

@@ -945,3 +945,69 @@ async fn the_default_packs_tests_give_the_same_outputs_on_kafka_as_in_replay() {
         "the pack tests ask for actions: {actions}"
     );
 }
+
+/// One node's clock (or its kernel log's time) half an hour ahead must not
+/// move the stage's event time on by half an hour: every inventory node's
+/// heartbeat absence would fire at once, a fleet of reboot requests. The
+/// event is taken at the wall clock's time, counted and logged; its rule
+/// still fires.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_from_a_clock_ahead_does_not_fire_every_absence() {
+    let s = setup("future", 1).await;
+    let rules_dir = s.dir.join("pack");
+    std::fs::create_dir_all(&rules_dir).unwrap();
+    std::fs::write(
+        rules_dir.join("rules.toml"),
+        format!(
+            "{REBOOT_ON_79}\n[[rule]]\nname = \"silent\"\nseverity = \"critical\"\nplan = \"reboot_node\"\nwhen = {{ kind = \"node.heartbeat\" }}\nabsence = {{ after = \"60s\", inventory = true }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        s.dir.join("inventory.toml"),
+        "[[node]]\nname = \"n[1-3]\"\n",
+    )
+    .unwrap();
+    let (_svc, addr) = start(&s, &rules_dir, "a", &[]);
+    let t0 = now_ms();
+    let mut events: Vec<Event> = (1..=3)
+        .map(|i| {
+            let mut e = examples::event(EventKind::NodeHeartbeat);
+            e.node = format!("n{i}");
+            e.id = format!("hb-{i}");
+            e.time = Timestamp::from_unix_millis(t0);
+            e
+        })
+        .collect();
+    events.push(xid("n1", 79, t0 + 30 * 60 * 1000));
+    produce(&s.cfg, &events).await;
+    let future = wait_metric(
+        &addr,
+        "pitcrew_rules_future_events_total",
+        1.0,
+        Duration::from_secs(60),
+    );
+    assert_eq!(future, 1.0, "the Xid from half an hour ahead, counted");
+    // Had the event time jumped, the three absences would be out within
+    // seconds; the real ones are a minute after the heartbeats, so read
+    // well before that.
+    let within = |topic: &str| -> Vec<Vec<u8>> {
+        read_topic(topic, "read_committed", 4, Duration::from_secs(10))
+    };
+    let incs: Vec<Incident> = within(&s.cfg.topics.alerts.name)
+        .iter()
+        .map(|b| decode(b).unwrap())
+        .collect();
+    let rules: Vec<&str> = incs.iter().map(|i| i.rule.as_str()).collect();
+    assert_eq!(rules, ["x79"], "{incs:#?}");
+    let acts: Vec<ActionRequest> = within(&s.cfg.topics.actions.name)
+        .iter()
+        .map(|b| decode(b).unwrap())
+        .collect();
+    assert_eq!(acts.len(), 1, "{acts:#?}");
+    assert_eq!(acts[0].target.to_string(), "node/n1");
+    assert!(
+        now_ms() - t0 < 50_000,
+        "read too late to tell a jump from the real absences"
+    );
+}

@@ -245,6 +245,7 @@ impl Setup {
                 listen: args.listen.clone(),
                 lateness: "1s".into(),
                 idle_grace: "2s".into(),
+                max_future_skew: "30s".into(),
                 lookback_cap: "1h".into(),
                 group_id: "pitcrew-rules".into(),
                 instance: Some("demo".into()),

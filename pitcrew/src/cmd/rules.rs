@@ -25,6 +25,7 @@ pub(crate) fn options(args: &RulesArgs) -> anyhow::Result<RulesOptions> {
         lateness: span("--lateness", &args.lateness)?,
         lookback_cap: span("--lookback-cap", &args.lookback_cap)?,
         idle_grace: span("--idle-grace", &args.idle_grace)?,
+        max_future_skew: span("--max-future-skew", &args.max_future_skew)?,
         dry_run: args.dry_run,
         max_batch: args.max_batch.max(1),
     })

@@ -31,6 +31,7 @@ pitcrew_observe::metrics! {
         late: Family<StageLabel, Counter> => "late_events", "Events older than the watermark, counted and ignored";
         overflow: Family<StageLabel, Counter> => "state_overflow", "Keys, members or steps refused at a state bound";
         dead_letters: Family<StageLabel, Counter> => "dead_letters", "Undecodable events sent to the dead-letter topic";
+        future: Family<StageLabel, Counter> => "future_events", "Events dated past the wall clock by more than --max-future-skew, taken at the wall clock's time";
         restored: Family<StageLabel, Counter> => "restored_events", "Events re-read to rebuild a partition's state";
         state_entries: Family<StageLabel, Gauge> => "state_entries", "Keys and open incidents held";
         open_incidents: Family<StageLabel, Gauge> => "open_incidents", "Incidents open now (not suppressed, not resolved)";
@@ -44,6 +45,28 @@ pitcrew_observe::metrics! {
             Family::new_with_constructor(|| Histogram::new([1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]))
             => "evaluation_seconds", "Evaluation time per event (a batch's time over its events)";
         + node: NodeInfoMetrics;
+    }
+}
+
+/// Events of a batch dated too far past the wall clock: taken at its time.
+#[derive(Debug)]
+pub(crate) struct FutureEventsClamped<'a> {
+    pub(crate) stage: &'a StageLabel,
+    pub(crate) count: u64,
+    /// One of them: its node and how far ahead it was.
+    pub(crate) node: &'a str,
+    pub(crate) ahead_s: i64,
+}
+
+impl InternalEvent<RulesMetrics> for FutureEventsClamped<'_> {
+    fn emit(self, m: &RulesMetrics) {
+        tracing::warn!(
+            count = self.count,
+            node = self.node,
+            ahead_s = self.ahead_s,
+            "events dated in the future: taken at the wall clock's time (a node's clock or log time is wrong)"
+        );
+        m.future.get_or_create(self.stage).inc_by(self.count);
     }
 }
 

@@ -115,6 +115,7 @@ struct StageCfg {
     lateness: Span,
     lookback_cap: Span,
     idle_grace: Span,
+    max_future_skew: Span,
     dry_run: bool,
     max_batch: usize,
     max_message_bytes: usize,
@@ -136,6 +137,9 @@ pub struct RulesOptions {
     pub lateness: Span,
     pub lookback_cap: Span,
     pub idle_grace: Span,
+    /// Events dated further than this past the wall clock are taken at the
+    /// wall clock's time (counted, logged).
+    pub max_future_skew: Span,
     pub dry_run: bool,
     pub max_batch: usize,
 }
@@ -229,6 +233,7 @@ impl RulesService {
             lateness,
             lookback_cap,
             idle_grace,
+            max_future_skew: args.max_future_skew,
             dry_run: args.dry_run,
             max_batch: args.max_batch.max(1),
             max_message_bytes: bus.kafka.max_message_bytes,

@@ -12,12 +12,14 @@ use pitcrew_bus::rdkafka::message::{Message, OwnedMessage};
 use pitcrew_bus::{
     read_partition_range, BusError, BusMetrics, Output as BusOutput, TransactionalStage,
 };
-use pitcrew_contract::{decode_with_limit, encode, DecodeError, Event, IncidentStatus, Keyed};
+use pitcrew_contract::{
+    decode_with_limit, encode, DecodeError, Event, IncidentStatus, Keyed, Timestamp,
+};
 use pitcrew_observe::StageLabel;
 use pitcrew_rules::{Emit, EngineConfig, Output, Stage, StageConfig, StageKind};
 use tokio::sync::watch;
 
-use super::metrics::{PartitionRebuilt, RuleLabel, RulesMetrics};
+use super::metrics::{FutureEventsClamped, PartitionRebuilt, RuleLabel, RulesMetrics};
 use super::{Loaded, StageCfg};
 
 /// A stage's Kafka side: the pure stage and what it needs to run against
@@ -60,6 +62,7 @@ impl Runner {
         let topic = self.input_topic().to_owned();
         let kafka = self.cfg.kafka.clone();
         let limit = self.cfg.max_message_bytes;
+        let skew = self.cfg.max_future_skew;
         let stage = &mut self.stage;
         let read = tokio::task::block_in_place(|| {
             read_partition_range(
@@ -70,8 +73,10 @@ impl Runner {
                 first_offset,
                 Duration::from_secs(120),
                 |payload| {
-                    if let Ok(ev) = decode_with_limit::<Event>(payload, limit) {
+                    if let Ok(mut ev) = decode_with_limit::<Event>(payload, limit) {
                         restored += 1;
+                        // As when it was first processed (at a later now).
+                        clamp_future(&mut ev, Timestamp::now(), skew);
                         stage.restore(partition, &ev);
                     }
                 },
@@ -240,6 +245,19 @@ pub(super) async fn stage_loop(
     Ok(())
 }
 
+/// Takes an event dated more than `skew` past `now` at `now`, returning
+/// how far ahead it was. Event time is the latest time seen less the
+/// lateness: one event from a clock hours ahead would move it on by hours
+/// and fire every absence timer (every node "silent") at once.
+fn clamp_future(ev: &mut Event, now: Timestamp, skew: pitcrew_rules::Span) -> Option<i64> {
+    let limit = now.add_nanos(skew.nanos());
+    (ev.time > limit).then(|| {
+        let ahead = (ev.time.unix_nanos() - now.unix_nanos()) / 1_000_000_000;
+        ev.time = now;
+        ahead
+    })
+}
+
 async fn process_batch(
     runner: &mut Runner,
     tstage: &TransactionalStage,
@@ -251,6 +269,8 @@ async fn process_batch(
     let mut emits = Vec::new();
     let mut dead: Vec<(&OwnedMessage, DecodeError)> = Vec::new();
     let mut evaluated = 0u64;
+    let now = Timestamp::now();
+    let (mut future, mut future_example) = (0u64, None::<(String, i64)>);
     let (late0, over0) = runner.stage.totals();
     // After a rebalance any partition may have been processed elsewhere in
     // between: rebuild them all from the log.
@@ -272,11 +292,23 @@ async fn process_batch(
                 runner.stage.skip(p, m.offset());
                 dead.push((m, e));
             }
-            Ok(ev) => {
+            Ok(mut ev) => {
                 evaluated += 1;
+                if let Some(ahead) = clamp_future(&mut ev, now, runner.cfg.max_future_skew) {
+                    future += 1;
+                    future_example.get_or_insert((ev.node.clone(), ahead));
+                }
                 runner.stage.process(p, m.offset(), &ev, wall, &mut emits);
             }
         }
+    }
+    if let Some((node, ahead_s)) = &future_example {
+        runner.metrics.emit(FutureEventsClamped {
+            stage: &label,
+            count: future,
+            node,
+            ahead_s: *ahead_s,
+        });
     }
     let eval = started.elapsed().as_secs_f64();
     if evaluated > 0 {
@@ -398,4 +430,25 @@ async fn on_tick(runner: &mut Runner, tstage: &TransactionalStage) -> anyhow::Re
     }
     runner.update_state_gauges();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_from_a_clock_ahead_is_taken_at_the_wall_clock() {
+        let now = Timestamp::from_unix_millis(1_800_000_000_000);
+        let skew = pitcrew_rules::Span::parse("30s").unwrap();
+        let mut ev = pitcrew_contract::examples::event(pitcrew_contract::EventKind::GpuXid);
+        ev.time = now.add_nanos(29_000_000_000);
+        assert_eq!(clamp_future(&mut ev, now, skew), None, "within the skew");
+        assert_eq!(ev.time, now.add_nanos(29_000_000_000));
+        ev.time = now.add_nanos(1_743_000_000_000);
+        assert_eq!(clamp_future(&mut ev, now, skew), Some(1743));
+        assert_eq!(ev.time, now);
+        // The past is the watermark's business (late events), not this.
+        ev.time = now.add_nanos(-3_600_000_000_000);
+        assert_eq!(clamp_future(&mut ev, now, skew), None);
+    }
 }
