@@ -520,3 +520,143 @@ fn compose_command_lines_are_accepted_and_mounted_configs_parse() {
         }
     }
 }
+
+/// The chart's production settings: Kafka TLS and SASL from Secrets in
+/// every pitcrew container (the topics hook Job too, which runs before the
+/// ConfigMap exists), read by pitcrew's own config loader as the pods
+/// would; the dashboards as ConfigMaps for the Grafana sidecar, equal to
+/// dashboards/; values.schema.json refusing a typo and a second
+/// remediation instance.
+#[test]
+fn helm_renders_kafka_security_and_dashboards_and_refuses_bad_values() {
+    let chart = root().join("deploy/helm/pitcrew");
+    let chart = chart.to_str().unwrap();
+    let text = pitcrew_harness::helm::run(&[
+        "template",
+        "fleet",
+        chart,
+        "--set",
+        "kafka.tls.enabled=true,kafka.tls.caSecret=kafka-ca,kafka.tls.clientSecret=kafka-client,\
+         kafka.sasl.mechanism=SCRAM-SHA-512,kafka.sasl.username=pitcrew,kafka.sasl.passwordSecret=kafka-pass",
+    ])
+    .unwrap();
+    let docs: Vec<serde_json::Value> = yaml("helm template (kafka security)", &text)
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
+    let pitcrew_toml = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["pitcrew.toml"].is_string())
+        .map(|d| d["data"]["pitcrew.toml"].as_str().unwrap().to_owned())
+        .unwrap();
+    let mut checked = Vec::new();
+    for d in &docs {
+        let pod = &d["spec"]["template"]["spec"];
+        let Some(c) = pod["containers"].as_array().and_then(|c| c.first()) else {
+            continue;
+        };
+        let name = d["metadata"]["name"].as_str().unwrap().to_owned();
+        let env = c["env"].as_array().cloned().unwrap_or_default();
+        let overrides: Vec<(String, String)> = env
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    e["value"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        // The topics Job has no ConfigMap: the environment alone.
+        let file = if d["kind"] == "Job" {
+            ""
+        } else {
+            &pitcrew_toml
+        };
+        let cfg = pitcrew_bus::BusConfig::from_toml(file, &name, overrides)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let sec = &cfg.kafka.security;
+        assert_eq!(sec.protocol.as_deref(), Some("sasl_ssl"), "{name}");
+        assert_eq!(
+            sec.sasl_mechanism.as_deref(),
+            Some("SCRAM-SHA-512"),
+            "{name}"
+        );
+        let ca = sec.ca_file.clone().unwrap();
+        let cert = sec.cert_file.clone().unwrap();
+        let mounts: Vec<String> = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap().to_owned())
+            .collect();
+        for file in [&ca, &cert] {
+            assert!(
+                mounts.iter().any(|m| file.starts_with(m)),
+                "{name}: {} is not under a mount: {mounts:?}",
+                file.display()
+            );
+        }
+        // The password: from the Secret, into the variable the config names.
+        let var = sec.sasl_password_env.clone().unwrap();
+        let from = env.iter().find(|e| e["name"] == var.as_str()).unwrap();
+        assert_eq!(
+            from["valueFrom"]["secretKeyRef"]["name"], "kafka-pass",
+            "{name}"
+        );
+        assert!(
+            from["value"].is_null(),
+            "{name}: a password value in the manifest"
+        );
+        let volumes = pod["volumes"].as_array().unwrap();
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "kafka-client"),
+            "{name}"
+        );
+        checked.push(name);
+    }
+    assert_eq!(
+        checked.len(),
+        4,
+        "collect, rules, remediate, topics: {checked:?}"
+    );
+
+    // The dashboards, each a ConfigMap the sidecar finds, equal to the file.
+    let text = pitcrew_harness::helm::run(&["template", "fleet", chart]).unwrap();
+    let docs: Vec<serde_json::Value> = yaml("helm template", &text)
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
+    let mut dashboards = 0;
+    for f in files(&root().join("dashboards"), &["json"]) {
+        let file = f.file_name().unwrap().to_str().unwrap().to_owned();
+        let cm = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["data"][&file].is_string())
+            .unwrap_or_else(|| panic!("no ConfigMap for {file}"));
+        assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+        assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "pitcrew");
+        let rendered: serde_json::Value =
+            serde_json::from_str(cm["data"][&file].as_str().unwrap()).unwrap();
+        let original: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        assert_eq!(rendered, original, "{file}");
+        dashboards += 1;
+    }
+    assert_eq!(dashboards, 3);
+
+    // values.schema.json: what Helm refuses before anything is applied.
+    for (set, says) in [
+        (
+            "remediate.replica=2",
+            "Additional property replica is not allowed",
+        ),
+        ("remediate.replicas=2", "remediate.replicas"),
+        ("kafka.sasl.mechanism=SCRAM", "kafka.sasl.mechanism"),
+    ] {
+        let err =
+            pitcrew_harness::helm::run(&["template", "fleet", chart, "--set", set]).expect_err(set);
+        assert!(err.to_string().contains(says), "{set}: {err}");
+    }
+}
