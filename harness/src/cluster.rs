@@ -37,6 +37,7 @@ fn go(cmd: &mut Command) -> &mut Command {
 /// Builds kube-controller-manager and kube-scheduler (one binary, the
 /// component its first argument) once into the cache; returns its path.
 pub fn ensure_controllers() -> Result<PathBuf, HarnessError> {
+    let _building = crate::build_lock();
     let out = cache_dir().join(format!("kube-controllers-{KUBERNETES_VERSION}"));
     if out.exists() {
         return Ok(out);
@@ -55,6 +56,7 @@ pub fn ensure_controllers() -> Result<PathBuf, HarnessError> {
 
 /// Builds KWOK once into the cache; returns its path.
 pub fn ensure_kwok() -> Result<PathBuf, HarnessError> {
+    let _building = crate::build_lock();
     let out = cache_dir().join(format!("kwok-{KWOK_VERSION}"));
     if out.exists() {
         return Ok(out);

@@ -11,6 +11,7 @@ pub const VERSION: &str = "v3.16.3";
 
 /// Builds helm once into the cache and returns its path.
 pub fn ensure_binary() -> Result<PathBuf, HarnessError> {
+    let _building = crate::build_lock();
     let dir = cache_dir().join(format!("helm-{VERSION}"));
     let out = dir.join("helm");
     if out.exists() {
@@ -33,7 +34,13 @@ pub fn ensure_binary() -> Result<PathBuf, HarnessError> {
             output: String::from_utf8_lossy(&status.stderr).into_owned(),
         });
     }
-    std::fs::rename(&staging, &dir).map_err(|e| HarnessError::io("install helm", e))?;
+    if let Err(e) = std::fs::rename(&staging, &dir) {
+        let _ = std::fs::remove_dir_all(&staging);
+        // Another process installed it first: theirs is as good.
+        if !out.exists() {
+            return Err(HarnessError::io("install helm", e));
+        }
+    }
     Ok(out)
 }
 

@@ -17,6 +17,7 @@ const LOG4J_VERSION: &str = "2.25.4";
 /// Resolves the broker's jars and their runtime dependencies into the
 /// cache (once) and returns the folder holding them.
 pub fn ensure_jars() -> Result<PathBuf, HarnessError> {
+    let _building = crate::build_lock();
     let root = cache_dir().join(format!("kafka-{KAFKA_VERSION}"));
     let jars = root.join("jars");
     if jars.join(".complete").exists() {

@@ -20,6 +20,7 @@ pub const TOKEN: &str = "pitcrew-test-token";
 
 /// Builds kube-apiserver once into the cache and returns its path.
 pub fn ensure_binary() -> Result<PathBuf, HarnessError> {
+    let _building = crate::build_lock();
     let out = cache_dir().join("kube-apiserver-v1.37.2");
     if out.exists() {
         return Ok(out);

@@ -71,6 +71,16 @@ pub fn workspace_root() -> PathBuf {
 /// the clone so that every checkout on the machine (CI's clean ones too)
 /// reuses them: `$PITCREW_CACHE_DIR`, else `$XDG_CACHE_HOME/pitcrew`, else
 /// `$HOME/.cache/pitcrew`; without a home, `<target>/harness-cache`.
+/// Held while a cached tool is checked for and built: tests run on
+/// threads of one process, and two of them building the same tool into
+/// one staging path (named after the process) would race. Processes do not
+/// share staging paths; a finished tool is renamed into place whole.
+pub(crate) fn build_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub fn cache_dir() -> PathBuf {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(dir) = var("PITCREW_CACHE_DIR") {

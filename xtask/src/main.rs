@@ -141,6 +141,10 @@ fn provision() -> Result<()> {
     let kwok = pitcrew_harness::cluster::ensure_kwok().context("building KWOK")?;
     println!("    {}", kwok.display());
     done(t);
+    let t = step("provision: Helm (built with Go from helm.sh/helm/v3, cached)");
+    let helm = pitcrew_harness::helm::ensure_binary().context("building Helm")?;
+    println!("    {}", helm.display());
+    done(t);
     Ok(())
 }
 
