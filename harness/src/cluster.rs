@@ -281,6 +281,46 @@ impl KubeCluster {
         })
     }
 
+    /// Starts the control plane with KWOK nodes `prefix1..=prefixN`
+    /// (no extra labels), returning once they are all Ready.
+    pub fn with_ready_nodes(
+        prefix: &str,
+        n: usize,
+        limit: Duration,
+    ) -> Result<(KubeCluster, Vec<String>), HarnessError> {
+        let c = KubeCluster::start()?;
+        let nodes: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
+        c.add_nodes(&nodes, &[])?;
+        c.wait_nodes_ready(&nodes, limit)?;
+        Ok((c, nodes))
+    }
+
+    /// POSTs `body` to the collection at `path`
+    /// (`/apis/batch/v1/namespaces/default/jobs`).
+    pub fn create(&self, path: &str, body: &serde_json::Value) -> Result<(), HarnessError> {
+        self.api.request("POST", path, Some(&body.to_string()))?;
+        Ok(())
+    }
+
+    /// Waits until a pod matching `label_selector` runs; returns the first
+    /// (name, node).
+    pub fn wait_running(
+        &self,
+        label_selector: &str,
+        limit: Duration,
+    ) -> Result<(String, String), HarnessError> {
+        let mut found = None;
+        self.wait_for(&format!("a running pod of {label_selector}"), limit, |c| {
+            found = c.running_pods(label_selector).into_iter().next();
+            found.is_some()
+        })?;
+        found.ok_or_else(|| HarnessError::Command {
+            command: format!("wait for {label_selector}"),
+            status: "no pod".to_owned(),
+            output: String::new(),
+        })
+    }
+
     /// The pods in `default` matching `label_selector` that run and are
     /// not terminating: (name, node).
     pub fn running_pods(&self, label_selector: &str) -> Vec<(String, String)> {

@@ -218,18 +218,10 @@ fn start_pitcrew_run(
 #[test]
 #[ignore = "a benchmark: run it with --ignored"]
 fn bench_fault_to_replacement_pod_running() {
-    let c = KubeCluster::start().unwrap();
-    let nodes: Vec<String> = (1..=NODES).map(|i| format!("kw{i}")).collect();
-    c.add_nodes(&nodes, &[]).unwrap();
-    c.wait_nodes_ready(&nodes, Duration::from_secs(90)).unwrap();
+    let (c, nodes) = KubeCluster::with_ready_nodes("kw", NODES, Duration::from_secs(90)).unwrap();
     let jobs: Vec<String> = (1..=JOBS).map(|i| format!("train-{i}")).collect();
     for j in &jobs {
-        c.api()
-            .request(
-                "POST",
-                "/apis/batch/v1/namespaces/default/jobs",
-                Some(&job(j).to_string()),
-            )
+        c.create("/apis/batch/v1/namespaces/default/jobs", &job(j))
             .unwrap();
     }
     if let Err(e) = c.wait_for("every job running", Duration::from_secs(120), |c| {
@@ -330,22 +322,12 @@ fn bench_fault_to_replacement_pod_running() {
 /// cordoned one.
 #[test]
 fn an_xid_79_in_the_agents_kernel_log_moves_the_training_job_to_another_node() {
-    let c = KubeCluster::start().unwrap();
-    let nodes: Vec<String> = (1..=3).map(|i| format!("kw{i}")).collect();
-    c.add_nodes(&nodes, &[]).unwrap();
-    c.wait_nodes_ready(&nodes, Duration::from_secs(90)).unwrap();
-    c.api()
-        .request(
-            "POST",
-            "/apis/batch/v1/namespaces/default/jobs",
-            Some(&job("train").to_string()),
-        )
+    let (c, nodes) = KubeCluster::with_ready_nodes("kw", 3, Duration::from_secs(90)).unwrap();
+    c.create("/apis/batch/v1/namespaces/default/jobs", &job("train"))
         .unwrap();
-    c.wait_for("the job running", Duration::from_secs(60), |c| {
-        !c.running_pods("app=train").is_empty()
-    })
-    .unwrap();
-    let (pod, node) = c.running_pods("app=train").remove(0);
+    let (pod, node) = c
+        .wait_running("app=train", Duration::from_secs(60))
+        .unwrap();
     let (mut run, cfg, dir) = start_pitcrew_run(&c, &nodes, "kwok-agent");
     // The other nodes' agents (the pod's node has its own, below).
     let others: Vec<String> = nodes.iter().filter(|n| **n != node).cloned().collect();

@@ -137,22 +137,15 @@ fn worker_polling(kube: Kube, nodes: &[String], poll: Duration) -> (Worker, Arc<
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drain_waits_for_the_evicted_pod_to_checkpoint_and_the_job_runs_again_elsewhere() {
-    let c = KubeCluster::start().unwrap();
-    let nodes: Vec<String> = (1..=3).map(|i| format!("gpu-{i}")).collect();
-    c.add_nodes(&nodes, &[]).unwrap();
-    c.wait_nodes_ready(&nodes, Duration::from_secs(60)).unwrap();
-    c.api()
-        .request(
-            "POST",
-            "/apis/batch/v1/namespaces/default/jobs",
-            Some(&training_job("train").to_string()),
-        )
-        .unwrap();
-    c.wait_for("the job's pod running", Duration::from_secs(60), |c| {
-        !c.running_pods("app=train").is_empty()
-    })
+    let (c, nodes) = KubeCluster::with_ready_nodes("gpu-", 3, Duration::from_secs(60)).unwrap();
+    c.create(
+        "/apis/batch/v1/namespaces/default/jobs",
+        &training_job("train"),
+    )
     .unwrap();
-    let (pod, node) = c.running_pods("app=train").remove(0);
+    let (pod, node) = c
+        .wait_running("app=train", Duration::from_secs(60))
+        .unwrap();
 
     let mut kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
     // A site's own taint key (`[kubernetes] taint_key`).
@@ -341,10 +334,7 @@ async fn a_node_check_job_runs_on_the_cordoned_node_and_reports_its_verdict() {
     use pitcrew_remediate::exec::kube_check::{job_name, KubeJobCheck};
     use pitcrew_remediate::exec::Cluster;
 
-    let c = KubeCluster::start().unwrap();
-    let nodes: Vec<String> = (1..=2).map(|i| format!("gpu-{i}")).collect();
-    c.add_nodes(&nodes, &[]).unwrap();
-    c.wait_nodes_ready(&nodes, Duration::from_secs(60)).unwrap();
+    let (c, _) = KubeCluster::with_ready_nodes("gpu-", 2, Duration::from_secs(60)).unwrap();
     let mut kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
     // NoExecute: a pod that did not tolerate it could not stay on the node.
     kube.taint_effect = "NoExecute".into();
@@ -422,28 +412,16 @@ async fn a_node_check_job_runs_on_the_cordoned_node_and_reports_its_verdict() {
 /// the eviction does to the Job (indexed, its pod failure policy).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deferred_drain_waits_for_the_jobs_checkpoint_then_evicts() {
-    let c = KubeCluster::start().unwrap();
-    let nodes: Vec<String> = (1..=2).map(|i| format!("gpu-{i}")).collect();
-    c.add_nodes(&nodes, &[]).unwrap();
-    c.wait_nodes_ready(&nodes, Duration::from_secs(60)).unwrap();
+    let (c, nodes) = KubeCluster::with_ready_nodes("gpu-", 2, Duration::from_secs(60)).unwrap();
     let mut job = training_job("ckpt");
     job["spec"]["completionMode"] = json!("Indexed");
     job["spec"]["completions"] = json!(1);
     job["spec"]["podFailurePolicy"] = json!({"rules": [
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
     ]});
-    c.api()
-        .request(
-            "POST",
-            "/apis/batch/v1/namespaces/default/jobs",
-            Some(&job.to_string()),
-        )
+    c.create("/apis/batch/v1/namespaces/default/jobs", &job)
         .unwrap();
-    c.wait_for("the job's pod running", Duration::from_secs(60), |c| {
-        !c.running_pods("app=ckpt").is_empty()
-    })
-    .unwrap();
-    let (pod, node) = c.running_pods("app=ckpt").remove(0);
+    let (pod, node) = c.wait_running("app=ckpt", Duration::from_secs(60)).unwrap();
     let kube = Kube::connect(Some(c.kubeconfig())).await.unwrap();
     let (worker, journal) = worker_for(kube, &nodes);
     let target = Target::node(&node);
@@ -552,10 +530,7 @@ fn pod_on(name: &str, app: &str, node: &str, grace_s: u64) -> Value {
 /// with their pods gone, and the budget was never broken.
 #[tokio::test(flavor = "multi_thread")]
 async fn drains_under_a_pdb_wait_for_the_disruption_controller_and_never_break_it() {
-    let c = KubeCluster::start().unwrap();
-    let nodes: Vec<String> = (1..=5).map(|i| format!("gpu-{i}")).collect();
-    c.add_nodes(&nodes, &[]).unwrap();
-    c.wait_nodes_ready(&nodes, Duration::from_secs(60)).unwrap();
+    let (c, nodes) = KubeCluster::with_ready_nodes("gpu-", 5, Duration::from_secs(60)).unwrap();
     let deployment = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -579,12 +554,7 @@ async fn drains_under_a_pdb_wait_for_the_disruption_controller_and_never_break_i
             },
         },
     });
-    c.api()
-        .request(
-            "POST",
-            "/apis/apps/v1/namespaces/default/deployments",
-            Some(&deployment.to_string()),
-        )
+    c.create("/apis/apps/v1/namespaces/default/deployments", &deployment)
         .unwrap();
     let pdb = json!({
         "apiVersion": "policy/v1",
@@ -592,13 +562,11 @@ async fn drains_under_a_pdb_wait_for_the_disruption_controller_and_never_break_i
         "metadata": {"name": "serve"},
         "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "serve"}}},
     });
-    c.api()
-        .request(
-            "POST",
-            "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
-            Some(&pdb.to_string()),
-        )
-        .unwrap();
+    c.create(
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+        &pdb,
+    )
+    .unwrap();
     let pdb_status = |c: &KubeCluster| {
         c.get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/serve")
             .map(|p| p["status"].clone())
@@ -675,19 +643,13 @@ async fn drains_under_a_pdb_wait_for_the_disruption_controller_and_never_break_i
 async fn bench_150_nodes_drained_pods_gone() {
     const N: usize = 150;
     const GRACE: u64 = 1;
-    let c = KubeCluster::start().unwrap();
-    let nodes: Vec<String> = (1..=N).map(|i| format!("gpu-{i:03}")).collect();
-    c.add_nodes(&nodes, &[]).unwrap();
-    c.wait_nodes_ready(&nodes, Duration::from_secs(180))
-        .unwrap();
+    let (c, nodes) = KubeCluster::with_ready_nodes("gpu-", N, Duration::from_secs(180)).unwrap();
     for n in &nodes {
-        c.api()
-            .request(
-                "POST",
-                "/api/v1/namespaces/default/pods",
-                Some(&pod_on(&format!("train-{n}"), "train", n, GRACE).to_string()),
-            )
-            .unwrap();
+        c.create(
+            "/api/v1/namespaces/default/pods",
+            &pod_on(&format!("train-{n}"), "train", n, GRACE),
+        )
+        .unwrap();
     }
     c.wait_for("150 pods running", Duration::from_secs(180), |c| {
         c.running_pods("app=train").len() == N

@@ -51,18 +51,11 @@ fn a_jobs_pod_is_scheduled_run_terminated_gracefully_and_replaced_elsewhere() {
             },
         },
     });
-    c.api()
-        .request(
-            "POST",
-            "/apis/batch/v1/namespaces/default/jobs",
-            Some(&job.to_string()),
-        )
+    c.create("/apis/batch/v1/namespaces/default/jobs", &job)
         .unwrap();
-    c.wait_for("the job's pod running", Duration::from_secs(60), |c| {
-        !c.running_pods("app=train").is_empty()
-    })
-    .unwrap();
-    let (name, node) = c.running_pods("app=train").remove(0);
+    let (name, node) = c
+        .wait_running("app=train", Duration::from_secs(60))
+        .unwrap();
 
     // Cordon its node, then delete the pod as an eviction would.
     c.api()

@@ -63,6 +63,8 @@ impl Runner {
         let kafka = self.cfg.kafka.clone();
         let limit = self.cfg.max_message_bytes;
         let skew = self.cfg.max_future_skew;
+        // As when they were first processed (at a later now).
+        let now = Timestamp::now();
         let stage = &mut self.stage;
         let read = tokio::task::block_in_place(|| {
             read_partition_range(
@@ -75,8 +77,7 @@ impl Runner {
                 |payload| {
                     if let Ok(mut ev) = decode_with_limit::<Event>(payload, limit) {
                         restored += 1;
-                        // As when it was first processed (at a later now).
-                        clamp_future(&mut ev, Timestamp::now(), skew);
+                        clamp_future(&mut ev, now, skew);
                         stage.restore(partition, &ev);
                     }
                 },
