@@ -315,14 +315,100 @@ pub fn event(kind: EventKind) -> Event {
                 traffic_bytes: Some(52_428_800_000),
             }),
         ),
+        EventKind::FacilityPdu => (
+            Source::Facility,
+            None,
+            EventData::FacilityPdu(PduReading {
+                racks: vec!["r3".to_owned()],
+                scope: PduScope::Outlet,
+                index: Some(5),
+                name: Some("n17-psu1".to_owned()),
+                current_a: Some(13.4),
+                voltage_v: Some(230.0),
+                power_w: Some(3010.0),
+                energy_kwh: Some(18_250.3),
+                rating_a: Some(16.0),
+                load: Some(LoadState::NearOverload),
+                state: Some(OutletState::On),
+                temperature_c: None,
+                humidity_pct: None,
+            }),
+        ),
+        EventKind::FacilityUps => (
+            Source::Facility,
+            None,
+            EventData::FacilityUps(UpsReading {
+                racks: ["r1", "r2", "r3", "r4"].map(str::to_owned).to_vec(),
+                source: UpsSource::Battery,
+                battery: Some(BatteryStatus::Normal),
+                charge_pct: Some(96.0),
+                runtime_s: Some(720.0),
+                on_battery_s: Some(14.0),
+                load_pct: Some(61.0),
+                input_voltage_v: Some(0.0),
+                output_voltage_v: Some(230.0),
+                output_power_w: Some(182_000.0),
+                temperature_c: Some(24.0),
+                alarms: vec!["on_battery".to_owned(), "input_bad".to_owned()],
+            }),
+        ),
+        EventKind::FacilityCooling => (
+            Source::Facility,
+            None,
+            EventData::FacilityCooling(CoolingReading {
+                racks: ["r1", "r2", "r3", "r4"].map(str::to_owned).to_vec(),
+                unit: CoolingUnit::Cdu,
+                loop_name: Some("L2".to_owned()),
+                supply_c: Some(43.5),
+                return_c: Some(55.2),
+                delta_t_c: Some(11.7),
+                flow_lpm: Some(410.0),
+                pressure_kpa: Some(120.0),
+                setpoint_c: Some(42.0),
+                pump_on: Some(true),
+                fan_on: None,
+                alarms: Vec::new(),
+            }),
+        ),
+        EventKind::FacilityLeak => (
+            Source::Facility,
+            None,
+            EventData::FacilityLeak(LeakReading {
+                racks: vec!["r3".to_owned()],
+                detector: "rope-r3-tray".to_owned(),
+                leak: true,
+                zone: Some("row-b".to_owned()),
+            }),
+        ),
+        EventKind::FacilityDevice => (
+            Source::Facility,
+            None,
+            EventData::FacilityDevice(DeviceReachability {
+                racks: vec!["r3".to_owned()],
+                up: false,
+                protocol: FacilityProtocol::Snmp,
+                profile: Some("apc-rpdu2".to_owned()),
+                failures: 3,
+                error: Some("snmp timeout after 2s".to_owned()),
+            }),
+        ),
     };
     let mut labels = BTreeMap::new();
     if kind.as_str().starts_with("job.") {
         labels.insert("cluster".to_owned(), "west-1".to_owned());
     }
+    // A facility event is about its device, named like the inventory's
+    // `[[facility]]` entry.
+    let subject = match kind {
+        EventKind::FacilityPdu | EventKind::FacilityDevice => "pdu-r3a",
+        EventKind::FacilityUps => "ups-1",
+        EventKind::FacilityCooling => "cdu-l2",
+        EventKind::FacilityLeak => "leak-r3",
+        _ => "n17",
+    };
     Event {
-        id: format!("{}-n17-{}", source.as_str(), kind.as_str()),
-        node: "n17".to_owned(),
+        id: format!("{}-{subject}-{}", source.as_str(), kind.as_str()),
+        node: subject.to_owned(),
         time: EXAMPLE_TIME,
         source,
         gpu,

@@ -308,6 +308,63 @@ fields! {
         "data.step_time_s": Num => |x| num(x.step_time_s),
         "data.traffic_bytes": Num => |x| x.traffic_bytes.map_or(Val::Missing, unum),
     }
+    FacilityPdu {
+        "data.racks": List => |x| Val::Strings(&x.racks),
+        "data.scope": Str => |x| Val::Str(variant_name(&x.scope)),
+        "data.index": Num => |x| opt_num(x.index),
+        "data.name": Str => |x| opt_str(&x.name),
+        "data.current_a": Num => |x| opt_num(x.current_a),
+        "data.voltage_v": Num => |x| opt_num(x.voltage_v),
+        "data.power_w": Num => |x| opt_num(x.power_w),
+        "data.energy_kwh": Num => |x| opt_num(x.energy_kwh),
+        "data.rating_a": Num => |x| opt_num(x.rating_a),
+        "data.load": Str => |x| x.load.as_ref().map_or(Val::Missing, |l| Val::Str(variant_name(l))),
+        "data.state": Str => |x| x.state.as_ref().map_or(Val::Missing, |l| Val::Str(variant_name(l))),
+        "data.temperature_c": Num => |x| opt_num(x.temperature_c),
+        "data.humidity_pct": Num => |x| opt_num(x.humidity_pct),
+    }
+    FacilityUps {
+        "data.racks": List => |x| Val::Strings(&x.racks),
+        "data.source": Str => |x| Val::Str(variant_name(&x.source)),
+        "data.battery": Str => |x| x.battery.as_ref().map_or(Val::Missing, |l| Val::Str(variant_name(l))),
+        "data.charge_pct": Num => |x| opt_num(x.charge_pct),
+        "data.runtime_s": Num => |x| opt_num(x.runtime_s),
+        "data.on_battery_s": Num => |x| opt_num(x.on_battery_s),
+        "data.load_pct": Num => |x| opt_num(x.load_pct),
+        "data.input_voltage_v": Num => |x| opt_num(x.input_voltage_v),
+        "data.output_voltage_v": Num => |x| opt_num(x.output_voltage_v),
+        "data.output_power_w": Num => |x| opt_num(x.output_power_w),
+        "data.temperature_c": Num => |x| opt_num(x.temperature_c),
+        "data.alarms": List => |x| Val::Strings(&x.alarms),
+    }
+    FacilityCooling {
+        "data.racks": List => |x| Val::Strings(&x.racks),
+        "data.unit": Str => |x| Val::Str(variant_name(&x.unit)),
+        "data.loop": Str => |x| opt_str(&x.loop_name),
+        "data.supply_c": Num => |x| opt_num(x.supply_c),
+        "data.return_c": Num => |x| opt_num(x.return_c),
+        "data.delta_t_c": Num => |x| opt_num(x.delta_t_c),
+        "data.flow_lpm": Num => |x| opt_num(x.flow_lpm),
+        "data.pressure_kpa": Num => |x| opt_num(x.pressure_kpa),
+        "data.setpoint_c": Num => |x| opt_num(x.setpoint_c),
+        "data.pump_on": Bool => |x| x.pump_on.map_or(Val::Missing, Val::Bool),
+        "data.fan_on": Bool => |x| x.fan_on.map_or(Val::Missing, Val::Bool),
+        "data.alarms": List => |x| Val::Strings(&x.alarms),
+    }
+    FacilityLeak {
+        "data.racks": List => |x| Val::Strings(&x.racks),
+        "data.detector": Str => |x| Val::Str(&x.detector),
+        "data.leak": Bool => |x| Val::Bool(x.leak),
+        "data.zone": Str => |x| opt_str(&x.zone),
+    }
+    FacilityDevice {
+        "data.racks": List => |x| Val::Strings(&x.racks),
+        "data.up": Bool => |x| Val::Bool(x.up),
+        "data.protocol": Str => |x| Val::Str(variant_name(&x.protocol)),
+        "data.profile": Str => |x| opt_str(&x.profile),
+        "data.failures": Num => |x| num(x.failures),
+        "data.error": Str => |x| opt_str(&x.error),
+    }
 }
 
 /// Envelope fields every kind has.

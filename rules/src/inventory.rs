@@ -14,7 +14,17 @@
 //! slurm_node = "n{n}"
 //! gpus = 8
 //! labels = { pool = "train" }
+//!
+//! [[facility]]              # a PDU, UPS, cooling unit or leak detector
+//! name = "pdu-r[1-4]"       # ranges work as for nodes
+//! kind = "pdu"              # pdu, ups, cooling, leak
+//! racks = ["r{n}"]          # the racks it serves
+//! address = "snmp://public@10.0.9.{n}"   # read by `pitcrew facility`
 //! ```
+//!
+//! `[[facility]]` entries are the poller's device list too: keys only the
+//! poller reads (`address`, `profile`, `interval`...) are accepted here and
+//! left to it (see `pitcrew_facility::config`), so one file can serve both.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -35,11 +45,37 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Every node, by name.
+/// A facility device: what it is and the racks it serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FacilityInfo {
+    pub name: String,
+    /// `pdu`, `ups`, `cooling`, `leak` (free text: the rules only compare it).
+    pub kind: String,
+    pub racks: Vec<String>,
+    /// The cooling loop a cooling unit feeds.
+    pub cooling_loop: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Keys of a `[[facility]]` entry that only the poller reads.
+pub const FACILITY_POLLER_KEYS: &[&str] = &[
+    "address",
+    "profile",
+    "map",
+    "interval",
+    "timeout",
+    "max_backoff",
+    "credentials",
+    "ratings",
+];
+
+/// Every node, by name, and every facility device.
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
     nodes: Vec<NodeInfo>,
     index: HashMap<String, usize>,
+    facilities: Vec<FacilityInfo>,
+    facility_index: HashMap<String, usize>,
 }
 
 impl Inventory {
@@ -66,6 +102,36 @@ impl Inventory {
         self.index.get(name).map(|&i| &self.nodes[i])
     }
 
+    /// Adds or replaces a facility device.
+    pub fn insert_facility(&mut self, f: FacilityInfo) {
+        match self.facility_index.get(&f.name) {
+            Some(&i) => self.facilities[i] = f,
+            None => {
+                self.facility_index
+                    .insert(f.name.clone(), self.facilities.len());
+                self.facilities.push(f);
+            }
+        }
+    }
+
+    pub fn facility(&self, name: &str) -> Option<&FacilityInfo> {
+        self.facility_index.get(name).map(|&i| &self.facilities[i])
+    }
+
+    pub fn facilities(&self) -> &[FacilityInfo] {
+        &self.facilities
+    }
+
+    /// The facility devices serving `rack`.
+    pub fn facilities_of_rack<'a>(
+        &'a self,
+        rack: &'a str,
+    ) -> impl Iterator<Item = &'a FacilityInfo> {
+        self.facilities
+            .iter()
+            .filter(move |f| f.racks.iter().any(|r| r == rack))
+    }
+
     pub fn nodes(&self) -> &[NodeInfo] {
         &self.nodes
     }
@@ -78,15 +144,20 @@ impl Inventory {
         self.nodes.is_empty()
     }
 
-    /// Only the nodes `keep` accepts (a partition's share).
+    /// Only the nodes `keep` accepts (a partition's share); every
+    /// facility device stays.
     pub fn filtered(&self, keep: impl Fn(&str) -> bool) -> Inventory {
-        Inventory::new(
+        let mut inv = Inventory::new(
             self.nodes
                 .iter()
                 .filter(|n| keep(&n.name))
                 .cloned()
                 .collect(),
-        )
+        );
+        for f in &self.facilities {
+            inv.insert_facility(f.clone());
+        }
+        inv
     }
 
     /// Parses an inventory file; every problem is a diagnostic.
@@ -101,14 +172,19 @@ impl Inventory {
         };
         let mut diags = Vec::new();
         let mut nodes = Vec::new();
+        let mut facilities = Vec::new();
         for (k, v) in doc.get_ref().iter() {
-            if k.get_ref() != "node" {
+            let section = k.get_ref().as_ref();
+            if section == "poller" {
+                // `pitcrew facility`'s own settings, when the file is shared.
+                continue;
+            }
+            if section != "node" && section != "facility" {
                 diags.push(map.diag(
                     &k.span(),
                     Level::Error,
                     format!(
-                        "unknown key `{}` in inventory; expected [[node]]",
-                        k.get_ref()
+                        "unknown key `{section}` in inventory; expected [[node]] or [[facility]]"
                     ),
                 ));
                 continue;
@@ -117,7 +193,7 @@ impl Inventory {
                 diags.push(map.diag(
                     &v.span(),
                     Level::Error,
-                    "`node` must be an array of tables ([[node]])".into(),
+                    format!("`{section}` must be an array of tables ([[{section}]])"),
                 ));
                 continue;
             };
@@ -126,15 +202,23 @@ impl Inventory {
                     diags.push(map.diag(
                         &item.span(),
                         Level::Error,
-                        "each [[node]] must be a table".into(),
+                        format!("each [[{section}]] must be a table"),
                     ));
                     continue;
                 };
-                parse_node(&map, t, &item.span(), &mut nodes, &mut diags);
+                if section == "node" {
+                    parse_node(&map, t, &item.span(), &mut nodes, &mut diags);
+                } else {
+                    parse_facility(&map, t, &item.span(), &mut facilities, &mut diags);
+                }
             }
         }
         if diags.is_empty() {
-            Ok(Inventory::new(nodes))
+            let mut inv = Inventory::new(nodes);
+            for f in facilities {
+                inv.insert_facility(f);
+            }
+            Ok(inv)
         } else {
             Err(diags)
         }
@@ -226,6 +310,96 @@ fn parse_node(
     }
 }
 
+fn parse_facility(
+    map: &SourceMap<'_>,
+    t: &toml::de::DeTable<'_>,
+    span: &std::ops::Range<usize>,
+    out: &mut Vec<FacilityInfo>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut proto = FacilityInfo::default();
+    let mut name = None;
+    let mut kind = None;
+    for (k, v) in t.iter() {
+        let key = k.get_ref().as_ref();
+        let val = v.get_ref();
+        let bad = |what: &str| map.diag(&v.span(), Level::Error, format!("`{key}` must be {what}"));
+        match key {
+            "name" => match val.as_str() {
+                Some(x) => name = Some((x.to_owned(), v.span())),
+                None => diags.push(bad("a string")),
+            },
+            "kind" => match val.as_str() {
+                Some(x @ ("pdu" | "ups" | "cooling" | "leak")) => kind = Some(x.to_owned()),
+                _ => diags.push(bad("one of pdu, ups, cooling, leak")),
+            },
+            "loop" => match val.as_str() {
+                Some(x) => proto.cooling_loop = Some(x.to_owned()),
+                None => diags.push(bad("a string")),
+            },
+            "racks" => match val.as_array() {
+                Some(a) => {
+                    for r in a.iter() {
+                        match r.get_ref().as_str() {
+                            Some(x) => proto.racks.push(x.to_owned()),
+                            None => diags.push(map.diag(&r.span(), Level::Error, "racks must be strings".into())),
+                        }
+                    }
+                }
+                None => diags.push(bad("a list of rack names")),
+            },
+            "labels" => match val.as_table() {
+                Some(lt) => {
+                    for (lk, lv) in lt.iter() {
+                        match lv.get_ref().as_str() {
+                            Some(x) => {
+                                proto.labels.insert(lk.get_ref().to_string(), x.to_owned());
+                            }
+                            None => diags.push(map.diag(&lv.span(), Level::Error, "label values must be strings".into())),
+                        }
+                    }
+                }
+                None => diags.push(bad("a table of strings")),
+            },
+            k if FACILITY_POLLER_KEYS.contains(&k) => {}
+            other => diags.push(map.diag(
+                &k.span(),
+                Level::Error,
+                format!(
+                    "unknown key `{other}` in [[facility]]; expected name, kind, racks, loop, labels, {}",
+                    FACILITY_POLLER_KEYS.join(", ")
+                ),
+            )),
+        }
+    }
+    let Some((pattern, nspan)) = name else {
+        diags.push(map.diag(span, Level::Error, "[[facility]] needs a `name`".into()));
+        return;
+    };
+    let Some(kind) = kind else {
+        diags.push(map.diag(
+            span,
+            Level::Error,
+            "[[facility]] needs a `kind` (pdu, ups, cooling, leak)".into(),
+        ));
+        return;
+    };
+    match expand(&pattern) {
+        Ok(names) => {
+            for (n, num) in names {
+                out.push(FacilityInfo {
+                    name: n,
+                    kind: kind.clone(),
+                    racks: proto.racks.iter().map(|r| r.replace("{n}", &num)).collect(),
+                    cooling_loop: proto.cooling_loop.as_ref().map(|l| l.replace("{n}", &num)),
+                    labels: proto.labels.clone(),
+                });
+            }
+        }
+        Err(msg) => diags.push(map.diag(&nspan, Level::Error, msg)),
+    }
+}
+
 /// Expands one `prefix[a-b]suffix` range (`n[1-3]` is n1, n2, n3; `n[01-03]`
 /// keeps the width). Returns each name with the number it got.
 pub fn expand(pattern: &str) -> Result<Vec<(String, String)>, String> {
@@ -289,6 +463,45 @@ mod tests {
         assert_eq!(n2.bmc.as_deref(), Some("10.0.0.02:623"));
         assert_eq!(n2.rack.as_deref(), Some("r1"));
         assert_eq!(n2.labels.get("pool").map(String::as_str), Some("a"));
+    }
+
+    #[test]
+    fn facility_entries_expand_and_know_their_racks() {
+        let inv = Inventory::parse(
+            "inv.toml",
+            "[poller]\ninterval = \"10s\"\n[[node]]\nname = \"n1\"\nrack = \"r1\"\n[[facility]]\nname = \"pdu-r[1-2]\"\nkind = \"pdu\"\nracks = [\"r{n}\"]\naddress = \"snmp://public@10.0.9.{n}\"\n[[facility]]\nname = \"cdu-1\"\nkind = \"cooling\"\nloop = \"L1\"\nracks = [\"r1\", \"r2\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            inv.facility("pdu-r2").map(|f| f.racks.clone()),
+            Some(vec!["r2".to_owned()])
+        );
+        let of_r1: Vec<&str> = inv
+            .facilities_of_rack("r1")
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(of_r1, ["pdu-r1", "cdu-1"]);
+        assert_eq!(
+            inv.facility("cdu-1")
+                .and_then(|f| f.cooling_loop.clone())
+                .as_deref(),
+            Some("L1")
+        );
+        // A partition's share keeps every facility device.
+        assert_eq!(inv.filtered(|_| false).facilities().len(), 3);
+        let err = Inventory::parse(
+            "inv.toml",
+            "[[facility]]\nname = \"x\"\nkind = \"fridge\"\n",
+        )
+        .unwrap_err();
+        assert!(err[0].to_string().contains("inv.toml:3:8"), "{}", err[0]);
+        assert!(
+            err[0]
+                .to_string()
+                .contains("one of pdu, ups, cooling, leak"),
+            "{}",
+            err[0]
+        );
     }
 
     #[test]

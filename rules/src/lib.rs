@@ -34,7 +34,7 @@ pub use compile::{compile, RuleSet, SourceFile};
 pub use diag::{Diagnostic, Level};
 pub use duration::Span;
 pub use engine::{Engine, EngineConfig, Output, Stats};
-pub use inventory::{expand, Inventory, NodeInfo};
+pub use inventory::{expand, FacilityInfo, Inventory, NodeInfo, FACILITY_POLLER_KEYS};
 pub use pack::{default_pack, DEFAULT_INVENTORY_EXAMPLE};
 pub use pipeline::{
     Emit, Partitioner, Pipeline, Stage, StageConfig, StageKind, StateSize, ROUTE_LABEL,

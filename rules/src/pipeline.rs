@@ -428,6 +428,10 @@ impl Stage {
             // version yet) still has the route's member rules to answer to:
             // its events go to the route's "unknown" key, where the fan-in
             // cannot place them and the members evaluate them as usual.
+            if ev.kind().is_facility() && route == "rack" {
+                self.forward_facility(ev, route, out);
+                continue;
+            }
             let value = group_value(route, ev, &self.inventory, driver).unwrap_or_default();
             let mut event = ev.clone();
             event.labels.insert(ROUTE_LABEL.to_owned(), route.clone());
@@ -436,6 +440,49 @@ impl Stage {
                 event,
             });
         }
+    }
+}
+
+impl Stage {
+    /// A facility reading goes to each rack it serves, as a copy whose
+    /// `data.racks` names that rack alone: the rack's engine keys it with
+    /// the rack's nodes. The racks are the event's own, else its device's
+    /// `[[facility]]` entry's; a device serving no known rack goes to the
+    /// route's unknown key like a node outside the inventory.
+    fn forward_facility(&self, ev: &Event, route: &str, out: &mut Vec<Emit>) {
+        for (rack, mut event) in self.rack_copies(ev) {
+            event
+                .labels
+                .insert(ROUTE_LABEL.to_owned(), route.to_owned());
+            out.push(Emit::Forward {
+                key: format!("{route}/{rack}"),
+                event,
+            });
+        }
+    }
+
+    /// One copy of a facility event per rack it serves (see
+    /// [`Stage::forward_facility`]), with the rack's name.
+    fn rack_copies(&self, ev: &Event) -> Vec<(String, Event)> {
+        let own = ev.data.facility_racks();
+        let racks: &[String] = if own.is_empty() {
+            self.inventory
+                .facility(&ev.node)
+                .map_or(&[][..], |f| f.racks.as_slice())
+        } else {
+            own
+        };
+        if racks.is_empty() {
+            return vec![(String::new(), ev.clone())];
+        }
+        racks
+            .iter()
+            .map(|rack| {
+                let mut event = ev.clone();
+                event.data.set_facility_racks(vec![rack.clone()]);
+                (rack.clone(), event)
+            })
+            .collect()
     }
 }
 
@@ -513,6 +560,20 @@ impl Pipeline {
             .live(0, self.offset, event, Duration::ZERO, None, &mut emits);
         self.offset += 1;
         for &i in &routes {
+            if event.kind().is_facility() && self.node.plan.routes[i].0 == "rack" {
+                for (_, copy) in self.node.rack_copies(event) {
+                    self.group.live(
+                        0,
+                        self.group_offset,
+                        &copy,
+                        Duration::ZERO,
+                        Some(i),
+                        &mut emits,
+                    );
+                    self.group_offset += 1;
+                }
+                continue;
+            }
             self.group.live(
                 0,
                 self.group_offset,

@@ -316,3 +316,113 @@ fn a_quiet_partition_moves_on_after_the_grace_and_fires_its_absences() {
         .collect();
     assert_eq!(missing, ["n1", "n2"]);
 }
+
+fn facility_event(kind: EventKind, device: &str, racks: &[&str], secs: i64) -> Event {
+    let mut e = examples::event(kind);
+    e.node = device.into();
+    e.time = TEST_EPOCH.add_nanos(secs * 1_000_000_000);
+    e.id = format!("f-{device}-{secs}");
+    e.data
+        .set_facility_racks(racks.iter().map(|r| (*r).to_owned()).collect());
+    e
+}
+
+/// Facility events are keyed by their device on `pitcrew.events`; the node
+/// stage sends a copy to the group stage for each rack they serve, where a
+/// rack-keyed rule sees them beside the rack's nodes.
+#[test]
+fn facility_events_reach_each_rack_they_serve_beside_its_nodes() {
+    let rules = r#"
+[[rule]]
+name = "rack-trouble"
+severity = "critical"
+summary = "rack {rack}: {members} members in trouble"
+when = { kinds = ["facility.ups", "facility.device", "gpu.xid"] }
+fan_in = { group = "rack", member = "node", min = 2, within = "30s" }
+"#;
+    let set = compile(&[pitcrew_rules::SourceFile {
+        name: "t.toml".into(),
+        text: rules.into(),
+    }])
+    .unwrap();
+    let mut inventory = Inventory::new(
+        ["n1", "n2", "n3"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeInfo {
+                name: (*n).to_owned(),
+                rack: Some(if i < 2 { "r1" } else { "r2" }.to_owned()),
+                ..NodeInfo::default()
+            })
+            .collect(),
+    );
+    // The PDU's racks come from the inventory: its events name none.
+    inventory.insert_facility(pitcrew_rules::FacilityInfo {
+        name: "pdu-r2".into(),
+        kind: "pdu".into(),
+        racks: vec!["r2".into()],
+        ..Default::default()
+    });
+    let inventory = Arc::new(inventory);
+    let mut node = Stage::new(
+        StageKind::Node,
+        Arc::new(set.program.stage_plan()),
+        set.program.horizon(),
+        Arc::clone(&inventory),
+        StageConfig::single_partition(EngineConfig::default()),
+    );
+    node.begin_rebuild(0, 0);
+    let mut emits = Vec::new();
+    let ups = facility_event(EventKind::FacilityUps, "ups-1", &["r1", "r2"], 1);
+    node.process(0, 0, &ups, Duration::ZERO, &mut emits);
+    let keys: Vec<&str> = emits
+        .iter()
+        .filter_map(|e| match e {
+            Emit::Forward { key, event } => {
+                assert_eq!(event.data.facility_racks().len(), 1, "{event:?}");
+                Some(key.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys, ["rack/r1", "rack/r2"]);
+    emits.clear();
+    let pdu_down = facility_event(EventKind::FacilityDevice, "pdu-r2", &[], 2);
+    node.process(0, 1, &pdu_down, Duration::ZERO, &mut emits);
+    assert!(
+        emits
+            .iter()
+            .any(|e| matches!(e, Emit::Forward { key, .. } if key == "rack/r2")),
+        "{emits:?}"
+    );
+
+    // End to end through both stages: r2 has the UPS, the PDU and n3's
+    // Xid (3 members); r1 the UPS and n1 (2).
+    let mut pipeline = Pipeline::new(&set.program, inventory, EngineConfig::default());
+    let mut out = Vec::new();
+    for e in [ups, pdu_down, xid("n1", 3, 79), xid("n3", 4, 79)] {
+        pipeline.process(&e, &mut out);
+    }
+    pipeline.advance(TEST_EPOCH.add_nanos(60_000_000_000), &mut out);
+    // Every member's event lands in its rack's incident.
+    let events_of = |rack: &str| -> Vec<String> {
+        let mut ids: Vec<String> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Incident(i)
+                    if i.rule == "rack-trouble"
+                        && i.blame.to_string() == format!("rack/{rack}") =>
+                {
+                    Some(i.events.clone())
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    assert_eq!(events_of("r1"), ["f-ups-1-1", "x-n1-3-79"]);
+    assert_eq!(events_of("r2"), ["f-pdu-r2-2", "f-ups-1-1", "x-n3-4-79"]);
+}

@@ -33,6 +33,8 @@ pub enum Source {
     Agent,
     Job,
     Simulator,
+    /// `pitcrew facility`, the poller of PDUs, UPSes and cooling units.
+    Facility,
     /// Any other producer: anything that writes this schema can feed pitcrew.
     Other(String),
 }
@@ -50,6 +52,7 @@ impl Source {
             Source::Agent => "agent",
             Source::Job => "job",
             Source::Simulator => "simulator",
+            Source::Facility => "facility",
             Source::Other(s) => s,
         }
     }
@@ -66,6 +69,7 @@ impl Source {
             "agent" => Source::Agent,
             "job" => Source::Job,
             "simulator" => Source::Simulator,
+            "facility" => Source::Facility,
             other => Source::Other(other.to_owned()),
         }
     }
@@ -241,12 +245,28 @@ event_kinds! {
     JobNcclTimeout(NcclTimeout) = "job.nccl_timeout";
     /// Per-rank training progress: step time and traffic.
     JobStep(JobStep) = "job.step";
+    /// A rack PDU's reading: the unit, a phase, a bank, an outlet or a probe.
+    FacilityPdu(PduReading) = "facility.pdu";
+    /// A UPS or battery storage system.
+    FacilityUps(UpsReading) = "facility.ups";
+    /// A CDU, CRAC or CRAH and its loop.
+    FacilityCooling(CoolingReading) = "facility.cooling";
+    /// A leak detector.
+    FacilityLeak(LeakReading) = "facility.leak";
+    /// A facility device answers its poll or not.
+    FacilityDevice(DeviceReachability) = "facility.device";
 }
 
 impl EventKind {
     /// `gpu.*` events must name their GPU.
     pub fn requires_gpu(self) -> bool {
         self.as_str().starts_with("gpu.")
+    }
+
+    /// `facility.*` events are about a facility device (named in `node`)
+    /// and the racks it serves, not about a node.
+    pub fn is_facility(self) -> bool {
+        self.as_str().starts_with("facility.")
     }
 }
 
@@ -285,8 +305,10 @@ impl<'de> Deserialize<'de> for EventKind {
 }
 
 mod body;
+mod facility;
 mod wire;
 
 pub use body::*;
+pub use facility::*;
 pub(crate) use wire::{DATA_PREFIX, DATA_SEPARATOR, FIELD_PREFIX};
 pub use wire::{MAX_ID_LEN, MAX_LABELS, MAX_NODE_LEN};

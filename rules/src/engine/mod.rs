@@ -558,7 +558,10 @@ impl Engine {
                     v => v.render(buf),
                 }
             }
-            topo => match self.topology(topo, &event.node) {
+            topo => match self
+                .topology(topo, &event.node)
+                .or_else(|| facility_topology(topo, event))
+            {
                 Some(v) => buf.push_str(v),
                 None => return false,
             },
@@ -729,6 +732,23 @@ impl Engine {
         let mut v: Vec<&Incident> = self.open.values().map(|o| &o.inc).collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
+    }
+}
+
+/// A facility event's place in the topology: its rack when it names
+/// exactly one (as the group stage's per-rack copies do), and for a PDU's
+/// readings the PDU itself.
+fn facility_topology<'e>(d: &Dim, event: &'e Event) -> Option<&'e str> {
+    if !event.kind().is_facility() {
+        return None;
+    }
+    match d {
+        Dim::Rack => match event.data.facility_racks() {
+            [one] => Some(one),
+            _ => None,
+        },
+        Dim::Pdu if event.kind() == pitcrew_contract::EventKind::FacilityPdu => Some(&event.node),
+        _ => None,
     }
 }
 
