@@ -197,6 +197,78 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// Expands one `prefix[a-b]suffix` range (`n[1-3]` is n1, n2, n3; `n[01-03]`
+/// keeps the width). Returns each name with the number it got.
+pub fn expand(pattern: &str) -> Result<Vec<(String, String)>, String> {
+    let Some(open) = pattern.find('[') else {
+        return Ok(vec![(pattern.to_owned(), String::new())]);
+    };
+    let close = pattern[open..]
+        .find(']')
+        .map(|i| i + open)
+        .ok_or_else(|| format!("unclosed `[` in `{pattern}`"))?;
+    let (prefix, range, suffix) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
+    let (a, b) = range
+        .split_once('-')
+        .ok_or_else(|| format!("bad range `[{range}]` in `{pattern}`: write [1-32]"))?;
+    let width = if a.starts_with('0') && a.len() > 1 {
+        a.len()
+    } else {
+        0
+    };
+    let (lo, hi): (u32, u32) = match (a.parse(), b.parse()) {
+        (Ok(lo), Ok(hi)) if lo <= hi => (lo, hi),
+        _ => {
+            return Err(format!(
+                "bad range `[{range}]` in `{pattern}`: write [1-32]"
+            ))
+        }
+    };
+    if hi - lo >= 200_000 {
+        return Err(format!(
+            "range `[{range}]` is too large (at most 200000 names)"
+        ));
+    }
+    let rest = expand(suffix)?;
+    let mut out = Vec::new();
+    for i in lo..=hi {
+        let num = format!("{i:0width$}");
+        for (r, _) in &rest {
+            out.push((format!("{prefix}{num}{r}"), num.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a duration written as a number and a unit: `250ms`, `10s`, `5m`,
+/// `2h`, `1d`.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration `{s}`: write 10s, 250ms, 5m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        _ => return Err(format!("bad duration `{s}`: the unit is ms, s, m, h or d")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("bad duration `{s}`"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

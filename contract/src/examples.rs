@@ -327,6 +327,7 @@ pub fn event(kind: EventKind) -> Event {
                 voltage_v: Some(230.0),
                 power_w: Some(3010.0),
                 energy_kwh: Some(18_250.3),
+                energy_delta_kwh: Some(0.8),
                 rating_a: Some(16.0),
                 load: Some(LoadState::NearOverload),
                 state: Some(OutletState::On),

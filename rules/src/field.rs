@@ -317,6 +317,7 @@ fields! {
         "data.voltage_v": Num => |x| opt_num(x.voltage_v),
         "data.power_w": Num => |x| opt_num(x.power_w),
         "data.energy_kwh": Num => |x| opt_num(x.energy_kwh),
+        "data.energy_delta_kwh": Num => |x| opt_num(x.energy_delta_kwh),
         "data.rating_a": Num => |x| opt_num(x.rating_a),
         "data.load": Str => |x| x.load.as_ref().map_or(Val::Missing, |l| Val::Str(variant_name(l))),
         "data.state": Str => |x| x.state.as_ref().map_or(Val::Missing, |l| Val::Str(variant_name(l))),

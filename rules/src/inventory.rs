@@ -66,7 +66,6 @@ pub const FACILITY_POLLER_KEYS: &[&str] = &[
     "timeout",
     "max_backoff",
     "credentials",
-    "ratings",
 ];
 
 /// Every node, by name, and every facility device.
@@ -400,52 +399,7 @@ fn parse_facility(
     }
 }
 
-/// Expands one `prefix[a-b]suffix` range (`n[1-3]` is n1, n2, n3; `n[01-03]`
-/// keeps the width). Returns each name with the number it got.
-pub fn expand(pattern: &str) -> Result<Vec<(String, String)>, String> {
-    let Some(open) = pattern.find('[') else {
-        return Ok(vec![(pattern.to_owned(), String::new())]);
-    };
-    let close = pattern[open..]
-        .find(']')
-        .map(|i| i + open)
-        .ok_or_else(|| format!("unclosed `[` in `{pattern}`"))?;
-    let (prefix, range, suffix) = (
-        &pattern[..open],
-        &pattern[open + 1..close],
-        &pattern[close + 1..],
-    );
-    let (a, b) = range
-        .split_once('-')
-        .ok_or_else(|| format!("bad range `[{range}]` in `{pattern}`: write [1-32]"))?;
-    let width = if a.starts_with('0') && a.len() > 1 {
-        a.len()
-    } else {
-        0
-    };
-    let (lo, hi): (u32, u32) = match (a.parse(), b.parse()) {
-        (Ok(lo), Ok(hi)) if lo <= hi => (lo, hi),
-        _ => {
-            return Err(format!(
-                "bad range `[{range}]` in `{pattern}`: write [1-32]"
-            ))
-        }
-    };
-    if hi - lo >= 200_000 {
-        return Err(format!(
-            "range `[{range}]` is too large (at most 200000 names)"
-        ));
-    }
-    let rest = expand(suffix)?;
-    let mut out = Vec::new();
-    for i in lo..=hi {
-        let num = format!("{i:0width$}");
-        for (r, _) in &rest {
-            out.push((format!("{prefix}{num}{r}"), num.clone()));
-        }
-    }
-    Ok(out)
-}
+pub use pitcrew_config::expand;
 
 #[cfg(test)]
 mod tests {

@@ -67,6 +67,10 @@ pub struct PduReading {
     /// Energy meter (lifetime, as the device counts it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub energy_kwh: Option<f64>,
+    /// Energy since the previous poll, from the meter's difference (a meter
+    /// that went back was reset: no delta then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_delta_kwh: Option<f64>,
     /// The current the load state is judged against: the overload
     /// threshold the device is set to, else its rating.
     #[serde(default, skip_serializing_if = "Option::is_none")]
