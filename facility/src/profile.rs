@@ -185,6 +185,9 @@ pub struct Field {
     /// previous poll into this field.
     #[serde(default)]
     pub delta: Option<String>,
+    /// More raw values meaning "not supported", for this field only.
+    #[serde(default)]
+    pub absent: Vec<i64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -568,16 +571,19 @@ impl Profile {
     /// A raw number scaled, or None when the profile says it means "absent".
     fn number(&self, raw: &Raw, f: &Field, decimals: Option<i64>) -> Option<f64> {
         let n = raw.number()?;
-        if let Some(i) = raw.int() {
-            if self.absent.contains(&i) {
-                return None;
-            }
+        if raw.int().is_some_and(|i| self.is_absent(f, i)) {
+            return None;
         }
         let mut v = n * f.scale.unwrap_or(1.0);
         if let Some(d) = decimals.filter(|d| (0..=9).contains(d)) {
             v /= 10f64.powi(i32::try_from(d).unwrap_or(0));
         }
-        Some(v)
+        // Scaling tenths gives 1.4000000000000001: keep what the device meant.
+        Some((v * 1e6).round() / 1e6)
+    }
+
+    fn is_absent(&self, f: &Field, raw: i64) -> bool {
+        self.absent.contains(&raw) || f.absent.contains(&raw)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -606,7 +612,7 @@ impl Profile {
                     r.fields.insert(name.to_owned(), Value::Text(word.clone()));
                 }
                 None => {
-                    if raw.int().is_some_and(|i| self.absent.contains(&i)) {
+                    if raw.int().is_some_and(|i| self.is_absent(f, i)) {
                         return;
                     }
                     problems.push(Problem {
@@ -686,6 +692,15 @@ pub fn parse_snmprec(text: &str) -> Walk {
             continue;
         };
         let Some(oid) = parse_oid(oid) else { continue };
+        // snmpsim variations (`2:numeric|min=1,max=2,initial=2`): the value
+        // it serves first.
+        let (ty, value) = match ty.split_once(':') {
+            Some((base, _)) => match value.split(',').find_map(|kv| kv.strip_prefix("initial=")) {
+                Some(initial) => (base, initial),
+                None => continue,
+            },
+            None => (ty, value),
+        };
         let raw = match ty {
             "2" | "66" | "67" => value.parse::<i64>().ok().map(Raw::Int),
             "65" => value.parse::<u64>().ok().map(Raw::Counter32),
@@ -703,7 +718,7 @@ pub fn parse_snmprec(text: &str) -> Walk {
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
