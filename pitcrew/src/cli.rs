@@ -41,6 +41,9 @@ pub(crate) enum Command {
     /// Node agent: stream GPU, PCIe, memory, thermal, network and BMC
     /// telemetry into Kafka.
     Collect(Box<CollectArgs>),
+    /// Facility poller: rack PDUs, UPS/BESS and cooling units over SNMP,
+    /// Modbus TCP and Redfish into Kafka; or probe one device.
+    Facility(FacilityArgs),
     /// Streaming rule engine: events in, incidents and action requests out.
     Rules(RulesArgs),
     /// Remediation workers: governor, Kubernetes, Slurm, IPMI, paging, audit.
@@ -510,4 +513,53 @@ pub(crate) fn init_logging(g: &Global) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FacilityArgs {
+    #[command(subcommand)]
+    pub(crate) op: FacilityOp,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FacilityOp {
+    /// Poll the devices of a facility file forever, events to Kafka (the
+    /// global --config names the Kafka settings).
+    Run {
+        /// The devices: `[poller]` and `[[facility]]` entries (the
+        /// inventory file works too); PITCREW__POLLER__KEY overrides.
+        #[arg(long, env = "PITCREW_FACILITY_DEVICES")]
+        devices: PathBuf,
+        /// Where /metrics and /healthz listen.
+        #[arg(long, default_value = "0.0.0.0:9105")]
+        listen: String,
+    },
+    /// Poll one device once and print its events as JSON lines.
+    /// Credentials come from --credentials or PITCREW_FACILITY_COMMUNITY,
+    /// _AUTH_KEY, _PRIV_KEY, _USERNAME, _PASSWORD; never from argv.
+    Probe {
+        /// snmp://[COMMUNITY@]host[:161], snmpv3://user@host[?auth=sha256&priv=aes],
+        /// modbus://host[:502]?unit=1&map=NAME, redfish://host or redfish+http://host:port.
+        url: String,
+        /// The SNMP profile (detected from sysObjectID when not given).
+        #[arg(long)]
+        profile: Option<String>,
+        /// What the device is, when no profile says it (Modbus, Redfish).
+        #[arg(long, value_parser = ["pdu", "ups", "cooling", "leak"])]
+        kind: Option<String>,
+        /// Racks it serves, for the events.
+        #[arg(long, value_delimiter = ',')]
+        racks: Vec<String>,
+        /// Its name in the events.
+        #[arg(long, default_value = "probe")]
+        name: String,
+        /// A credentials file (community, auth_key, priv_key, username, password).
+        #[arg(long)]
+        credentials: Option<PathBuf>,
+        /// Folders of extra profiles and register maps.
+        #[arg(long)]
+        profiles: Vec<PathBuf>,
+        #[arg(long, default_value = "2s")]
+        timeout: String,
+    },
 }

@@ -8,6 +8,7 @@ mod bench_rules;
 mod check;
 mod collect;
 mod demo;
+mod facility;
 mod remediate;
 mod replay;
 mod rules;
@@ -27,6 +28,9 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             runtime().and_then(|rt| rt.block_on(collect::agent(config.as_deref(), &args)))
         }
         Command::Collect(args) => collect::run(&args),
+        Command::Facility(args) => {
+            runtime().and_then(|rt| rt.block_on(facility::run(config.as_deref(), &args)))
+        }
         Command::Rules(args) => {
             runtime().and_then(|rt| rt.block_on(rules::run(config.as_deref(), &args)))
         }
