@@ -17,6 +17,7 @@ pub mod kube;
 mod process;
 pub mod prometheus;
 pub mod slurm;
+pub mod snmpsim;
 pub mod webhook;
 
 use std::path::PathBuf;
