@@ -113,6 +113,19 @@ fn dependency_absences_hold() {
         "pitcrew-remediate",
         &["rdkafka", "rdkafka-sys", "pitcrew-bus"],
     );
+    // The facility poller, like the node collectors, knows no Kafka and no
+    // stage: it reads devices and makes events; the binary moves them.
+    assert_absent(
+        &c,
+        "pitcrew-facility",
+        &[
+            "rdkafka",
+            "rdkafka-sys",
+            "pitcrew-bus",
+            "pitcrew-rules",
+            "pitcrew-remediate",
+        ],
+    );
     // The bus knows the contract only: no stage, no collector.
     assert_absent(
         &c,

@@ -174,48 +174,19 @@ async fn poll_forever(
     tracing::info!(devices = facility.devices.len(), listen = %addr, topic = %topic, "facility poller running");
 
     let poller = Poller::new(library, metrics, facility.settings.concurrency);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<pitcrew_contract::Event>>(1024);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<pitcrew_contract::Event>>(1024);
     let polling = tokio::spawn({
         let poller = poller.clone();
         let devices = facility.devices.clone();
         async move { poller.run(devices, tx).await }
     });
-    let sending = tokio::spawn(async move {
-        while let Some(events) = rx.recv().await {
-            let Some(first) = events.first() else {
-                continue;
-            };
-            // Keyed by device: a device's events stay in order on one
-            // partition; the rules stage re-keys them by rack.
-            let key = first.node.clone();
-            let payloads: Vec<Vec<u8>> = events.iter().map(encode).collect();
-            let (producer, topic) = (Arc::clone(&producer), topic.clone());
-            let mut backoff = Duration::from_millis(200);
-            loop {
-                let batch = payloads.clone();
-                let (producer, topic, k) = (Arc::clone(&producer), topic.clone(), key.clone());
-                let sent = tokio::task::spawn_blocking(move || {
-                    let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-                    producer.send_batch(&topic, &k, &refs, delivery_timeout)
-                })
-                .await;
-                match sent {
-                    Ok(Ok(())) => {
-                        if let Ok(mut t) = last_delivery.lock() {
-                            *t = std::time::Instant::now();
-                        }
-                        break;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, device = %key, events = payloads.len(), "delivery failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-    });
+    let sink = pitcrew::service::facility::FacilitySink {
+        producer,
+        topic,
+        delivery_timeout,
+        last_delivery,
+    };
+    let sending = tokio::spawn(sink.run(rx));
     pitcrew::service::shutdown_signal().await;
     tracing::info!("stopping");
     polling.abort();

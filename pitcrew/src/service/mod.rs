@@ -10,6 +10,7 @@
 //! parses arguments and wires these together.
 
 pub mod agent;
+pub mod facility;
 pub mod remediate;
 pub mod rules;
 pub mod stages;
