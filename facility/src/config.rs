@@ -120,6 +120,8 @@ pub enum Address {
         user: String,
         auth: String,
         privacy: Option<String>,
+        /// The SNMPv3 context (agents serving several devices, proxies).
+        context: Option<String>,
     },
     Modbus {
         host: String,
@@ -158,7 +160,7 @@ impl Address {
     }
 
     /// Parses `snmp://[COMMUNITY@]host[:161]`,
-    /// `snmpv3://user@host[:161][?auth=sha256&priv=aes]`,
+    /// `snmpv3://user@host[:161][?auth=sha256&priv=aes&context=NAME]`,
     /// `modbus://host[:502][?unit=1&map=NAME]`, `redfish://host[:443]` or
     /// `redfish+http://host:port`.
     pub fn parse(s: &str) -> Result<Address, String> {
@@ -234,6 +236,7 @@ impl Address {
                         Some(p) => Some(p.to_owned()),
                         None => Some("aes".to_owned()),
                     },
+                    context: params.get("context").map(|c| (*c).to_owned()),
                 })
             }
             "modbus" | "modbus+tcp" => {

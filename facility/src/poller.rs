@@ -252,6 +252,56 @@ impl Poller {
         }
     }
 
+    async fn read_snmp(
+        &self,
+        st: &mut DeviceState,
+        problems: &mut Vec<Problem>,
+    ) -> Result<(Vec<profile::Reading>, Option<String>), FacilityError> {
+        let d = &st.device;
+        if st.session.is_none() {
+            st.session = Some(
+                snmp::Session::open(&d.name, &d.address, &d.credentials, d.timeout, d.retries)
+                    .await?,
+            );
+        }
+        let Some(session) = st.session.as_ref() else {
+            return Err(FacilityError::Config {
+                message: format!("{}: no session", d.name),
+            });
+        };
+        let profile = match &st.profile {
+            Some(name) => self
+                .library
+                .profile(name)
+                .ok_or_else(|| FacilityError::Config {
+                    message: format!("{}: no profile named `{name}`", d.name),
+                })?,
+            None => {
+                let id = session.sys_object_id().await?;
+                let mut answering = Vec::new();
+                for p in &self.library.profiles {
+                    if let Some(o) = p.detect_oid.as_deref().and_then(profile::parse_oid) {
+                        if session.answers(&o).await {
+                            answering.push(profile::oid_string(&o));
+                        }
+                    }
+                }
+                profile::detect(&self.library.profiles, &id, |o| {
+                    answering.iter().any(|a| a == o)
+                })
+                .ok_or_else(|| FacilityError::Config {
+                    message: format!(
+                        "{}: no profile for sysObjectID {id}; give `profile` or add a profile file",
+                        d.name
+                    ),
+                })?
+            }
+        };
+        let walk = snmp_walk(session, profile).await?;
+        let readings = profile.assemble(&walk, problems);
+        Ok((readings, Some(profile.name.clone())))
+    }
+
     async fn read(
         &self,
         st: &mut DeviceState,
@@ -259,55 +309,26 @@ impl Poller {
     ) -> Result<(Vec<profile::Reading>, Option<String>), FacilityError> {
         let d = &st.device;
         match &d.address {
-            Address::Snmp { .. } | Address::SnmpV3 { .. } => {
-                if st.session.is_none() {
-                    st.session = Some(
-                        snmp::Session::open(
-                            &d.name,
-                            &d.address,
-                            &d.credentials,
-                            d.timeout,
-                            d.retries,
-                        )
-                        .await?,
-                    );
+            Address::SnmpV3 {
+                host, port, user, ..
+            } => {
+                let (host, port, user, timeout) = (host.clone(), *port, user.clone(), d.timeout);
+                match self.read_snmp(st, problems).await {
+                    Err(FacilityError::Timeout { device, .. })
+                        if snmp::v3_agent_answers(&host, port, &user, timeout).await =>
+                    {
+                        Err(FacilityError::Auth {
+                            device,
+                            protocol: "snmp",
+                            detail: format!(
+                                "the agent answers, but not to user `{user}` with these keys: check auth_key, priv_key and the auth/priv protocols"
+                            ),
+                        })
+                    }
+                    other => other,
                 }
-                let Some(session) = st.session.as_ref() else {
-                    return Err(FacilityError::Config {
-                        message: format!("{}: no session", d.name),
-                    });
-                };
-                let profile = match &st.profile {
-                    Some(name) => {
-                        self.library
-                            .profile(name)
-                            .ok_or_else(|| FacilityError::Config {
-                                message: format!("{}: no profile named `{name}`", d.name),
-                            })?
-                    }
-                    None => {
-                        let id = session.sys_object_id().await?;
-                        let mut answering = Vec::new();
-                        for p in &self.library.profiles {
-                            if let Some(o) = p.detect_oid.as_deref().and_then(profile::parse_oid) {
-                                if session.answers(&o).await {
-                                    answering.push(profile::oid_string(&o));
-                                }
-                            }
-                        }
-                        profile::detect(&self.library.profiles, &id, |o| answering.iter().any(|a| a == o))
-                            .ok_or_else(|| FacilityError::Config {
-                                message: format!(
-                                    "{}: no profile for sysObjectID {id}; give `profile` or add a profile file",
-                                    d.name
-                                ),
-                            })?
-                    }
-                };
-                let walk = snmp_walk(session, profile).await?;
-                let readings = profile.assemble(&walk, problems);
-                Ok((readings, Some(profile.name.clone())))
             }
+            Address::Snmp { .. } => self.read_snmp(st, problems).await,
             Address::Modbus {
                 host,
                 port,

@@ -140,12 +140,16 @@ impl Session {
                 user,
                 auth,
                 privacy,
+                context,
             } => {
                 let ap = auth_protocol(auth).ok_or_else(|| config_err(format!("unknown auth protocol `{auth}`; use md5, sha, sha224, sha256, sha384, sha512")))?;
                 let key = credentials.auth_key.as_ref().ok_or_else(|| {
                     config_err("snmpv3 needs auth_key in the credentials file".into())
                 })?;
-                let usm = async_snmp::UsmConfig::new(bytes_of(user));
+                let mut usm = async_snmp::UsmConfig::new(bytes_of(user));
+                if let Some(c) = context {
+                    usm = usm.context_name(bytes_of(c));
+                }
                 let usm = match privacy {
                     Some(p) => {
                         let pp = priv_protocol(p).ok_or_else(|| {
@@ -248,6 +252,31 @@ impl Session {
             self.get(&[oid.to_vec()]).await.map(|w| w.into_values().next()),
             Ok(Some(r)) if !matches!(r, Raw::NoSuch(_))
         )
+    }
+}
+
+/// After an SNMPv3 request went unanswered: does the agent answer an
+/// unauthenticated request from the same user (with a Report, as RFC 3414
+/// agents do)? Then it is up and our keys or protocols are wrong: agents
+/// drop a request whose digest does not verify, so the poll itself only
+/// sees silence.
+pub async fn v3_agent_answers(host: &str, port: u16, user: &str, timeout: Duration) -> bool {
+    let Ok(client) = Client::builder((host, port), Auth::usm(user))
+        .request_timeout(timeout)
+        .retry(Retry::none())
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    match client.get(&SnmpOid::from_slice(&SYS_OBJECT_ID)).await {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            async_snmp::ErrorKind::Timeout
+                | async_snmp::ErrorKind::ConstructionTimeout
+                | async_snmp::ErrorKind::Network
+        ),
     }
 }
 

@@ -160,3 +160,53 @@ async fn recorded_devices_over_snmp_with_injected_faults() {
         .iter()
         .any(|e| matches!(&e.data, EventData::FacilityDevice(_))));
 }
+
+#[tokio::test]
+async fn snmpv3_authpriv_reads_and_a_wrong_key_fails_without_showing_it() {
+    use pitcrew_config::Secret;
+    use pitcrew_facility::config::Credentials;
+    use pitcrew_harness::snmpsim::V3User;
+
+    let user = V3User {
+        name: "pitcrew".into(),
+        auth_key: "auth-key-1234".into(),
+        priv_key: "priv-key-5678".into(),
+    };
+    let sim = Snmpsim::start_with(&[("apc-8932", recording("apc-8932"))], Some(&user)).unwrap();
+    let url = format!(
+        "snmpv3://pitcrew@127.0.0.1:{}?auth=sha256&priv=aes&context=apc-8932",
+        sim.port
+    );
+    let poller = Poller::new(Library::load(&[]).unwrap(), FacilityMetrics::default(), 4);
+    let mut d = device("pdu-v3", &url, DeviceKind::Pdu, None);
+    d.credentials = Credentials {
+        auth_key: Some(Secret::new("auth-key-1234")),
+        priv_key: Some(Secret::new("priv-key-5678")),
+        ..Credentials::default()
+    };
+    let mut st = DeviceState::new(d.clone());
+    let out = poller.poll(&mut st, Timestamp::now()).await;
+    assert!(out.error.is_none(), "{:?}\n{}", out.error, sim.log());
+    assert_eq!(out.profile.as_deref(), Some("apc-rpdu2"));
+    let outlets = out
+        .events
+        .iter()
+        .filter(|e| matches!(&e.data, EventData::FacilityPdu(p) if p.scope == PduScope::Outlet))
+        .count();
+    assert_eq!(outlets, 24);
+
+    d.name = "pdu-v3-wrong".into();
+    d.credentials.auth_key = Some(Secret::new("wrong-key-9999"));
+    let mut st = DeviceState::new(d);
+    let out = poller.poll(&mut st, Timestamp::now()).await;
+    let shown = format!("{out:?}");
+    assert!(!shown.contains("wrong-key-9999"));
+    let err = out.error.expect("a wrong key fails");
+    let text = err.to_string();
+    assert_eq!(err.reason(), "auth", "{text}");
+    assert!(text.contains("pdu-v3-wrong"), "{text}");
+    assert!(
+        !text.contains("wrong-key-9999") && !text.contains("priv-key-5678"),
+        "a key leaked: {text}"
+    );
+}

@@ -10,6 +10,7 @@
 //! a pipe that closes with its parent), so no run leaves brokers behind.
 
 pub mod cluster;
+pub mod docserver;
 pub mod helm;
 pub mod ipmi;
 pub mod kafka;

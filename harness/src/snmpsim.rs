@@ -1,8 +1,16 @@
-//! snmpsim (PyPI) serving recorded walks of real devices over SNMP v2c on
-//! 127.0.0.1: each `*.snmprec` of a folder is served under the community
-//! named after the file. The venv is built once per version in the cache
-//! folder, with Debian's /usr/bin/python3: as root snmpsim drops to
-//! `nobody`, and a Python under /root could not import itself after that.
+//! The facility device simulators' Python side, in one venv built once per
+//! version in the cache folder: snmpsim (PyPI) serving recorded walks of
+//! real devices over SNMP v2c and v3 on 127.0.0.1 (each `*.snmprec` of a
+//! folder under the community, or v3 context, named after the file), and
+//! pymodbus serving a register map ([`ModbusSim`]).
+//!
+//! Pitfalls met here: as root snmpsim must be told which user to become; it
+//! stays root (a venv under /root is unreadable to `nobody`, and pysnmp
+//! imports its ciphers lazily, after the switch). pysnmp 7.1 needs a
+//! `cryptography` that has both `hazmat.decrepit` and the OpenSSL backend
+//! module (47-49) or its SNMPv3 privacy fails ("Decryption error" on the
+//! client). pymodbus is pinned to 3.8, whose datastore takes live updates
+//! (3.16 copies it into a simulator at start).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,10 +19,16 @@ use crate::process::{wait_ready, Supervised};
 use crate::HarnessError;
 
 /// Pinned: snmpsim 1.2.x imports pysmi without declaring it.
-const PACKAGES: &[&str] = &["snmpsim==1.2.2", "pysmi==1.6.3", "pysnmp==7.1.30"];
-const VENV_VERSION: &str = "snmpsim-1.2.2";
+const PACKAGES: &[&str] = &[
+    "snmpsim==1.2.2",
+    "pysmi==1.6.3",
+    "pysnmp==7.1.30",
+    "cryptography==47.0.0",
+    "pymodbus==3.8.6",
+];
+const VENV_VERSION: &str = "facility-sims-1";
 
-/// The venv with snmpsim, built if missing.
+/// The venv with snmpsim and pymodbus, built if missing.
 pub fn venv() -> Result<PathBuf, HarnessError> {
     let _guard = crate::build_lock();
     let dir = crate::cache_dir().join(VENV_VERSION);
@@ -106,10 +120,26 @@ pub fn answers(port: u16, community: &str) -> bool {
     sock.recv_from(&mut buf).is_ok()
 }
 
+/// snmpsim's SNMPv3 user: authPriv with SHA-256 and AES-128.
+#[derive(Clone, Debug)]
+pub struct V3User {
+    pub name: String,
+    pub auth_key: String,
+    pub priv_key: String,
+}
+
 impl Snmpsim {
     /// Serves every `.snmprec` in `recordings` (copied, so a test may change
     /// its copy); ready when the first recording's community answers.
     pub fn start(recordings: &[(&str, String)]) -> Result<Snmpsim, HarnessError> {
+        Snmpsim::start_with(recordings, None)
+    }
+
+    /// As [`Snmpsim::start`], with an SNMPv3 user too.
+    pub fn start_with(
+        recordings: &[(&str, String)],
+        v3: Option<&V3User>,
+    ) -> Result<Snmpsim, HarnessError> {
         let venv = venv()?;
         let run = crate::run_dir("snmpsim")?;
         let data = run.join("data");
@@ -135,8 +165,17 @@ impl Snmpsim {
         ];
         // As root snmpsim refuses to run unless told whom to become.
         if is_root() {
-            args.push("--process-user=nobody".into());
-            args.push("--process-group=nogroup".into());
+            args.push("--process-user=root".into());
+            args.push("--process-group=root".into());
+        }
+        if let Some(u) = v3 {
+            args.extend([
+                format!("--v3-user={}", u.name),
+                format!("--v3-auth-key={}", u.auth_key),
+                "--v3-auth-proto=SHA256".to_owned(),
+                format!("--v3-priv-key={}", u.priv_key),
+                "--v3-priv-proto=AES".to_owned(),
+            ]);
         }
         let program = venv
             .join("bin/snmpsim-command-responder")
@@ -177,4 +216,120 @@ fn is_root() -> bool {
                 .map(|l| l.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+/// A pymodbus TCP server on 127.0.0.1 holding `size` holding and input
+/// registers (addresses 0..size; beyond is an IllegalDataAddress
+/// exception). [`ModbusSim::set`] changes values while it runs.
+#[derive(Debug)]
+pub struct ModbusSim {
+    pub port: u16,
+    values: PathBuf,
+    current:
+        std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<u16, u16>>>,
+    log: PathBuf,
+    _process: Supervised,
+}
+
+const MODBUS_SERVER: &str = r#"
+import asyncio, json, os, sys
+from pymodbus.datastore import ModbusSequentialDataBlock, ModbusSlaveContext, ModbusServerContext
+from pymodbus.server import StartAsyncTcpServer
+
+port = int(sys.argv[1]); control = sys.argv[2]; size = int(sys.argv[3])
+store = ModbusSlaveContext(hr=ModbusSequentialDataBlock(1, [0] * size), ir=ModbusSequentialDataBlock(1, [0] * size))
+context = ModbusServerContext(slaves=store, single=True)
+
+async def watch():
+    seen = None
+    while True:
+        try:
+            st = os.stat(control).st_mtime_ns
+            if st != seen:
+                values = json.load(open(control))
+                for table, regs in values.items():
+                    fx = 3 if table == "holding" else 4
+                    for addr, v in regs.items():
+                        context[0].setValues(fx, int(addr), [int(v) & 0xFFFF])
+                seen = st
+        except (FileNotFoundError, ValueError):
+            pass
+        await asyncio.sleep(0.02)
+
+async def main():
+    asyncio.get_running_loop().create_task(watch())
+    await StartAsyncTcpServer(context=context, address=("127.0.0.1", port))
+
+asyncio.run(main())
+"#;
+
+impl ModbusSim {
+    pub fn start(size: u16) -> Result<ModbusSim, HarnessError> {
+        let venv = venv()?;
+        let run = crate::run_dir("modbus")?;
+        let script = run.join("server.py");
+        std::fs::write(&script, MODBUS_SERVER)
+            .map_err(|e| HarnessError::io("write modbus server", e))?;
+        let values = run.join("values.json");
+        std::fs::write(&values, "{}").map_err(|e| HarnessError::io("write values", e))?;
+        let port = crate::free_port()?;
+        let log = run.join("modbus.log");
+        let args = vec![
+            script.display().to_string(),
+            port.to_string(),
+            values.display().to_string(),
+            size.to_string(),
+        ];
+        let program = venv.join("bin/python").display().to_string();
+        let mut process =
+            Supervised::spawn("pymodbus", &program, &args, &log, Duration::from_secs(5))?;
+        wait_ready(
+            "pymodbus",
+            Some(&mut process),
+            &log,
+            Duration::from_secs(60),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        )?;
+        Ok(ModbusSim {
+            port,
+            values,
+            current: std::sync::Mutex::default(),
+            log,
+            _process: process,
+        })
+    }
+
+    /// Sets registers (`table` is `holding` or `input`) and waits until the
+    /// server has them.
+    pub fn set(&self, table: &str, regs: &[(u16, u16)]) -> Result<(), HarnessError> {
+        let mut cur = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let t = cur.entry(table.to_owned()).or_default();
+        for (a, v) in regs {
+            t.insert(*a, *v);
+        }
+        let mut json = String::from("{");
+        for (i, (table, regs)) in cur.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(&format!("\"{table}\":{{"));
+            let body: Vec<String> = regs.iter().map(|(a, v)| format!("\"{a}\":{v}")).collect();
+            json.push_str(&body.join(","));
+            json.push('}');
+        }
+        json.push('}');
+        let tmp = self.values.with_extension("tmp");
+        std::fs::write(&tmp, json).map_err(|e| HarnessError::io("write values", e))?;
+        std::fs::rename(&tmp, &self.values).map_err(|e| HarnessError::io("rename values", e))?;
+        // The server looks every 20 ms.
+        std::thread::sleep(Duration::from_millis(150));
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        crate::tail(&self.log, 40)
+    }
 }
