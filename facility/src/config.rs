@@ -471,7 +471,7 @@ impl FacilityConfig {
 
     /// Reads the file at `path` with the process environment's overrides.
     pub fn load(path: &Path) -> Result<FacilityConfig, FacilityError> {
-        let (origin, text) =
+        let (text, origin) =
             pitcrew_config::read(Some(path)).map_err(|e| FacilityError::Config {
                 message: e.to_string(),
             })?;
@@ -536,6 +536,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_file_loads_and_its_errors_name_it() {
+        let dir = std::env::temp_dir().join(format!("pitcrew-fac-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("facility.toml");
+        std::fs::write(&path, "[[facility]]\nname = \"p\"\nkind = \"pdu\"\naddress = \"snmp://h\"\n").unwrap();
+        assert_eq!(FacilityConfig::load(&path).unwrap().devices[0].name, "p");
+        std::fs::write(&path, "[[facility]]\nname = 3\n").unwrap();
+        let e = FacilityConfig::load(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2:", path.display())), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
