@@ -543,7 +543,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pitcrew-fac-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("facility.toml");
-        std::fs::write(&path, "[[facility]]\nname = \"p\"\nkind = \"pdu\"\naddress = \"snmp://h\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[[facility]]\nname = \"p\"\nkind = \"pdu\"\naddress = \"snmp://h\"\n",
+        )
+        .unwrap();
         assert_eq!(FacilityConfig::load(&path).unwrap().devices[0].name, "p");
         std::fs::write(&path, "[[facility]]\nname = 3\n").unwrap();
         let e = FacilityConfig::load(&path).unwrap_err().to_string();

@@ -35,7 +35,7 @@ pub struct KindLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeviceLabel {
     pub device: String,
-    pub kind: String,
+    pub racks: String,
     pub protocol: String,
 }
 
@@ -97,7 +97,7 @@ pitcrew_observe::metrics! {
         cooling_flow: Family<LoopLabel, FGauge> => "cooling_flow_lpm", "Coolant flow, litres per minute";
         cooling_alarms: Family<LoopLabel, FGauge> => "cooling_alarms", "Alarms present on the cooling unit";
         leak: Family<LeakLabel, FGauge> => "leak_detected", "1 while a leak detector trips";
-        device_up: Family<DeviceLabel, FGauge> => "device_up", "1 when the device answered its last poll";
+        device_up: Family<DeviceLabel, FGauge> => "device_up", "1 when the device answered its last poll (from its facility.device events)";
     }
 }
 
@@ -209,6 +209,18 @@ impl FacilityTelemetry {
                 set(&self.cooling_delta_t, c.delta_t_c);
                 set(&self.cooling_flow, c.flow_lpm);
                 set(&self.cooling_alarms, Some(c.alarms.len() as f64));
+            }
+            EventData::FacilityDevice(d) => {
+                self.device_up
+                    .get_or_create(&DeviceLabel {
+                        device: ev.node.clone(),
+                        racks: racks_label(&d.racks),
+                        protocol: serde_json::to_value(d.protocol)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                    })
+                    .set(if d.up { 1.0 } else { 0.0 });
             }
             EventData::FacilityLeak(l) => {
                 self.leak

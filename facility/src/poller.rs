@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::assemble::{self, Meters, Subject};
 use crate::config::{Address, Device};
 use crate::error::FacilityError;
-use crate::metrics::{DeviceLabel, FacilityMetrics, KindLabel, ProtocolOutcome, ProtocolReason};
+use crate::metrics::{FacilityMetrics, KindLabel, ProtocolOutcome, ProtocolReason};
 use crate::modbus::RegisterMap;
 use crate::profile::{self, Problem, Profile, Walk};
 use crate::{redfish, snmp};
@@ -216,14 +216,6 @@ impl Poller {
                 outcome: if out.error.is_none() { "ok" } else { "failed" }.into(),
             })
             .inc();
-        m.telemetry
-            .device_up
-            .get_or_create(&DeviceLabel {
-                device: st.device.name.clone(),
-                kind: st.device.kind.as_str().into(),
-                protocol: proto.into(),
-            })
-            .set(if out.error.is_none() { 1.0 } else { 0.0 });
         if let Some(e) = &out.error {
             m.errors
                 .get_or_create(&ProtocolReason {

@@ -1,7 +1,7 @@
 //! Every panel query of every dashboard in dashboards/ parses and returns
 //! data from a real Prometheus (Debian's package) that scrapes a running
 //! pitcrew: the demo (rules, remediation, the simulated fleet's
-//! `pitcrew_node_*`) and a node agent (`pitcrew collect` with simulated
+//! `pitcrew_node_*` and its facility's `pitcrew_facility_*`) and a node agent (`pitcrew collect` with simulated
 //! GPUs, producing to the demo's in-process Kafka). The template variables'
 //! queries are checked too. The alert rules in deploy/prometheus/ pass
 //! `promtool check rules` and their `promtool test rules` tests.
@@ -147,7 +147,12 @@ fn every_panel_query_returns_data_from_a_running_pitcrew() {
 
     let mut checked = 0;
     let mut empty = Vec::new();
-    for file in ["fleet-health", "incidents-remediation", "pipeline-health"] {
+    for file in [
+        "fleet-health",
+        "incidents-remediation",
+        "pipeline-health",
+        "facility",
+    ] {
         let path = root().join("dashboards").join(format!("{file}.json"));
         let dash: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -181,7 +186,7 @@ fn every_panel_query_returns_data_from_a_running_pitcrew() {
         "queries without data:\n{}",
         empty.join("\n")
     );
-    assert!(checked >= 36, "{checked} queries");
+    assert!(checked >= 66, "{checked} queries");
     let _ = std::fs::remove_dir_all(&fake);
 }
 

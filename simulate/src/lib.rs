@@ -7,12 +7,19 @@
 //!   periodic telemetry a node agent sends (heartbeat, per GPU thermal,
 //!   ECC, PCIe replay, NVLink and a training step, per node InfiniBand
 //!   counters), all quiet;
+//! - [`Fleet::sample_facility`] is one round of the facility around the
+//!   racks, as `pitcrew facility` reports it: per rack a PDU (phases and an
+//!   outlet per node), a UPS, a CDU on its own cooling loop and a leak rope;
 //! - [`Player`] plays a fault script ([`Scenario`]) against a clock.
 //!
 //! No I/O and no clock: callers pass the time in, so tests are exact.
 
-use pitcrew_contract::{examples, Event, EventData, EventKind, GpuRef, IbCounterName, Timestamp};
-use pitcrew_rules::{Inventory, NodeInfo, Scenario, Span, TEST_EPOCH};
+use pitcrew_contract::{
+    examples, BatteryStatus, CoolingReading, CoolingUnit, DeviceReachability, Event, EventData,
+    EventKind, FacilityProtocol, GpuRef, IbCounterName, LeakReading, LoadState, OutletState,
+    PduReading, PduScope, Source, Timestamp, UpsReading, UpsSource,
+};
+use pitcrew_rules::{FacilityInfo, Inventory, NodeInfo, Scenario, Span, TEST_EPOCH};
 
 /// The demo's built-in fault script.
 pub const DEMO_SCENARIO: &str = include_str!("../scenarios/demo.toml");
@@ -50,11 +57,12 @@ impl FleetSpec {
         (0..self.nodes).map(|i| self.node_name(i)).collect()
     }
 
-    /// Racks `r1`.., leaf switches `leaf-1`.., one driver version.
+    /// Racks `r1`.., leaf switches `leaf-1`.., one driver version, and the
+    /// racks' facility devices.
     pub fn inventory(&self) -> Inventory {
         let per_rack = self.nodes_per_rack.max(1);
         let per_leaf = per_rack * self.racks_per_leaf.max(1);
-        Inventory::new(
+        let mut inv = Inventory::new(
             (0..self.nodes)
                 .map(|i| NodeInfo {
                     name: self.node_name(i),
@@ -65,7 +73,11 @@ impl FleetSpec {
                     ..NodeInfo::default()
                 })
                 .collect(),
-        )
+        );
+        for f in self.facilities() {
+            inv.insert_facility(f);
+        }
+        inv
     }
 
     /// The job node `i` runs (`job-1` on the first `nodes_per_job` nodes).
@@ -89,6 +101,7 @@ pub struct Fleet {
     names: Vec<String>,
     templates: Templates,
     round: u64,
+    facility_round: u64,
     /// Prefixes event ids so runs against a long-lived Kafka never collide.
     run: String,
 }
@@ -154,6 +167,7 @@ impl Fleet {
                 ib: quiet(EventKind::NetIbCounter),
             },
             round: 0,
+            facility_round: 0,
             run: run.into(),
         }
     }
@@ -220,6 +234,193 @@ impl Fleet {
                 {
                     x.device = format!("mlx5_{port}");
                     x.port = 1;
+                }
+            }
+        }
+        out.len() - before
+    }
+}
+
+/// The facility around the simulated racks: per rack a PDU (three phases
+/// and an outlet per node), a UPS, a CDU on its own cooling loop and a
+/// leak rope, healthy, as `pitcrew facility` would report them.
+impl FleetSpec {
+    pub fn racks(&self) -> u32 {
+        self.nodes.div_ceil(self.nodes_per_rack.max(1))
+    }
+
+    /// The facility devices' inventory entries (`pdu-rN`, `ups-rN`,
+    /// `cdu-rN` on loop `LN`, `leak-rN`).
+    pub fn facilities(&self) -> Vec<FacilityInfo> {
+        let mut out = Vec::new();
+        for r in 1..=self.racks() {
+            let rack = format!("r{r}");
+            for (prefix, kind) in [
+                ("pdu", "pdu"),
+                ("ups", "ups"),
+                ("cdu", "cooling"),
+                ("leak", "leak"),
+            ] {
+                out.push(FacilityInfo {
+                    name: format!("{prefix}-{rack}"),
+                    kind: kind.to_owned(),
+                    racks: vec![rack.clone()],
+                    cooling_loop: (kind == "cooling").then(|| format!("L{r}")),
+                    ..FacilityInfo::default()
+                });
+            }
+        }
+        out
+    }
+
+    /// Events one facility round produces.
+    pub fn facility_events_per_round(&self) -> u64 {
+        let per_rack = self.nodes_per_rack.max(1);
+        let mut n = 0;
+        for r in 0..self.racks() {
+            let nodes = (self.nodes - r * per_rack).min(per_rack);
+            // pdu + 3 phases + outlets, ups, cdu, leak, and 4 device-up events the first round only.
+            n += 1 + 3 + u64::from(nodes) + 3;
+        }
+        n
+    }
+}
+
+impl Fleet {
+    /// One facility round at `now`; the first also says every device is up.
+    pub fn sample_facility(&mut self, now: Timestamp, out: &mut Vec<Event>) -> usize {
+        let before = out.len();
+        self.facility_round += 1;
+        let round = self.facility_round;
+        let per_rack = self.spec.nodes_per_rack.max(1);
+        let run = self.run.clone();
+        let push = |device: String, data: EventData, part: String, out: &mut Vec<Event>| {
+            out.push(Event {
+                id: format!("{run}-{device}-{part}-{round}"),
+                node: device,
+                time: now,
+                source: Source::Facility,
+                gpu: None,
+                count: 1,
+                labels: Default::default(),
+                data,
+            });
+        };
+        for r in 0..self.spec.racks() {
+            let rack = format!("r{}", r + 1);
+            let racks = vec![rack.clone()];
+            let nodes = (self.spec.nodes - r * per_rack).min(per_rack);
+            let pdu = format!("pdu-{rack}");
+            // ~1.1 kW per GPU node per phase share, a little wobble per round.
+            let wobble = f64::from(u32::try_from(round % 7).unwrap_or(0)) * 0.1;
+            let outlet_a = 9.5 + wobble;
+            let phase_a = outlet_a * f64::from(nodes) / 3.0;
+            let reading = |scope: PduScope, index: Option<u32>| PduReading {
+                racks: racks.clone(),
+                scope,
+                index,
+                voltage_v: Some(230.0),
+                load: Some(LoadState::Normal),
+                ..PduReading::default()
+            };
+            let mut unit = reading(PduScope::Pdu, Some(1));
+            unit.power_w = Some(phase_a * 3.0 * 230.0 * 0.95);
+            push(pdu.clone(), EventData::FacilityPdu(unit), "pdu".into(), out);
+            for l in 1..=3 {
+                let mut p = reading(PduScope::Phase, Some(l));
+                p.current_a = Some(phase_a);
+                p.rating_a = Some(63.0);
+                p.power_w = Some(phase_a * 230.0 * 0.95);
+                push(
+                    pdu.clone(),
+                    EventData::FacilityPdu(p),
+                    format!("phase{l}"),
+                    out,
+                );
+            }
+            for o in 1..=nodes {
+                let mut p = reading(PduScope::Outlet, Some(o));
+                p.name = Some(self.spec.node_name(r * per_rack + o - 1));
+                p.current_a = Some(outlet_a);
+                p.rating_a = Some(16.0);
+                p.state = Some(OutletState::On);
+                p.energy_delta_kwh = Some(outlet_a * 230.0 / 1000.0 * 5.0 / 3600.0);
+                push(
+                    pdu.clone(),
+                    EventData::FacilityPdu(p),
+                    format!("outlet{o}"),
+                    out,
+                );
+            }
+            push(
+                format!("ups-{rack}"),
+                EventData::FacilityUps(UpsReading {
+                    racks: racks.clone(),
+                    source: UpsSource::Normal,
+                    battery: Some(BatteryStatus::Normal),
+                    charge_pct: Some(100.0),
+                    runtime_s: Some(1200.0),
+                    on_battery_s: Some(0.0),
+                    load_pct: Some(40.0 + wobble),
+                    input_voltage_v: Some(230.0),
+                    output_voltage_v: Some(230.0),
+                    output_power_w: None,
+                    temperature_c: Some(24.0),
+                    alarms: Vec::new(),
+                }),
+                "ups".into(),
+                out,
+            );
+            push(
+                format!("cdu-{rack}"),
+                EventData::FacilityCooling(CoolingReading {
+                    racks: racks.clone(),
+                    unit: CoolingUnit::Cdu,
+                    loop_name: Some(format!("L{}", r + 1)),
+                    supply_c: Some(42.0 + wobble / 2.0),
+                    return_c: Some(54.0 + wobble / 2.0),
+                    delta_t_c: Some(12.0),
+                    flow_lpm: Some(400.0),
+                    pressure_kpa: Some(120.0),
+                    setpoint_c: Some(42.0),
+                    pump_on: Some(true),
+                    fan_on: None,
+                    alarms: Vec::new(),
+                }),
+                "cdu".into(),
+                out,
+            );
+            push(
+                format!("leak-{rack}"),
+                EventData::FacilityLeak(LeakReading {
+                    racks: racks.clone(),
+                    detector: format!("rope-{rack}"),
+                    leak: false,
+                    zone: None,
+                }),
+                "leak".into(),
+                out,
+            );
+            if round == 1 {
+                for (device, protocol) in [
+                    (pdu.clone(), FacilityProtocol::Snmp),
+                    (format!("ups-{rack}"), FacilityProtocol::Snmp),
+                    (format!("cdu-{rack}"), FacilityProtocol::Modbus),
+                    (format!("leak-{rack}"), FacilityProtocol::Redfish),
+                ] {
+                    push(
+                        device,
+                        EventData::FacilityDevice(DeviceReachability {
+                            racks: racks.clone(),
+                            up: true,
+                            protocol,
+                            profile: None,
+                            failures: 0,
+                            error: None,
+                        }),
+                        "device".into(),
+                        out,
+                    );
                 }
             }
         }
@@ -303,6 +504,44 @@ mod tests {
             m.until.unwrap().unix_nanos() - start.unix_nanos(),
             written.unix_nanos() - TEST_EPOCH.unix_nanos()
         );
+    }
+
+    #[test]
+    fn a_facility_round_reports_every_racks_devices() {
+        let spec = FleetSpec {
+            nodes: 20,
+            ..FleetSpec::default()
+        };
+        assert_eq!(spec.racks(), 3);
+        let mut fleet = Fleet::new(spec.clone(), "t");
+        let now = Timestamp::from_unix_millis(1_800_000_000_000);
+        let mut out = Vec::new();
+        let first = fleet.sample_facility(now, &mut out);
+        // The first round also says every device is up.
+        assert_eq!(first as u64, spec.facility_events_per_round() + 4 * 3);
+        out.clear();
+        let n = fleet.sample_facility(now, &mut out);
+        assert_eq!(n as u64, spec.facility_events_per_round());
+        // Rack r3 has 4 nodes: 4 outlets, named after them.
+        let outlets: Vec<&str> = out
+            .iter()
+            .filter_map(|e| match &e.data {
+                EventData::FacilityPdu(p) if p.scope == PduScope::Outlet && p.racks == ["r3"] => {
+                    p.name.as_deref()
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(outlets, ["n17", "n18", "n19", "n20"]);
+        let ids: std::collections::HashSet<&str> = out.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.len(), out.len());
+        // Every event is valid on the wire, and the inventory knows each device.
+        let inv = spec.inventory();
+        for e in &out {
+            let back: Event = pitcrew_contract::decode(&pitcrew_contract::encode(e)).unwrap();
+            assert_eq!(&back, e);
+            assert!(inv.facility(&e.node).is_some(), "{}", e.node);
+        }
     }
 
     #[test]

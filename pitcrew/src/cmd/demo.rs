@@ -264,7 +264,11 @@ fn spawn_fleet(
     producer: Arc<BatchProducer>,
     topic: String,
     sim: SimFleet,
-    telemetry: pitcrew_ingest::telemetry::TelemetryMetrics,
+    // The nodes' `pitcrew_node_*` and the facility's `pitcrew_facility_*`.
+    (telemetry, facility): (
+        pitcrew_ingest::telemetry::TelemetryMetrics,
+        pitcrew_facility::metrics::FacilityTelemetry,
+    ),
     counters: Arc<Counters>,
     started: Instant,
 ) -> tokio::task::JoinHandle<()> {
@@ -275,6 +279,7 @@ fn spawn_fleet(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut last_round: Option<Instant> = None;
+        let mut last_facility_round: Option<Instant> = None;
         loop {
             tick.tick().await;
             let elapsed = Span(i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX));
@@ -287,12 +292,22 @@ fn spawn_fleet(
                 let alive = |n: &str| sim.node(n).is_none_or(|s| s.power == PowerState::On);
                 fleet.sample(Timestamp::now(), &alive, &mut events);
             }
+            // The facility poller's rounds: every rack's PDU, UPS, CDU and
+            // leak rope, every 5 s.
+            if last_facility_round.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                last_facility_round = Some(Instant::now());
+                fleet.sample_facility(Timestamp::now(), &mut events);
+            }
             if events.is_empty() {
                 continue;
             }
             let n = events.len() as u64;
             for e in &events {
-                telemetry.record(e);
+                if e.kind().is_facility() {
+                    facility.record(e);
+                } else {
+                    telemetry.record(e);
+                }
             }
             match super::simulate::send_events(&producer, &topic, events).await {
                 Ok(()) => {
@@ -453,6 +468,9 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
     // The simulated nodes' telemetry, as their agents would expose it.
     let telemetry = pitcrew_ingest::telemetry::TelemetryMetrics::default();
     telemetry.register(&mut registry);
+    // Its facility, as `pitcrew facility` would expose it.
+    let facility = pitcrew_facility::metrics::FacilityTelemetry::default();
+    facility.register(&mut registry);
     let registry = Arc::new(registry);
     let (addr, _http) =
         pitcrew::http::serve(&args.listen, Arc::clone(&registry), stages.health()).await?;
@@ -474,7 +492,7 @@ pub(crate) async fn run(config: Option<&Path>, args: &DemoArgs) -> anyhow::Resul
         Arc::clone(&producer),
         bus.topics.events.name.clone(),
         sim.clone(),
-        telemetry,
+        (telemetry, facility),
         Arc::clone(&counters),
         started,
     );
