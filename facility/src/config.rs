@@ -538,6 +538,19 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any text is an address or a clear error, and an error never
+        /// repeats what stood before an `@` (a community).
+        #[test]
+        fn any_address_parses_or_errs_without_its_secret(secret in "[a-z]{12}", rest in ".{0,40}") {
+            let text = format!("snmp://{secret}@{rest}");
+            if let Err(e) = Address::parse(&text) {
+                proptest::prop_assert!(!e.contains(&secret), "{}", e);
+            }
+            let _ = Address::parse(&rest);
+        }
+    }
+
     #[test]
     fn a_file_loads_and_its_errors_name_it() {
         let dir = std::env::temp_dir().join(format!("pitcrew-fac-cfg-{}", std::process::id()));

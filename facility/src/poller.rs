@@ -24,6 +24,10 @@ use crate::modbus::RegisterMap;
 use crate::profile::{self, Problem, Profile, Walk};
 use crate::{redfish, snmp};
 
+/// What a device read gave: readings, the profile or map, and the kind of
+/// device the profile says it is.
+type Read = (Vec<profile::Reading>, Option<String>, profile::DeviceKind);
+
 /// What one poll gave.
 #[derive(Debug, Default)]
 pub struct PollOutcome {
@@ -160,12 +164,12 @@ impl Poller {
         let protocol = st.device.address.protocol();
         let mut out = PollOutcome::default();
         match self.read(st, &mut out.problems).await {
-            Ok((kind_readings, profile_name)) => {
+            Ok((kind_readings, profile_name, kind)) => {
                 out.profile = profile_name;
                 st.profile.clone_from(&out.profile);
                 out.events = assemble::events(
                     &st.subject,
-                    st.device.kind,
+                    kind,
                     kind_readings,
                     time,
                     &mut st.meters,
@@ -248,7 +252,7 @@ impl Poller {
         &self,
         st: &mut DeviceState,
         problems: &mut Vec<Problem>,
-    ) -> Result<(Vec<profile::Reading>, Option<String>), FacilityError> {
+    ) -> Result<Read, FacilityError> {
         let d = &st.device;
         if st.session.is_none() {
             st.session = Some(
@@ -291,14 +295,14 @@ impl Poller {
         };
         let walk = snmp_walk(session, profile).await?;
         let readings = profile.assemble(&walk, problems);
-        Ok((readings, Some(profile.name.clone())))
+        Ok((readings, Some(profile.name.clone()), profile.kind))
     }
 
     async fn read(
         &self,
         st: &mut DeviceState,
         problems: &mut Vec<Problem>,
-    ) -> Result<(Vec<profile::Reading>, Option<String>), FacilityError> {
+    ) -> Result<Read, FacilityError> {
         let d = &st.device;
         match &d.address {
             Address::SnmpV3 {
@@ -352,11 +356,15 @@ impl Poller {
                     })?;
                 let regs =
                     crate::modbus::read(&d.name, addr, *unit, rmap, d.timeout, problems).await?;
-                Ok((rmap.decode(&regs, problems), Some(name)))
+                Ok((rmap.decode(&regs, problems), Some(name), rmap.kind))
             }
             Address::Redfish { base } => {
                 let s = redfish::Session::new(&d.name, base, &d.credentials, d.timeout)?;
-                Ok((s.poll(problems).await?, Some("redfish-thermal".into())))
+                Ok((
+                    s.poll(problems).await?,
+                    Some("redfish-thermal".into()),
+                    d.kind,
+                ))
             }
         }
     }

@@ -733,6 +733,38 @@ mod tests {
 
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever a device answers inside a profile's tables (any row,
+        /// column, type or value), assembling never panics and every
+        /// problem names an OID.
+        #[test]
+        fn any_answer_assembles_without_panic(
+            rows in proptest::collection::vec((0usize..4, 0u32..20, 0u32..30, 0u32..4, -5i64..100_000, 0u8..5), 0..200)
+        ) {
+            let profiles: Vec<Profile> = BUILTIN.iter().map(|(n, t)| Profile::parse(n, t).unwrap()).collect();
+            let mut walk = Walk::new();
+            for (pi, col, idx, sub, value, ty) in rows {
+                let p = &profiles[pi % profiles.len()];
+                let Some(table) = p.group.iter().filter_map(|g| g.table.as_deref()).nth(col as usize % 3) else { continue };
+                let mut oid = parse_oid(table).unwrap();
+                oid.extend([col % 16 + 1, 1, idx, sub]);
+                let raw = match ty {
+                    0 => Raw::Int(value),
+                    1 => Raw::Str(value.to_string()),
+                    2 => Raw::Str("n/a".into()),
+                    3 => Raw::Counter32(value.unsigned_abs()),
+                    _ => Raw::NoSuch("noSuchInstance"),
+                };
+                walk.insert(oid, raw);
+            }
+            for p in &profiles {
+                let mut problems = Vec::new();
+                let _ = p.assemble(&walk, &mut problems);
+                proptest::prop_assert!(problems.iter().all(|x| !x.oid.is_empty()));
+            }
+        }
+    }
+
     #[test]
     fn every_builtin_profile_parses() {
         for (name, text) in BUILTIN {

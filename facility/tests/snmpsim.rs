@@ -61,6 +61,7 @@ async fn recorded_devices_over_snmp_with_injected_faults() {
         ("apc-8932", recording("apc-8932")),
         ("apc-7902b", recording("apc-7902b")),
         ("eaton-93e-80", recording("eaton-93e-80")),
+        ("phoenixtec-power", recording("phoenixtec-power")),
         ("ups-on-battery", on_battery),
         ("pdu-overloaded", overloaded),
     ])
@@ -208,5 +209,106 @@ async fn snmpv3_authpriv_reads_and_a_wrong_key_fails_without_showing_it() {
     assert!(
         !text.contains("wrong-key-9999") && !text.contains("priv-key-5678"),
         "a key leaked: {text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_answers_over_the_wire_are_named_and_the_poll_keeps_the_rest() {
+    let lines = |name: &str, drop: &[&str], replace: &[(&str, &str)]| -> String {
+        let mut text: String = recording(name)
+            .lines()
+            .filter(|l| !drop.iter().any(|d| l.starts_with(d)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (from, to) in replace {
+            text = text.replace(from, to);
+        }
+        text + "\n"
+    };
+    // A UPS whose agent lacks upsEstimatedChargeRemaining and answers its
+    // battery temperature as text; a PDU that lost bank 2's current column.
+    let ups = lines(
+        "eaton-93e-80",
+        &["1.3.6.1.2.1.33.1.2.4.0|"],
+        &[(
+            "1.3.6.1.2.1.33.1.2.7.0|2|25",
+            "1.3.6.1.2.1.33.1.2.7.0|4|hot",
+        )],
+    );
+    let pdu = lines("apc-8932", &["1.3.6.1.4.1.318.1.1.26.8.3.1.5.2|"], &[]);
+    let sim = Snmpsim::start(&[("ups-odd", ups), ("pdu-odd", pdu)]).unwrap();
+    let poller = Poller::new(Library::load(&[]).unwrap(), FacilityMetrics::default(), 4);
+    let now = Timestamp::now();
+
+    let mut st = DeviceState::new(device(
+        "ups-odd",
+        &format!("snmp://ups-odd@127.0.0.1:{}", sim.port),
+        DeviceKind::Ups,
+        Some("ups-mib"),
+    ));
+    let out = poller.poll(&mut st, now).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let got: Vec<(&str, &str)> = out
+        .problems
+        .iter()
+        .map(|p| (p.reason, p.oid.as_str()))
+        .collect();
+    assert!(
+        got.contains(&("no_such_object", "1.3.6.1.2.1.33.1.2.4.0")),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("wrong_type", "1.3.6.1.2.1.33.1.2.7.0")),
+        "{got:?}"
+    );
+    let EventData::FacilityUps(u) = &out.events[0].data else {
+        panic!("{:?}", out.events)
+    };
+    assert_eq!(
+        (u.charge_pct, u.temperature_c, u.runtime_s),
+        (None, None, Some(1092.0 * 60.0))
+    );
+
+    let mut st = DeviceState::new(device(
+        "pdu-odd",
+        &format!("snmp://pdu-odd@127.0.0.1:{}", sim.port),
+        DeviceKind::Pdu,
+        Some("apc-rpdu2"),
+    ));
+    let out = poller.poll(&mut st, now).await;
+    let got: Vec<(&str, &str)> = out
+        .problems
+        .iter()
+        .map(|p| (p.reason, p.oid.as_str()))
+        .collect();
+    assert!(
+        got.contains(&("truncated_table", "1.3.6.1.4.1.318.1.1.26.8.3.1")),
+        "{got:?}"
+    );
+    // The PDU's energy meter is reset on the device (same length: snmpsim
+    // serves the new value at once): no delta that poll, counted.
+    let file = sim.data.join("pdu-odd.snmprec");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1|2|6426",
+            "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1|2|0001",
+        ),
+    )
+    .unwrap();
+    let out = poller.poll(&mut st, now).await;
+    assert!(
+        out.problems.iter().any(|p| p.reason == "counter_reset"),
+        "{:?}",
+        out.problems
+    );
+    let unit = out.events.iter().find_map(|e| match &e.data {
+        EventData::FacilityPdu(p) if p.scope == PduScope::Pdu => Some(p.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        unit.map(|u| (u.energy_kwh, u.energy_delta_kwh)),
+        Some((Some(0.1), None))
     );
 }

@@ -37,6 +37,8 @@ const DEBIAN_PACKAGES: &[(&str, Probe)] = &[
     ("curl", Probe::Command("curl")),
     ("openssl", Probe::Command("openssl")),
     ("procps", Probe::Command("kill")),
+    // The facility simulators' venv (snmpsim, pymodbus) uses Debian's Python.
+    ("python3-venv", Probe::Package),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +57,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  test [-- CARGO_TEST_ARGS]  provision, start real components, run all checks and tests\n  provision                  install packages and download Kafka jars only\n  kafka                      start a Kafka broker and wait (Enter stops it)\n  kube                       start etcd and kube-apiserver, write a kubeconfig, and wait (Enter stops them)\n  fuzz [decode|kmsg|rules] [SECONDS]  fuzz a parser (cargo-fuzz, nightly): the wire decoder (default), the kernel-log parser or the rule compiler, 60 s by default"
+                "usage: cargo xtask <command>\n\n  test [-- CARGO_TEST_ARGS]  provision, start real components, run all checks and tests\n  provision                  install packages and download Kafka jars only\n  kafka                      start a Kafka broker and wait (Enter stops it)\n  kube                       start etcd and kube-apiserver, write a kubeconfig, and wait (Enter stops them)\n  fuzz [decode|kmsg|rules|facility] [SECONDS]  fuzz a parser (cargo-fuzz, nightly): the wire decoder (default), the kernel-log parser, the rule compiler or the facility poller's device input, 60 s by default"
             );
             return ExitCode::from(2);
         }
@@ -144,6 +146,11 @@ fn provision() -> Result<()> {
     let t = step("provision: Helm (built with Go from helm.sh/helm/v3, cached)");
     let helm = pitcrew_harness::helm::ensure_binary().context("building Helm")?;
     println!("    {}", helm.display());
+    done(t);
+    let t = step("provision: snmpsim and pymodbus (a Python venv from PyPI, cached)");
+    let venv =
+        pitcrew_harness::snmpsim::venv().context("building the facility simulators' venv")?;
+    println!("    {}", venv.display());
     done(t);
     Ok(())
 }
@@ -335,7 +342,23 @@ fn fuzz(args: &[String]) -> Result<()> {
             }
             ("rules", seeds)
         }
-        other => bail!("unknown fuzz target `{other}`: decode, kmsg or rules"),
+        "facility" => {
+            let mut seeds = Vec::new();
+            for dir in ["facility/testdata", "facility/profiles", "facility/maps"] {
+                for entry in std::fs::read_dir(root.join(dir))? {
+                    let path = entry?.path();
+                    if path
+                        .extension()
+                        .is_some_and(|e| e == "snmprec" || e == "toml")
+                    {
+                        seeds.push(std::fs::read(path)?);
+                    }
+                }
+            }
+            seeds.push(b"snmpv3://ops@[fe80::1]:161?auth=sha256&priv=aes&context=x".to_vec());
+            ("facility", seeds)
+        }
+        other => bail!("unknown fuzz target `{other}`: decode, kmsg, rules or facility"),
     };
     let corpus = root.join(krate).join("fuzz/corpus").join(target);
     std::fs::create_dir_all(&corpus)?;
