@@ -426,3 +426,61 @@ fan_in = { group = "rack", member = "node", min = 2, within = "30s" }
     assert_eq!(events_of("r1"), ["f-ups-1-1", "x-n1-3-79"]);
     assert_eq!(events_of("r2"), ["f-pdu-r2-2", "f-ups-1-1", "x-n3-4-79"]);
 }
+
+/// The keying choice's cost, measured by hand (ignored in the test run):
+/// `cargo test --release -p pitcrew-rules --test pipeline -- --ignored --nocapture`.
+/// A rack-keyed rule over facility and node events: each facility event is
+/// sent to the group stage once per rack it serves.
+#[test]
+#[ignore = "a benchmark: run it with --ignored"]
+#[allow(clippy::print_stdout)]
+fn bench_facility_events_fanned_out_to_their_racks() {
+    let rules = r#"
+[[rule]]
+name = "rack-power"
+severity = "critical"
+summary = "rack {rack}: {members} members without power"
+when = { kinds = ["facility.ups", "facility.pdu", "node.heartbeat"] }
+fan_in = { group = "rack", member = "node", min = 1000, within = "30s" }
+"#;
+    let set = compile(&[pitcrew_rules::SourceFile {
+        name: "t.toml".into(),
+        text: rules.into(),
+    }])
+    .unwrap();
+    let nodes: Vec<NodeInfo> = (0..512)
+        .map(|i| NodeInfo {
+            name: format!("n{i}"),
+            rack: Some(format!("r{}", i / 8)),
+            ..NodeInfo::default()
+        })
+        .collect();
+    let inventory = Arc::new(Inventory::new(nodes));
+    let n = 200_000i64;
+    let run = |make: &dyn Fn(i64) -> Event| {
+        let mut pipeline = Pipeline::new(&set.program, Arc::clone(&inventory), EngineConfig::default());
+        let events: Vec<Event> = (0..n).map(make).collect();
+        let mut out = Vec::new();
+        let t = std::time::Instant::now();
+        for e in &events {
+            pipeline.process(e, &mut out);
+            out.clear();
+        }
+        t.elapsed().as_nanos() as f64 / n as f64
+    };
+    let node_ns = run(&|i| heartbeat(&format!("n{}", i % 512), i / 512, None));
+    let pdu_ns = run(&|i| {
+        let mut e = facility_event(EventKind::FacilityPdu, &format!("pdu-r{}", i % 64), &[], i / 64);
+        e.data.set_facility_racks(vec![format!("r{}", i % 64)]);
+        e
+    });
+    let ups_ns = run(&|i| {
+        let r = (i % 16) * 4;
+        let racks: Vec<String> = (r..r + 4).map(|x| format!("r{x}")).collect();
+        let refs: Vec<&str> = racks.iter().map(String::as_str).collect();
+        facility_event(EventKind::FacilityUps, &format!("ups-{}", i % 16), &refs, i / 16)
+    });
+    println!(
+        "per event through both stages: node heartbeat {node_ns:.0} ns, PDU reading (1 rack) {pdu_ns:.0} ns, UPS reading (4 racks) {ups_ns:.0} ns"
+    );
+}
