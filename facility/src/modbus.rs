@@ -1,7 +1,8 @@
 //! Modbus TCP for CRAC/CDU units and BMS gateways, on `tokio-modbus`.
 //! Register maps are TOML (`facility/maps/`, or an operator's folder):
 //! address, table (holding/input), type (u16, i16, u32, i32, f32), word
-//! order, scale, the contract field it fills, alarm bits, leak bits.
+//! order, scale and offset (into the contract's units), the contract field
+//! it fills, alarm bits, leak bits.
 //!
 //! [`RegisterMap::decode`] is pure: the registers a poll read into one
 //! reading and the leak readings.
@@ -64,6 +65,11 @@ pub struct Register {
     pub word_order: WordOrder,
     #[serde(default)]
     pub scale: Option<f64>,
+    /// Added after scaling: a unit in °F becomes °C with
+    /// `scale = 0.5555556, offset = -17.777778`; GPM becomes L/min with
+    /// `scale = 3.785412`.
+    #[serde(default)]
+    pub offset: Option<f64>,
     /// Alarm bits: bit number -> alarm name (the field is a list).
     #[serde(default)]
     pub bits: BTreeMap<u8, String>,
@@ -208,7 +214,7 @@ impl RegisterMap {
                 unit.fields.insert(r.field.clone(), Value::List(names));
                 continue;
             }
-            let v = n * r.scale.unwrap_or(1.0);
+            let v = n * r.scale.unwrap_or(1.0) + r.offset.unwrap_or(0.0);
             // Booleans (pump_on, fan_on) are any non-zero value.
             if r.field.ends_with("_on") || r.field == "leak" {
                 unit.fields.insert(r.field.clone(), Value::Bool(v != 0.0));

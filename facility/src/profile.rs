@@ -839,6 +839,41 @@ mod tests {
     }
 
     #[test]
+    fn a_sentry4_outlet_reads_in_its_units() {
+        // Sentry4-MIB values as an agent reports them (tower.cord.outlet
+        // index): 1234 hundredths of amps, 2073 tenths of volts, 256 W,
+        // 5500 Wh, state on(1), current status highWarning(16).
+        let p = Profile::builtin("sentry4").unwrap();
+        let rec = "\
+1.3.6.1.4.1.1718.4.1.8.2.1.3.1.1.5|4|gpu-n5-psu1
+1.3.6.1.4.1.1718.4.1.8.3.1.1.1.1.5|2|1
+1.3.6.1.4.1.1718.4.1.8.3.1.3.1.1.5|2|1234
+1.3.6.1.4.1.1718.4.1.8.3.1.4.1.1.5|2|16
+1.3.6.1.4.1.1718.4.1.8.3.1.6.1.1.5|2|2073
+1.3.6.1.4.1.1718.4.1.8.3.1.7.1.1.5|2|256
+1.3.6.1.4.1.1718.4.1.8.3.1.13.1.1.5|2|5500
+1.3.6.1.4.1.1718.4.1.8.3.1.10.1.1.5|2|-1
+";
+        let mut problems = Vec::new();
+        let r = p.assemble(&parse_snmprec(rec), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let o = r.iter().find(|r| r.index == Some(5)).unwrap();
+        assert_eq!(o.fields.get("current_a"), Some(&Value::Num(12.34)));
+        assert_eq!(o.fields.get("voltage_v"), Some(&Value::Num(207.3)));
+        assert_eq!(o.fields.get("power_w"), Some(&Value::Num(256.0)));
+        assert_eq!(o.fields.get("energy_kwh"), Some(&Value::Num(5.5)));
+        assert_eq!(
+            o.fields.get("load"),
+            Some(&Value::Text("near_overload".into()))
+        );
+        assert_eq!(o.fields.get("state"), Some(&Value::Text("on".into())));
+        assert_eq!(
+            o.fields.get("name"),
+            Some(&Value::Text("gpu-n5-psu1".into()))
+        );
+    }
+
+    #[test]
     fn problems_name_the_oid_and_the_poll_keeps_the_rest() {
         let p = Profile::builtin("ups-mib").unwrap();
         let rec = "\

@@ -458,7 +458,11 @@ fan_in = { group = "rack", member = "node", min = 1000, within = "30s" }
     let inventory = Arc::new(Inventory::new(nodes));
     let n = 200_000i64;
     let run = |make: &dyn Fn(i64) -> Event| {
-        let mut pipeline = Pipeline::new(&set.program, Arc::clone(&inventory), EngineConfig::default());
+        let mut pipeline = Pipeline::new(
+            &set.program,
+            Arc::clone(&inventory),
+            EngineConfig::default(),
+        );
         let events: Vec<Event> = (0..n).map(make).collect();
         let mut out = Vec::new();
         let t = std::time::Instant::now();
@@ -470,7 +474,12 @@ fan_in = { group = "rack", member = "node", min = 1000, within = "30s" }
     };
     let node_ns = run(&|i| heartbeat(&format!("n{}", i % 512), i / 512, None));
     let pdu_ns = run(&|i| {
-        let mut e = facility_event(EventKind::FacilityPdu, &format!("pdu-r{}", i % 64), &[], i / 64);
+        let mut e = facility_event(
+            EventKind::FacilityPdu,
+            &format!("pdu-r{}", i % 64),
+            &[],
+            i / 64,
+        );
         e.data.set_facility_racks(vec![format!("r{}", i % 64)]);
         e
     });
@@ -478,7 +487,12 @@ fan_in = { group = "rack", member = "node", min = 1000, within = "30s" }
         let r = (i % 16) * 4;
         let racks: Vec<String> = (r..r + 4).map(|x| format!("r{x}")).collect();
         let refs: Vec<&str> = racks.iter().map(String::as_str).collect();
-        facility_event(EventKind::FacilityUps, &format!("ups-{}", i % 16), &refs, i / 16)
+        facility_event(
+            EventKind::FacilityUps,
+            &format!("ups-{}", i % 16),
+            &refs,
+            i / 16,
+        )
     });
     println!(
         "per event through both stages: node heartbeat {node_ns:.0} ns, PDU reading (1 rack) {pdu_ns:.0} ns, UPS reading (4 racks) {ups_ns:.0} ns"
