@@ -644,7 +644,7 @@ fn helm_renders_kafka_security_and_dashboards_and_refuses_bad_values() {
         assert_eq!(rendered, original, "{file}");
         dashboards += 1;
     }
-    assert_eq!(dashboards, 3);
+    assert_eq!(dashboards, 4);
 
     // values.schema.json: what Helm refuses before anything is applied.
     for (set, says) in [
