@@ -1,8 +1,9 @@
 //! Modbus TCP for CRAC/CDU units and BMS gateways, on `tokio-modbus`.
 //! Register maps are TOML (`facility/maps/`, or an operator's folder):
 //! address, table (holding/input), type (u16, i16, u32, i32, f32), word
-//! order, scale and offset (into the contract's units), the contract field
-//! it fills, alarm bits, leak bits.
+//! order, scale, the unit it is in (converted into the contract's: °F, K,
+//! GPM, m³/h, psi, bar, kW...) or an offset, the contract field it fills,
+//! alarm bits, leak bits.
 //!
 //! [`RegisterMap::decode`] is pure: the registers a poll read into one
 //! reading and the leak readings.
@@ -65,14 +66,65 @@ pub struct Register {
     pub word_order: WordOrder,
     #[serde(default)]
     pub scale: Option<f64>,
-    /// Added after scaling: a unit in °F becomes °C with
-    /// `scale = 0.5555556, offset = -17.777778`; GPM becomes L/min with
-    /// `scale = 3.785412`.
+    /// Added after scaling, for a unit `unit` does not know.
     #[serde(default)]
     pub offset: Option<f64>,
+    /// The unit the (scaled) register is in, converted into the
+    /// contract's: `degC`, `degF`, `K`, `lpm`, `gpm` (US), `m3h`, `kPa`,
+    /// `psi`, `bar`, `A`, `V`, `W`, `kW`, `pct`.
+    #[serde(default)]
+    pub unit: Option<Unit>,
     /// Alarm bits: bit number -> alarm name (the field is a list).
     #[serde(default)]
     pub bits: BTreeMap<u8, String>,
+}
+
+/// A source unit and its conversion into the contract's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Unit {
+    #[serde(rename = "degC")]
+    DegC,
+    #[serde(rename = "degF")]
+    DegF,
+    #[serde(rename = "K")]
+    Kelvin,
+    #[serde(rename = "lpm")]
+    Lpm,
+    #[serde(rename = "gpm")]
+    Gpm,
+    #[serde(rename = "m3h")]
+    CubicMetresPerHour,
+    #[serde(rename = "kPa")]
+    KPa,
+    #[serde(rename = "psi")]
+    Psi,
+    #[serde(rename = "bar")]
+    Bar,
+    #[serde(rename = "A")]
+    Amp,
+    #[serde(rename = "V")]
+    Volt,
+    #[serde(rename = "W")]
+    Watt,
+    #[serde(rename = "kW")]
+    KiloWatt,
+    #[serde(rename = "pct")]
+    Percent,
+}
+
+impl Unit {
+    fn to_contract(self, v: f64) -> f64 {
+        match self {
+            Unit::DegF => (v - 32.0) * 5.0 / 9.0,
+            Unit::Kelvin => v - 273.15,
+            Unit::Gpm => v * 3.785_411_784,
+            Unit::CubicMetresPerHour => v * 1000.0 / 60.0,
+            Unit::Psi => v * 6.894_757_293,
+            Unit::Bar => v * 100.0,
+            Unit::KiloWatt => v * 1000.0,
+            _ => v,
+        }
+    }
 }
 
 fn holding() -> Table {
@@ -214,7 +266,8 @@ impl RegisterMap {
                 unit.fields.insert(r.field.clone(), Value::List(names));
                 continue;
             }
-            let v = n * r.scale.unwrap_or(1.0) + r.offset.unwrap_or(0.0);
+            let scaled = n * r.scale.unwrap_or(1.0);
+            let v = r.unit.map_or(scaled, |u| u.to_contract(scaled)) + r.offset.unwrap_or(0.0);
             // Booleans (pump_on, fan_on) are any non-zero value.
             if r.field.ends_with("_on") || r.field == "leak" {
                 unit.fields.insert(r.field.clone(), Value::Bool(v != 0.0));
@@ -346,6 +399,18 @@ mod tests {
         );
         assert_eq!(r[0].fields.get("unit"), Some(&Value::Text("cdu".into())));
         assert_eq!(r[1].fields.get("leak"), Some(&Value::Bool(true)));
+        // Units convert into the contract's: a CRAC in °F and GPM.
+        let crac = RegisterMap::parse(
+            "crac.toml",
+            "name = \"crac\"\nkind = \"cooling\"\n[[register]]\nfield = \"supply_c\"\naddress = 0\nscale = 0.1\nunit = \"degF\"\n[[register]]\nfield = \"flow_lpm\"\naddress = 1\nunit = \"gpm\"\n",
+        )
+        .unwrap();
+        let mut r2 = Registers::new();
+        r2.insert((Table::Holding, 0), 1076); // 107.6 °F
+        r2.insert((Table::Holding, 1), 100); // 100 GPM
+        let got = crac.decode(&r2, &mut Vec::new());
+        assert_eq!(got[0].fields.get("supply_c"), Some(&Value::Num(42.0)));
+        assert_eq!(got[0].fields.get("flow_lpm"), Some(&Value::Num(378.541178)));
         // A register the poll could not read is named.
         regs.remove(&(Table::Input, 1));
         let mut problems = Vec::new();

@@ -537,7 +537,8 @@ fn helm_renders_kafka_security_and_dashboards_and_refuses_bad_values() {
         chart,
         "--set",
         "kafka.tls.enabled=true,kafka.tls.caSecret=kafka-ca,kafka.tls.clientSecret=kafka-client,\
-         kafka.sasl.mechanism=SCRAM-SHA-512,kafka.sasl.username=pitcrew,kafka.sasl.passwordSecret=kafka-pass",
+         kafka.sasl.mechanism=SCRAM-SHA-512,kafka.sasl.username=pitcrew,kafka.sasl.passwordSecret=kafka-pass,\
+         facility.enabled=true",
     ])
     .unwrap();
     let docs: Vec<serde_json::Value> = yaml("helm template (kafka security)", &text)
@@ -618,8 +619,24 @@ fn helm_renders_kafka_security_and_dashboards_and_refuses_bad_values() {
     }
     assert_eq!(
         checked.len(),
-        4,
-        "collect, rules, remediate, topics: {checked:?}"
+        5,
+        "collect, rules, remediate, facility, topics: {checked:?}"
+    );
+    // The facility poller reads the devices file the chart renders.
+    let facility_toml = docs
+        .iter()
+        .find_map(|d| d["data"]["facility.toml"].as_str())
+        .expect("facility.toml in the ConfigMap");
+    pitcrew_facility::FacilityConfig::parse("facility.toml", facility_toml, &Default::default())
+        .unwrap();
+    let poller = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "fleet-pitcrew-facility")
+        .expect("the facility Deployment");
+    let args = &poller["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(
+        (&args[0], &args[1]),
+        (&serde_json::json!("facility"), &serde_json::json!("run"))
     );
 
     // The dashboards, each a ConfigMap the sidecar finds, equal to the file.

@@ -215,6 +215,38 @@ fn the_binary_runs_no_kafka_loop_of_its_own() {
     assert!(services.iter().any(|(_, t)| t.contains("send_batch(")));
 }
 
+/// The facility poller only reads: SNMP GET/GETBULK, Modbus read
+/// functions, HTTP GET. Switching an outlet or a breaker is remediation's.
+#[test]
+fn the_facility_poller_only_reads() {
+    let facility = sources("facility/src");
+    for (path, text) in &facility {
+        for needle in [
+            ".set(&",
+            ".set_many(",
+            "write_single_register",
+            "write_multiple_registers",
+            "write_single_coil",
+            "write_multiple_coils",
+            ".post(",
+            ".put(",
+            ".patch(",
+            ".delete(",
+        ] {
+            assert!(
+                !text.contains(needle),
+                "{} uses {needle}: the facility poller does not act on devices",
+                path.display()
+            );
+        }
+    }
+    // The check can fail: the poller does read over all three protocols.
+    let all: String = facility.iter().map(|(_, t)| t.as_str()).collect();
+    for read in ["bulk_walk(", "read_holding_registers(", ".get(format!"] {
+        assert!(all.contains(read), "{read}");
+    }
+}
+
 /// Reading a BMC is the collectors' job; acting on it (chassis power) is
 /// remediation's alone.
 #[test]
