@@ -221,6 +221,7 @@ pub fn event(kind: EventKind) -> Event {
             EventData::NetLink(NetLink {
                 interface: "ib0".to_owned(),
                 up: false,
+                ..NetLink::default()
             }),
         ),
         EventKind::BmcSel => (

@@ -258,6 +258,7 @@ impl SysfsSource {
                     EventData::NetLink(NetLink {
                         interface: iface.clone(),
                         up,
+                        ..NetLink::default()
                     }),
                 ));
             }

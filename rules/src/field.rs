@@ -252,6 +252,7 @@ fields! {
     NetLink {
         "data.interface": Str => |x| Val::Str(&x.interface),
         "data.up": Bool => |x| Val::Bool(x.up),
+        "data.speed_mbps": Num => |x| opt_num(x.speed_mbps),
     }
     BmcSel {
         "data.record_id": Num => |x| num(x.record_id),

@@ -350,10 +350,17 @@ pub struct IbCounter {
 }
 
 /// `net.link`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetLink {
     pub interface: String,
     pub up: bool,
+    /// The NIC's PCI address, when the source names it (the kernel log's
+    /// driver messages do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci: Option<PciAddress>,
+    /// The negotiated speed of a link that came up, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_mbps: Option<u32>,
 }
 
 /// `bmc.sel`: one SEL record.

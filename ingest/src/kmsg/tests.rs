@@ -329,3 +329,49 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn nic_and_bond_link_changes_in_every_driver_format() {
+    let ev = run(include_str!("../../testdata/kmsg/net-link.log"));
+    let links: Vec<(String, bool, Option<String>, Option<u32>)> = ev
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::NetLink(l) => Some((
+                l.interface.clone(),
+                l.up,
+                l.pci.map(|p| p.to_string()),
+                l.speed_mbps,
+            )),
+            _ => None,
+        })
+        .collect();
+    let pci = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        links,
+        vec![
+            ("eth3".into(), true, pci("0000:81:00.1"), Some(10_000)),
+            ("enp1s0f0".into(), false, pci("0000:01:00.0"), None),
+            ("enp1s0f0".into(), true, pci("0000:01:00.0"), Some(10_000)),
+            ("enp1s0f0np0".into(), false, pci("0000:01:00.0"), None),
+            ("enp1s0f1np1".into(), false, pci("0000:01:00.1"), None),
+            ("enp2s0f0".into(), false, pci("0000:02:00.0"), None),
+            ("eth1".into(), false, None, None),
+            ("eth1".into(), true, None, Some(40_000)),
+            ("eth2".into(), false, None, None),
+            ("eth2".into(), false, None, None),
+            ("ens1f0np0".into(), true, pci("0000:3b:00.0"), None),
+            ("ens801f0".into(), true, pci("0000:51:00.0"), Some(100_000)),
+            ("eno1".into(), true, pci("0000:3d:00.0"), Some(40_000)),
+            ("ens2f0np0".into(), true, pci("0000:41:00.0"), Some(100_000)),
+            ("enp5s0".into(), true, pci("0000:05:00.0"), Some(2_500)),
+            ("eth0".into(), true, None, Some(1_000)),
+            ("eth1".into(), false, None, None),
+            ("eth0".into(), true, None, Some(1_000)),
+            ("ib0".into(), true, None, None),
+        ]
+    );
+    // The look-alikes (a bond's "active interface up!", VLAN, bridge port,
+    // SFP detection, mlx5 errors, "link is not ready") give nothing else.
+    assert_eq!(ev.len(), links.len(), "{ev:#?}");
+    assert!(ev.iter().all(|e| e.kind() == EventKind::NetLink));
+}
