@@ -75,6 +75,8 @@ pitcrew_observe::metrics! {
             => "spool_pushes", "Events offered to the spool, by outcome (spooled, dropped_periodic, dropped_full, error)";
         spool_pending_bytes: Gauge => "spool_pending_bytes", "Bytes in the spool waiting for Kafka";
         kmsg_lost: Counter => "kmsg_lost_records", "Kernel log records overwritten before they were read";
+        link_duplicates: Counter
+            => "link_duplicates", "Link changes dropped as already reported by another source (the kernel log and sysfs see the same one)";
         state_entries: Family<SourceLabel, Gauge>
             => "state_entries", "Values a source keeps between samples (counter baselines, open windows)";
         + /// This node's telemetry as `pitcrew_node_*`, for the fleet dashboard.
@@ -142,6 +144,7 @@ pub struct Collector {
     kmsg_seq: Option<u64>,
     kmsg_open: bool,
     coalescer: Coalescer,
+    links: crate::links::LinkStates,
     bmc: Option<BmcPoller>,
     kubernetes: Option<(
         crate::k8s::NodeReader,
@@ -165,6 +168,9 @@ impl std::fmt::Debug for Collector {
 /// Identical kernel-log events within this window become one event with a
 /// count (the first is sent at once).
 const COALESCE_WINDOW: Duration = Duration::from_secs(1);
+/// How long a link change reported by one source makes the same state from
+/// another a duplicate (sysfs is read every interval; the driver logs at once).
+const LINK_DEDUP_WINDOW: Duration = Duration::from_secs(30);
 
 /// How long the kernel log must be quiet before an open multi-line record
 /// (an AER record waiting for more lines) is completed.
@@ -293,6 +299,7 @@ impl Collector {
             kmsg_seq: None,
             kmsg_open: false,
             coalescer: Coalescer::new(COALESCE_WINDOW, 4096),
+            links: crate::links::LinkStates::new(LINK_DEDUP_WINDOW),
             bmc,
             kubernetes,
             next_sample: Instant::now(),
@@ -330,6 +337,11 @@ impl Collector {
                 self.next_sample = Instant::now() + self.cfg.interval;
                 self.sample(Timestamp::now(), &mut events);
             }
+            let before = self.links.dropped();
+            events.retain(|e| self.links.keep(e));
+            self.metrics
+                .link_duplicates
+                .inc_by(self.links.dropped() - before);
             self.spool_all(&events);
         }
     }
@@ -489,6 +501,7 @@ impl Collector {
             ("nvml", self.gpu_sampler.tracked_counters()),
             ("sysfs", self.sysfs.tracked()),
             ("kmsg_coalesce", self.coalescer.open_windows()),
+            ("link_states", self.links.len()),
         ] {
             self.metrics
                 .state_entries

@@ -18,6 +18,7 @@ pub mod heartbeat;
 pub mod ipmi;
 pub mod k8s;
 pub mod kmsg;
+pub mod links;
 pub mod nvml;
 pub mod spool;
 pub mod sysfs;
