@@ -227,7 +227,9 @@ impl Parser {
 ///   disabling slave` / `... definitely up, 40000 Mbps full duplex`; before:
 ///   `bond0: link status definitely down for interface eth1, disabling it`;
 /// - IPv6 address configuration: `ADDRCONF(NETDEV_CHANGE): ib0: link
-///   becomes ready` (the carrier came up; IPoIB interfaces say it too).
+///   becomes ready` (the carrier came up; IPoIB interfaces say it too);
+/// - InfiniBand ports, `ibdev_info` (6.x): `mlx5_core 0000:ab:00.0 mlx5_5:
+///   Port: 1 Link ACTIVE` / `Link DOWN`, as interface `mlx5_5/1`.
 fn net_link(text: &str) -> Option<NetLink> {
     // Cheap rejection: every form holds one of these words.
     if !(text.contains("ink") || text.contains("ADDRCONF")) {
@@ -294,6 +296,24 @@ fn net_link(text: &str) -> Option<NetLink> {
 
 fn nic_message(iface: &str, pci: Option<PciAddress>, msg: &str) -> Option<NetLink> {
     let msg = msg.trim_end();
+    // InfiniBand (drivers/infiniband/core/cache.c, 6.x): `ibdev_info(device,
+    // "Port: %d Link %s", port, state)`; the link is usable when ACTIVE.
+    // INIT and ARMED are steps of a port coming up, not changes of their own.
+    if let Some(r) = msg.strip_prefix("Port: ") {
+        let (port, state) = r.split_once(" Link ")?;
+        let port: u32 = port.trim().parse().ok()?;
+        let up = match state.trim() {
+            "ACTIVE" | "ACTIVE_DEFER" => true,
+            "DOWN" => false,
+            _ => return None,
+        };
+        return Some(NetLink {
+            interface: format!("{iface}/{port}"),
+            up,
+            pci,
+            speed_mbps: None,
+        });
+    }
     let up = if msg == "Link up" || msg.starts_with("Link is Up") {
         true
     } else if msg == "Link down" || msg.starts_with("Link is Down") {

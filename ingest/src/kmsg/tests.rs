@@ -368,6 +368,8 @@ fn nic_and_bond_link_changes_in_every_driver_format() {
             ("eth1".into(), false, None, None),
             ("eth0".into(), true, None, Some(1_000)),
             ("ib0".into(), true, None, None),
+            ("mlx5_5/1".into(), true, pci("0000:ab:00.0"), None),
+            ("mlx5_5/1".into(), false, pci("0000:ab:00.0"), None),
         ]
     );
     // The look-alikes (a bond's "active interface up!", VLAN, bridge port,
