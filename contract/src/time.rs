@@ -48,6 +48,36 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(nanos))
     }
 
+    /// A civil date and time at a UTC offset (seconds east), or None when a
+    /// field is out of range.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_civil(
+        year: i64,
+        month: i64,
+        day: i64,
+        hour: i64,
+        minute: i64,
+        second: i64,
+        nanos: i64,
+        offset_secs: i64,
+    ) -> Option<Self> {
+        if !(1..=12).contains(&month)
+            || day < 1
+            || day > days_in_month(year, month)
+            || !(0..=23).contains(&hour)
+            || !(0..=59).contains(&minute)
+            || !(0..=60).contains(&second)
+            || !(0..NANOS_PER_SEC).contains(&nanos)
+        {
+            return None;
+        }
+        let days = days_from_civil(year, month, day);
+        let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+        secs.checked_mul(NANOS_PER_SEC)?
+            .checked_add(nanos)
+            .map(Timestamp)
+    }
+
     /// Parses RFC 3339 (`T` or space separator, `Z` or a numeric offset).
     pub fn parse_rfc3339(s: &str) -> Result<Self, TimestampError> {
         parse(s.as_bytes()).ok_or_else(|| TimestampError(s.chars().take(64).collect()))

@@ -9,10 +9,13 @@ mod line;
 mod parse;
 
 pub use follow::{KmsgFollower, SeqFile};
-pub use line::Line;
+pub use line::{Line, Wall};
 pub use parse::{Finding, Parser};
 
 use pitcrew_contract::{deterministic_id, Event, Source, Timestamp};
+
+/// A pushed line's index, kmsg sequence, monotonic stamp and own time.
+type LineMeta = (u64, Option<u64>, Option<u64>, Option<Timestamp>);
 
 /// Findings into events for one node.
 #[derive(Debug)]
@@ -22,9 +25,10 @@ pub struct KmsgSource {
     /// Wall-clock time of boot, to place monotonic stamps.
     boot_time: Option<Timestamp>,
     parser: Parser,
-    /// Per pushed line: kmsg sequence and monotonic stamp, for the event
-    /// of a finding that started on it (kept only for open records).
-    meta: std::collections::VecDeque<(u64, Option<u64>, Option<u64>)>,
+    /// Per pushed line: kmsg sequence, monotonic stamp and the line's own
+    /// wall-clock time, for the event of a finding that started on it (kept
+    /// only for open records).
+    meta: std::collections::VecDeque<LineMeta>,
     findings: Vec<Finding>,
 }
 
@@ -48,7 +52,9 @@ impl KmsgSource {
             return;
         }
         let index = self.parser_lines();
-        self.meta.push_back((index, line.seq, line.monotonic_us));
+        let wall = line.wall.and_then(|w| w.resolve(now));
+        self.meta
+            .push_back((index, line.seq, line.monotonic_us, wall));
         self.parser.push(line.text, &mut self.findings);
         self.drain(now, out);
     }
@@ -67,9 +73,12 @@ impl KmsgSource {
     fn drain(&mut self, now: Timestamp, out: &mut Vec<Event>) {
         for f in self.findings.drain(..) {
             let meta = self.meta.iter().find(|m| m.0 == f.line).copied();
-            let (seq, stamp) = meta.map_or((None, None), |m| (m.1, m.2));
-            let time = match (stamp, self.boot_time) {
-                (Some(us), Some(boot)) => {
+            let (seq, stamp, wall) = meta.map_or((None, None, None), |m| (m.1, m.2, m.3));
+            // The line's own time first (a file read long after), then its
+            // monotonic stamp placed at boot, then the time it was read.
+            let time = match (wall, stamp, self.boot_time) {
+                (Some(t), _, _) => t,
+                (None, Some(us), Some(boot)) => {
                     boot.add_nanos(i64::try_from(us).unwrap_or(0).saturating_mul(1000))
                 }
                 _ => now,
@@ -120,9 +129,9 @@ pub fn benchmark_corpus() -> Vec<String> {
     ];
     const CHATTER: &[&str] = &[
         "6,{seq},{us},-;audit: type=1400 audit(1795530212.123:412): apparmor=\"STATUS\" operation=\"profile_load\" profile=\"unconfined\" name=\"nvidia_modprobe\" pid=1123 comm=\"apparmor_parser\"",
-        "6,{seq},{us},-;IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready",
+        "6,{seq},{us},-;IPv6: ADDRCONF(NETDEV_UP): eth0: link is not ready",
         "6,{seq},{us},-;EXT4-fs (md127p3): re-mounted 0f3cd65a-338b-4574-bba3-ecef214e1917 r/w. Quota mode: none.",
-        "6,{seq},{us},-;mlx5_core 0000:ab:00.0 mlx5_5: Port: 1 Link ACTIVE",
+        "6,{seq},{us},-;mlx5_core 0000:ab:00.0 mlx5_5: Port: 1 Link INIT",
         "4,{seq},{us},-;workqueue: ib_cache_event_task [ib_core] hogged CPU for >10000us 4 times, consider switching to WQ_UNBOUND",
         "6,{seq},{us},-;nvidia-peermem nv_get_p2p_free_callback:127 ERROR detected invalid context, skipping further processing",
         "6,{seq},{us},-;systemd[1]: Started session-42.scope - Session 42 of User slurm.",

@@ -377,3 +377,25 @@ fn nic_and_bond_link_changes_in_every_driver_format() {
     assert_eq!(ev.len(), links.len(), "{ev:#?}");
     assert!(ev.iter().all(|e| e.kind() == EventKind::NetLink));
 }
+
+#[test]
+fn events_carry_the_lines_own_time_not_the_time_they_were_read() {
+    let ev = run(
+        "2026-11-20T08:15:02.250000+01:00 gpu-7 kernel: NVRM: Xid (PCI:0000:2b:00): 79, pid=1234, name=python, GPU has fallen off the bus.\n\
+         Nov 21 09:00:00 gpu-7 kernel: ixgbe 0000:01:00.0 eth0: NIC Link is Down\n\
+         [Sat Nov 22 10:00:00 2026] e1000e: eth1 NIC Link is Down\n\
+         ixgbe 0000:01:00.0 eth2: NIC Link is Down\n",
+    );
+    let times: Vec<i64> = ev.iter().map(|e| e.time.unix_millis()).collect();
+    let at = |s: &str| Timestamp::parse_rfc3339(s).unwrap().unix_millis();
+    assert_eq!(
+        times,
+        [
+            at("2026-11-20T07:15:02.250Z"),
+            at("2026-11-21T09:00:00Z"),
+            at("2026-11-22T10:00:00Z"),
+            // A bare line has no time of its own: when it was read.
+            NOW.unix_millis(),
+        ]
+    );
+}
