@@ -26,6 +26,7 @@ pub mod poller;
 pub mod profile;
 pub mod redfish;
 pub mod snmp;
+pub mod snmprec;
 
 pub use config::{Address, Credentials, Device, FacilityConfig, PollerSettings};
 pub use error::FacilityError;

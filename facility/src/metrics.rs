@@ -123,6 +123,14 @@ fn racks_label(r: &[String]) -> String {
     r.join(",")
 }
 
+/// A contract enum's wire word (`outlet`, `battery`, `snmp`).
+fn word<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 impl FacilityTelemetry {
     /// Sets the gauges an event carries.
     pub fn record(&self, ev: &Event) {
@@ -131,10 +139,7 @@ impl FacilityTelemetry {
                 let label = PduPart {
                     device: ev.node.clone(),
                     rack: racks_label(&p.racks),
-                    scope: serde_json::to_value(p.scope)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    scope: word(&p.scope),
                     index: p.index.map(|i| i.to_string()).unwrap_or_default(),
                     name: p.name.clone().unwrap_or_default(),
                 };
@@ -171,17 +176,15 @@ impl FacilityTelemetry {
                     device: ev.node.clone(),
                     racks: racks_label(&u.racks),
                 };
+                let source = word(&u.source);
                 for s in ["normal", "battery", "bypass", "none", "other"] {
-                    let now = serde_json::to_value(u.source)
-                        .ok()
-                        .and_then(|v| v.as_str().map(|x| x == s));
                     self.ups_on_source
                         .get_or_create(&UpsSourceLabel {
                             device: ev.node.clone(),
                             racks: unit.racks.clone(),
                             source: s.to_owned(),
                         })
-                        .set(if now == Some(true) { 1.0 } else { 0.0 });
+                        .set(if source == s { 1.0 } else { 0.0 });
                 }
                 let set = |f: &Family<Unit, FGauge>, v: Option<f64>| {
                     if let Some(v) = v {
@@ -215,10 +218,7 @@ impl FacilityTelemetry {
                     .get_or_create(&DeviceLabel {
                         device: ev.node.clone(),
                         racks: racks_label(&d.racks),
-                        protocol: serde_json::to_value(d.protocol)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
+                        protocol: word(&d.protocol),
                     })
                     .set(if d.up { 1.0 } else { 0.0 });
             }

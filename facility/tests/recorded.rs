@@ -9,7 +9,8 @@ use pitcrew_contract::{
     EventData, LoadState, OutletState, PduReading, PduScope, Timestamp, UpsSource,
 };
 use pitcrew_facility::assemble::{events, Meters, Subject};
-use pitcrew_facility::profile::{parse_snmprec, Problem, Profile, Walk};
+use pitcrew_facility::profile::{Problem, Profile, Walk};
+use pitcrew_facility::snmprec::parse_snmprec;
 use pitcrew_facility::DeviceKind;
 
 fn recording(name: &str) -> String {

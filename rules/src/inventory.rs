@@ -264,16 +264,7 @@ fn parse_node(
                 None => diags.push(bad("a whole number")),
             },
             "labels" => match val.as_table() {
-                Some(lt) => {
-                    for (lk, lv) in lt.iter() {
-                        match lv.get_ref().as_str() {
-                            Some(x) => {
-                                proto.labels.insert(lk.get_ref().to_string(), x.to_owned());
-                            }
-                            None => diags.push(map.diag(&lv.span(), Level::Error, "label values must be strings".into())),
-                        }
-                    }
-                }
+                Some(lt) => parse_labels(map, lt, &mut proto.labels, diags),
                 None => diags.push(bad("a table of strings")),
             },
             other => diags.push(map.diag(
@@ -306,6 +297,27 @@ fn parse_node(
             }
         }
         Err(msg) => diags.push(map.diag(&nspan, Level::Error, msg)),
+    }
+}
+
+/// `labels = { k = "v" }` of a `[[node]]` or `[[facility]]`.
+fn parse_labels(
+    map: &SourceMap<'_>,
+    table: &toml::de::DeTable<'_>,
+    out: &mut BTreeMap<String, String>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (lk, lv) in table.iter() {
+        match lv.get_ref().as_str() {
+            Some(x) => {
+                out.insert(lk.get_ref().to_string(), x.to_owned());
+            }
+            None => diags.push(map.diag(
+                &lv.span(),
+                Level::Error,
+                "label values must be strings".into(),
+            )),
+        }
     }
 }
 
@@ -348,16 +360,7 @@ fn parse_facility(
                 None => diags.push(bad("a list of rack names")),
             },
             "labels" => match val.as_table() {
-                Some(lt) => {
-                    for (lk, lv) in lt.iter() {
-                        match lv.get_ref().as_str() {
-                            Some(x) => {
-                                proto.labels.insert(lk.get_ref().to_string(), x.to_owned());
-                            }
-                            None => diags.push(map.diag(&lv.span(), Level::Error, "label values must be strings".into())),
-                        }
-                    }
-                }
+                Some(lt) => parse_labels(map, lt, &mut proto.labels, diags),
                 None => diags.push(bad("a table of strings")),
             },
             k if FACILITY_POLLER_KEYS.contains(&k) => {}

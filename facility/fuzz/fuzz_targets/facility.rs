@@ -7,7 +7,8 @@ use libfuzzer_sys::fuzz_target;
 use pitcrew_contract::Timestamp;
 use pitcrew_facility::assemble::{events, Meters, Subject};
 use pitcrew_facility::modbus::{RegisterMap, Registers, Table};
-use pitcrew_facility::profile::{parse_snmprec, Profile, BUILTIN};
+use pitcrew_facility::profile::{Profile, BUILTIN};
+use pitcrew_facility::snmprec::parse_snmprec;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -231,8 +231,7 @@ impl Parser {
 /// - InfiniBand ports, `ibdev_info` (6.x): `mlx5_core 0000:ab:00.0 mlx5_5:
 ///   Port: 1 Link ACTIVE` / `Link DOWN`, as interface `mlx5_5/1`.
 fn net_link(text: &str) -> Option<NetLink> {
-    // Cheap rejection: every form holds one of these words.
-    if !(text.contains("ink") || text.contains("ADDRCONF")) {
+    if !mentions_link(text) {
         return None;
     }
     if let Some(rest) = text.split_once("ADDRCONF(NETDEV_CHANGE): ").map(|(_, r)| r) {
@@ -292,6 +291,12 @@ fn net_link(text: &str) -> Option<NetLink> {
         _ => msg,
     };
     nic_message(iface, pci, msg)
+}
+
+/// Every form says `Link` or `link` (ADDRCONF's "link becomes ready"
+/// too): one substring scan rejects the other lines.
+fn mentions_link(text: &str) -> bool {
+    text.contains("ink")
 }
 
 fn nic_message(iface: &str, pci: Option<PciAddress>, msg: &str) -> Option<NetLink> {

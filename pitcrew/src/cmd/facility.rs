@@ -78,47 +78,16 @@ pub(crate) async fn run(
     }
 }
 
-async fn probe(library: Library, mut device: Device) -> anyhow::Result<ExitCode> {
-    // Without --profile or --kind, an SNMP device's kind is its detected
-    // profile's.
+async fn probe(library: Library, device: Device) -> anyhow::Result<ExitCode> {
+    // Without --profile the poller detects it from sysObjectID, and the
+    // detected profile's kind makes the events.
     let poller = Poller::new(library, FacilityMetrics::default(), 1);
-    if device.profile.is_none() {
-        if let Address::Snmp { .. } | Address::SnmpV3 { .. } = device.address {
-            let session = pitcrew_facility::snmp::Session::open(
-                &device.name,
-                &device.address,
-                &device.credentials,
-                device.timeout,
-                device.retries,
-            )
-            .await?;
-            let id = session.sys_object_id().await?;
-            let mut answering = Vec::new();
-            for p in &poller.library.profiles {
-                if let Some(o) = p
-                    .detect_oid
-                    .as_deref()
-                    .and_then(pitcrew_facility::profile::parse_oid)
-                {
-                    if session.answers(&o).await {
-                        answering.push(pitcrew_facility::profile::oid_string(&o));
-                    }
-                }
-            }
-            let found = pitcrew_facility::profile::detect(&poller.library.profiles, &id, |o| {
-                answering.iter().any(|a| a == o)
-            })
-            .ok_or_else(|| anyhow::anyhow!("no profile for sysObjectID {id}; give --profile"))?;
-            eprintln!(
-                "pitcrew facility probe: sysObjectID {id}: profile {}",
-                found.name
-            );
-            device.kind = found.kind;
-            device.profile = Some(found.name.clone());
-        }
-    }
+    let detect = device.profile.is_none();
     let mut st = DeviceState::new(device);
     let outcome = poller.poll(&mut st, Timestamp::now()).await;
+    if let (true, Some(p)) = (detect, &outcome.profile) {
+        eprintln!("pitcrew facility probe: profile {p}");
+    }
     let mut out = std::io::stdout().lock();
     for ev in &outcome.events {
         out.write_all(&encode(ev))?;
