@@ -38,6 +38,8 @@ pub fn event(kind: EventKind) -> Event {
                 process: None,
                 message: Some("GPU has fallen off the bus.".to_owned()),
                 recovery_action: None,
+                gpu_instance: None,
+                compute_instance: None,
             }),
         ),
         EventKind::GpuEcc => (

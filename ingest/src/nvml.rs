@@ -217,6 +217,8 @@ impl NvmlSource {
                 process: None,
                 message: None,
                 recovery_action: None,
+                gpu_instance: None,
+                compute_instance: None,
             }),
         )
     }

@@ -148,6 +148,8 @@ fields! {
         "data.message": Str => |x| opt_str(&x.message),
         "data.recovery_action.action": Num => |x| opt_num(x.recovery_action.as_ref().map(|r| r.action)),
         "data.recovery_action.previous": Num => |x| opt_num(x.recovery_action.as_ref().and_then(|r| r.previous)),
+        "data.gpu_instance": Num => |x| opt_num(x.gpu_instance),
+        "data.compute_instance": Num => |x| opt_num(x.compute_instance),
     }
     GpuEcc {
         "data.counter": Str => |x| Val::Str(variant_name(&x.counter)),

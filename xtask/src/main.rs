@@ -324,10 +324,13 @@ fn fuzz(args: &[String]) -> Result<()> {
         }
         "kmsg" => {
             let mut seeds = Vec::new();
-            for entry in std::fs::read_dir(root.join("ingest/testdata/kmsg"))? {
-                let path = entry?.path();
-                if path.extension().is_some_and(|e| e == "log" || e == "txt") {
-                    seeds.push(std::fs::read(path)?);
+            // The project's own corpus and the real-world one.
+            for dir in ["ingest/testdata/kmsg", "ingest/testdata/kmsg/wild"] {
+                for entry in std::fs::read_dir(root.join(dir))? {
+                    let path = entry?.path();
+                    if path.extension().is_some_and(|e| e == "log" || e == "txt") {
+                        seeds.push(std::fs::read(path)?);
+                    }
                 }
             }
             ("ingest", seeds)

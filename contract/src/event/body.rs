@@ -16,6 +16,12 @@ pub struct Xid {
     /// Xid 154 only: the recovery action the driver now asks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_action: Option<RecoveryAction>,
+    /// MIG: the GPU instance the Xid is attributed to (`GPU-I:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_instance: Option<u32>,
+    /// MIG: the compute instance (`GPU-CI:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_instance: Option<u32>,
 }
 
 /// Whether an ECC counter is volatile (since driver load) or aggregate

@@ -104,6 +104,11 @@ impl<'a> Line<'a> {
         if let Some(l) = kmsg_record(raw) {
             return l;
         }
+        let raw = strip_syslog_priority(raw);
+        let raw = strip_decoded_level(raw);
+        if let Some(l) = rfc5424(raw) {
+            return l;
+        }
         let (rest, mono, mut wall) = match bracket_stamp(raw) {
             Some((rest, mono, wall)) => (rest, mono, wall),
             None => match iso_prefix(raw) {
@@ -125,6 +130,9 @@ impl<'a> Line<'a> {
             }
             _ => (rest, mono),
         };
+        // A message quoted from `journalctl -o cat`-like output keeps the
+        // syslog tag alone: "kernel: NVRM: Xid ...".
+        let text = text.strip_prefix("kernel: ").unwrap_or(text);
         Line {
             seq: None,
             monotonic_us: mono,
@@ -155,7 +163,97 @@ fn kmsg_record(raw: &str) -> Option<Line<'_>> {
     })
 }
 
-/// `[  123.456789] rest` (monotonic) or `[Fri Aug 30 11:43:09 2024] rest`.
+/// `<4>` before a syslog line received raw (RFC 3164 and 5424 both start
+/// with the priority).
+fn strip_syslog_priority(raw: &str) -> &str {
+    let Some(rest) = raw.strip_prefix('<') else {
+        return raw;
+    };
+    match rest.find('>') {
+        Some(end) if (1..=3).contains(&end) && rest[..end].bytes().all(|b| b.is_ascii_digit()) => {
+            &rest[end + 1..]
+        }
+        _ => raw,
+    }
+}
+
+/// `dmesg -x`: `kern  :err   : ` (facility and level, padded) first.
+fn strip_decoded_level(raw: &str) -> &str {
+    let b = raw.as_bytes();
+    let word = |from: usize| {
+        let end = b[from..]
+            .iter()
+            .position(|c| !c.is_ascii_lowercase())
+            .map_or(b.len(), |n| from + n);
+        (end > from).then_some(end)
+    };
+    let pad = |mut i: usize| {
+        while b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        i
+    };
+    let Some(fac_end) = word(0) else { return raw };
+    let colon = pad(fac_end);
+    if b.get(colon) != Some(&b':') {
+        return raw;
+    }
+    let Some(level_end) = word(colon + 1) else {
+        return raw;
+    };
+    let colon2 = pad(level_end);
+    if b.get(colon2) != Some(&b':') || b.get(colon2 + 1) != Some(&b' ') {
+        return raw;
+    }
+    const FACILITIES: [&str; 9] = [
+        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "local",
+    ];
+    let facility = &raw[..fac_end];
+    if FACILITIES.iter().any(|f| facility.starts_with(f)) {
+        &raw[colon2 + 2..]
+    } else {
+        raw
+    }
+}
+
+/// RFC 5424: `1 2024-08-30T11:43:09.123Z host kernel - - - message` (the
+/// priority already taken off).
+fn rfc5424(raw: &str) -> Option<Line<'_>> {
+    let rest = raw.strip_prefix("1 ")?;
+    let (t, rest) = iso_prefix(rest)?;
+    let mut parts = rest.splitn(5, ' ');
+    let _host = parts.next()?;
+    let app = parts.next()?;
+    let _procid = parts.next()?;
+    let _msgid = parts.next()?;
+    let rest = parts.next()?;
+    if app != "kernel" {
+        return None;
+    }
+    // Structured data: "-" or one or more "[...]" elements.
+    let text = match rest.strip_prefix("- ") {
+        Some(t) => t,
+        None => {
+            let end = rest.rfind("] ")?;
+            &rest[end + 2..]
+        }
+    };
+    let (text, mono) = match bracket_stamp(text) {
+        Some((t, m, _)) => (t, m),
+        None => (text, None),
+    };
+    Some(Line {
+        seq: None,
+        monotonic_us: mono,
+        wall: Some(Wall::At(t)),
+        continuation: false,
+        text,
+    })
+}
+
+/// `[  123.456789] rest` (monotonic) or `[Fri Aug 30 11:43:09 2024] rest`;
+/// also `dmesg -H`'s `[Feb22 04:01]` and `[  +0.000001]` (no time kept)
+/// and a `[  T291]` caller id after the stamp (CONFIG_PRINTK_CALLER).
 fn bracket_stamp(raw: &str) -> Option<(&str, Option<u64>, Option<Wall>)> {
     let s = raw.strip_prefix('[')?;
     let close = s.find(']')?;
@@ -163,7 +261,28 @@ fn bracket_stamp(raw: &str) -> Option<(&str, Option<u64>, Option<Wall>)> {
         return None;
     }
     let stamp = s[..close].trim();
-    let rest = s[close + 1..].strip_prefix(' ').unwrap_or(&s[close + 1..]);
+    let mut rest = &s[close + 1..];
+    if let Some(caller) = rest.strip_prefix('[') {
+        if let Some(end) = caller.find(']') {
+            let id = caller[..end].trim();
+            if end <= 16
+                && (id.starts_with('T') || id.starts_with('C'))
+                && id.len() > 1
+                && id[1..].bytes().all(|b| b.is_ascii_digit())
+            {
+                rest = &caller[end + 1..];
+            }
+        }
+    }
+    let rest = rest.strip_prefix(' ').unwrap_or(rest);
+    if let Some(delta) = stamp.strip_prefix('+') {
+        if !delta.is_empty() && delta.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Some((rest, None, None));
+        }
+    }
+    if reltime_header(stamp) {
+        return Some((rest, None, None));
+    }
     if let Some((secs, frac)) = stamp.split_once('.') {
         if let (Ok(secs), true) = (
             secs.parse::<u64>(),
@@ -186,6 +305,28 @@ fn bracket_stamp(raw: &str) -> Option<(&str, Option<u64>, Option<Wall>)> {
         return Some((rest, None, ctime(&stamp[4..])));
     }
     None
+}
+
+/// `Feb22 04:01` (dmesg -H): a month name, the day, then `HH:MM`.
+fn reltime_header(stamp: &str) -> bool {
+    let Some((date, clock)) = stamp.split_once(' ') else {
+        return false;
+    };
+    let split = date
+        .char_indices()
+        .find(|(_, c)| c.is_ascii_digit())
+        .map(|(i, _)| i);
+    let Some(split) = split else { return false };
+    let (mon, day) = date.split_at(split);
+    let c = clock.as_bytes();
+    month(mon).is_some()
+        && day.len() <= 2
+        && day.bytes().all(|b| b.is_ascii_digit())
+        && c.len() == 5
+        && c[2] == b':'
+        && c.iter()
+            .enumerate()
+            .all(|(i, b)| i == 2 || b.is_ascii_digit())
 }
 
 /// `Aug 30 11:43:09 2024` (dmesg -T, after the weekday), read as UTC.

@@ -29,6 +29,32 @@ pub struct Finding {
 struct PendingAer {
     aer: Aer,
     line: u64,
+    /// Opened by the port's "error received" line; the device's detail
+    /// lines, if they come, complete it.
+    header_only: bool,
+    /// Firmware-first record (`aer_status:`): its uncorrectable status,
+    /// to weigh against `aer_uncor_severity`.
+    firmware_first: bool,
+}
+
+#[derive(Debug)]
+struct PendingDpc {
+    dpc: Dpc,
+    line: u64,
+}
+
+/// A firmware-first (APEI GHES) CPER record, `{N}[Hardware Error]: ...`.
+#[derive(Debug, Default)]
+struct PendingGhes {
+    id: String,
+    line: u64,
+    corrected: bool,
+    section: Option<String>,
+    fru: Option<String>,
+    dimm: Option<String>,
+    node_line: Option<String>,
+    node: Option<u32>,
+    error_type: Option<String>,
 }
 
 /// The stateful parser. Feed it lines in order with [`Parser::push`];
@@ -38,9 +64,18 @@ struct PendingAer {
 pub struct Parser {
     lines: u64,
     aer: HashMap<PciAddress, PendingAer>,
+    /// DPC's "containment event" waiting for its "<reason> detected" line.
+    dpc: HashMap<PciAddress, PendingDpc>,
+    ghes: Option<PendingGhes>,
     /// "The NVIDIA GPU <pci>" seen; waiting for "fallen off the bus".
     fallen: Option<(PciAddress, u64)>,
+    /// "NVRM: GPU at PCI:<pci>: <uuid>": the UUID for that GPU's Xids.
+    gpu_uuids: HashMap<PciAddress, String>,
 }
+
+/// At most this many GPU UUIDs remembered (a node has at most 16 GPUs;
+/// more is garbage input).
+const MAX_GPU_UUIDS: usize = 64;
 
 /// At most this many AER records open at once (one per device); more is
 /// garbage input, and the oldest are completed early.
@@ -53,7 +88,10 @@ impl Parser {
 
     /// Records still open (state size).
     pub fn open_records(&self) -> usize {
-        self.aer.len() + usize::from(self.fallen.is_some())
+        self.aer.len()
+            + self.dpc.len()
+            + usize::from(self.ghes.is_some())
+            + usize::from(self.fallen.is_some())
     }
 
     /// Parses one message (prefix already removed, see [`super::Line`]).
@@ -69,6 +107,15 @@ impl Parser {
             return;
         }
         self.fallen = None;
+        if text.as_bytes()[0] == b'{' {
+            if let Some((id, rest)) = ghes_line(text) {
+                self.ghes_line(id, rest, line, out);
+                return;
+            }
+        }
+        if let Some(done) = self.ghes.take() {
+            out.extend(finish_ghes(done));
+        }
         if let Some(link) = net_link(text) {
             out.push(Finding {
                 data: EventData::NetLink(link),
@@ -93,16 +140,81 @@ impl Parser {
 
     /// Completes every open record.
     pub fn flush(&mut self, out: &mut Vec<Finding>) {
-        let mut open: Vec<PendingAer> = self.aer.drain().map(|(_, p)| p).collect();
-        open.sort_by_key(|p| p.line);
-        out.extend(open.into_iter().map(finish_aer));
+        let mut open: Vec<Finding> = self
+            .aer
+            .drain()
+            .map(|(_, p)| finish_aer(p))
+            .chain(self.dpc.drain().map(|(_, p)| finish_dpc(p)))
+            .chain(self.ghes.take().and_then(finish_ghes))
+            .collect();
+        open.sort_by_key(|f| f.line);
+        out.extend(open);
         self.fallen = None;
+    }
+
+    fn ghes_line(&mut self, id: &str, rest: &str, line: u64, out: &mut Vec<Finding>) {
+        let rest = rest.trim_start();
+        if rest.starts_with("Hardware error from APEI") {
+            if let Some(done) = self.ghes.take() {
+                out.extend(finish_ghes(done));
+            }
+            self.ghes = Some(PendingGhes {
+                id: id.to_owned(),
+                line,
+                corrected: true,
+                ..PendingGhes::default()
+            });
+            return;
+        }
+        let Some(g) = self.ghes.as_mut().filter(|g| g.id == id) else {
+            return;
+        };
+        let bounded = |v: &str| v.trim().chars().take(128).collect::<String>();
+        if let Some(sev) = rest.strip_prefix("event severity: ") {
+            g.corrected = sev.trim() == "corrected";
+        } else if let Some(t) = rest.strip_prefix("section_type: ") {
+            g.section = Some(bounded(t));
+        } else if let Some(t) = rest.strip_prefix("fru_text: ") {
+            g.fru = Some(bounded(t));
+        } else if let Some(t) = rest.strip_prefix("DIMM location: ") {
+            g.dimm = Some(bounded(t));
+        } else if let Some(t) = rest.strip_prefix("error_type: ") {
+            g.error_type = Some(bounded(t));
+        } else if let Some(t) = rest
+            .strip_prefix("node:")
+            .or_else(|| rest.strip_prefix("node: "))
+        {
+            g.node = t.split_whitespace().next().and_then(|n| n.parse().ok());
+            g.node_line = Some(bounded(rest));
+        }
     }
 
     fn nvrm(&mut self, rest: &str, line: u64, out: &mut Vec<Finding>) {
         if let Some(x) = rest.strip_prefix("Xid (") {
-            if let Some(f) = xid(x, line) {
+            if let Some(mut f) = xid(x, line) {
+                if let Some(g) = f.gpu.as_mut() {
+                    if g.uuid.is_none() {
+                        g.uuid = g.pci.and_then(|p| self.gpu_uuids.get(&p).cloned());
+                    }
+                }
                 out.push(f);
+            }
+            self.fallen = None;
+            return;
+        }
+        // "GPU at PCI:0000:00:05: GPU-efbdfde9-5798-a6e7-4c46-12518fa15375"
+        if let Some(at) = rest.strip_prefix("GPU at PCI:") {
+            if let Some((pci, uuid)) = at.split_once(": ") {
+                let uuid = uuid.trim();
+                if let (Ok(pci), true) = (
+                    PciAddress::parse(pci),
+                    uuid.starts_with("GPU-") && uuid.len() <= 64,
+                ) {
+                    if self.gpu_uuids.len() >= MAX_GPU_UUIDS {
+                        self.gpu_uuids.clear();
+                    }
+                    self.gpu_uuids.insert(pci, uuid.to_owned());
+                }
             }
             self.fallen = None;
             return;
@@ -139,7 +251,7 @@ impl Parser {
     }
 
     /// A line that starts `<driver> <pci address>: `. Returns true when it
-    /// was consumed (part of an AER record, or a DPC/pciehp finding).
+    /// was consumed (part of an AER or DPC record, or a pciehp finding).
     fn device_line(
         &mut self,
         device: PciAddress,
@@ -153,19 +265,33 @@ impl Parser {
             .map(str::trim_start)
             .unwrap_or(body);
         if let Some(header) = aer_body.strip_prefix("PCIe Bus Error: ") {
-            if let Some(done) = self.aer.remove(&device) {
-                out.push(finish_aer(done));
+            let detail = aer_header(device, header);
+            match self.aer.get_mut(&device) {
+                // The port announced this record; its details arrive.
+                Some(p) if p.header_only => {
+                    p.header_only = false;
+                    p.aer.severity = detail.severity;
+                    p.aer.layer = detail.layer;
+                    p.aer.agent = detail.agent;
+                }
+                _ => self.open_aer(device, detail, line, false, out),
             }
-            if self.aer.len() >= MAX_OPEN_AER {
-                self.flush(out);
+            return true;
+        }
+        if let Some((source, severity)) = aer_received(device, aer_body) {
+            self.open_aer(source, header_only(source, severity), line, true, out);
+            return true;
+        }
+        if let Some(sm) = aer_body.strip_prefix("aer_status: ") {
+            // Firmware first (APEI): pci_print_aer's registers, no header.
+            let mut aer = header_only(device, AerSeverity::Corrected);
+            let mut parts = sm.split(", aer_mask: ");
+            aer.status = parts.next().and_then(hex32);
+            aer.mask = parts.next().and_then(hex32);
+            self.open_aer(device, aer, line, false, out);
+            if let Some(p) = self.aer.get_mut(&device) {
+                p.firmware_first = true;
             }
-            self.aer.insert(
-                device,
-                PendingAer {
-                    aer: aer_header(device, header),
-                    line,
-                },
-            );
             return true;
         }
         if let Some(p) = self.aer.get_mut(&device) {
@@ -180,21 +306,49 @@ impl Parser {
             if aer_body.starts_with("TLP Header") || aer_body.starts_with("Error of this Agent") {
                 return true;
             }
+            if p.firmware_first {
+                if let Some(la) = aer_body.strip_prefix("aer_layer=") {
+                    let (layer, agent) = la.split_once(", aer_agent=").unwrap_or((la, ""));
+                    p.aer.layer = pcie_layer(layer.trim());
+                    p.aer.agent = (!agent.trim().is_empty()).then(|| agent.trim().to_owned());
+                    return true;
+                }
+                if let Some(sev) = aer_body.strip_prefix("aer_uncor_severity: ") {
+                    let unmasked = p.aer.status.unwrap_or(0) & !p.aer.mask.unwrap_or(0);
+                    p.aer.severity = if hex32(sev).is_some_and(|s| s & unmasked != 0) {
+                        AerSeverity::UncorrectedFatal
+                    } else {
+                        AerSeverity::UncorrectedNonFatal
+                    };
+                    return true;
+                }
+            }
             // Any other line of this device ends its record.
             if let Some(done) = self.aer.remove(&device) {
                 out.push(finish_aer(done));
             }
         }
-        if let Some(dpc) = body.strip_prefix("DPC: containment event") {
-            out.push(Finding {
-                data: EventData::PcieDpc(Dpc {
-                    port: device,
-                    reason: None,
-                    source: dpc_source(device, dpc),
-                }),
-                gpu: None,
-                line,
-            });
+        if let Some(p) = self.dpc.remove(&device) {
+            // "DPC: <reason> detected" completes the containment event.
+            match dpc_reason(body) {
+                Some(reason) => {
+                    out.push(finish_dpc(with_reason(p, reason)));
+                    return true;
+                }
+                None => out.push(finish_dpc(p)),
+            }
+        }
+        if let Some(event) = body
+            .strip_prefix("DPC: containment event")
+            .or_else(|| body.strip_prefix("DPC containment event"))
+        {
+            let (dpc, complete) = dpc_event(device, event);
+            let pending = PendingDpc { dpc, line };
+            if complete {
+                out.push(finish_dpc(pending));
+            } else {
+                self.dpc.insert(device, pending);
+            }
             return true;
         }
         if let Some(slot) = link_down(body) {
@@ -210,6 +364,202 @@ impl Parser {
         }
         false
     }
+
+    /// Starts a record for `device`, completing the one it had.
+    fn open_aer(
+        &mut self,
+        device: PciAddress,
+        aer: Aer,
+        line: u64,
+        header_only: bool,
+        out: &mut Vec<Finding>,
+    ) {
+        if let Some(done) = self.aer.remove(&device) {
+            out.push(finish_aer(done));
+        }
+        if self.aer.len() >= MAX_OPEN_AER {
+            self.flush(out);
+        }
+        self.aer.insert(
+            device,
+            PendingAer {
+                aer,
+                line,
+                header_only,
+                firmware_first: false,
+            },
+        );
+    }
+}
+
+fn hex32(s: &str) -> Option<u32> {
+    let s = s.trim();
+    u32::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()
+}
+
+fn header_only(device: PciAddress, severity: AerSeverity) -> Aer {
+    Aer {
+        device,
+        severity,
+        layer: None,
+        agent: None,
+        vendor_device: None,
+        status: None,
+        mask: None,
+        errors: Vec::new(),
+        first: None,
+    }
+}
+
+fn aer_severity(s: &str) -> Option<AerSeverity> {
+    Some(match s {
+        "Corrected" | "Correctable" => AerSeverity::Corrected,
+        "Uncorrected (Non-Fatal)" | "Uncorrectable (Non-Fatal)" => AerSeverity::UncorrectedNonFatal,
+        "Uncorrected (Fatal)" | "Uncorrectable (Fatal)" => AerSeverity::UncorrectedFatal,
+        _ => return None,
+    })
+}
+
+/// The root port's announcement of a record, in every kernel's words
+/// (drivers/pci/pcie/aer.c, aer_print_port_info / aer_print_source):
+/// `Corrected error received: id=00e5` (4.x), `Corrected error received:
+/// 0000:00:1c.1` (4.19 to 6.15), `Correctable error message received from
+/// 0000:80:1b.4` (6.16, ` (no details found)` when the details are
+/// rate-limited or lost), each maybe `Multiple `. Gives the error source
+/// (an `id=` is bus/devfn on the port's domain) and the severity.
+fn aer_received(port: PciAddress, body: &str) -> Option<(PciAddress, AerSeverity)> {
+    let body = body.strip_prefix("Multiple ").unwrap_or(body);
+    let (severity, source) = match body.split_once(" error message received from ") {
+        Some(x) => x,
+        None => body.split_once(" error received: ")?,
+    };
+    let severity = aer_severity(severity)?;
+    let source = source.trim_end();
+    let source = source.strip_suffix(" (no details found)").unwrap_or(source);
+    let pci = match source.strip_prefix("id=") {
+        Some(id) => {
+            let v = u16::from_str_radix(id.get(..4)?, 16).ok()?;
+            let [bus, devfn] = v.to_be_bytes();
+            PciAddress {
+                domain: port.domain,
+                bus,
+                device: devfn >> 3,
+                function: devfn & 7,
+            }
+        }
+        None => PciAddress::parse(source.split_whitespace().next()?).ok()?,
+    };
+    Some((pci, severity))
+}
+
+/// After "DPC: containment event": `, status:0x1f01 source:0x0000` (4.19
+/// to 6.15, the reason on the next line), `, status:0x0009: unmasked
+/// uncorrectable error detected` or `, status:0x000d, ERR_FATAL received
+/// from 0000:02:00.0` (6.16). Returns the event and whether it is complete.
+fn dpc_event(port: PciAddress, s: &str) -> (Dpc, bool) {
+    let mut dpc = Dpc {
+        port,
+        reason: None,
+        source: None,
+    };
+    if let Some((_, after)) = s.split_once(" received from ") {
+        dpc.source = after
+            .split_whitespace()
+            .next()
+            .and_then(|a| PciAddress::parse(a).ok());
+        let before = &s[..s.len() - after.len() - " received from ".len()];
+        dpc.reason = before.rsplit(", ").next().map(|r| bounded(r.trim()));
+        return (dpc, true);
+    }
+    if let Some(reason) = s.strip_suffix(" detected") {
+        dpc.reason = reason.rsplit(": ").next().map(|r| bounded(r.trim()));
+        return (dpc, true);
+    }
+    dpc.source = dpc_source(port, s);
+    (dpc, false)
+}
+
+/// "DPC: ERR_FATAL detected" (4.19+) or "DPC unmasked uncorrectable error
+/// detected, remove downstream devices" (4.x).
+fn dpc_reason(body: &str) -> Option<&str> {
+    let r = body
+        .strip_prefix("DPC: ")
+        .or_else(|| body.strip_prefix("DPC "))?;
+    let (reason, _) = r.split_once(" detected")?;
+    (!reason.starts_with("containment")).then_some(reason)
+}
+
+fn with_reason(mut p: PendingDpc, reason: &str) -> PendingDpc {
+    // The source id is valid only when the port received ERR_FATAL or
+    // ERR_NONFATAL; otherwise it is whatever the register held.
+    if reason != "ERR_FATAL" && reason != "ERR_NONFATAL" {
+        p.dpc.source = None;
+    }
+    p.dpc.reason = Some(bounded(reason));
+    p
+}
+
+fn finish_dpc(p: PendingDpc) -> Finding {
+    Finding {
+        data: EventData::PcieDpc(p.dpc),
+        gpu: None,
+        line: p.line,
+    }
+}
+
+fn bounded(s: &str) -> String {
+    s.chars().take(128).collect()
+}
+
+/// `{35}[Hardware Error]: rest`: the record number and the rest.
+fn ghes_line(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix('{')?;
+    let (id, rest) = rest.split_once('}')?;
+    if id.is_empty() || id.len() > 10 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((id, rest.strip_prefix("[Hardware Error]:")?))
+}
+
+/// A finished CPER record: a memory section is a memory error
+/// (`host.edac`; the memory node stands for the controller), a processor
+/// section a machine check; a PCIe section's registers come again as
+/// `aer_status:` lines and are read there.
+fn finish_ghes(g: PendingGhes) -> Option<Finding> {
+    let section = g.section.as_deref().unwrap_or("");
+    let data = if section.contains("memory error") {
+        EventData::HostEdac(Edac {
+            controller: g.node.unwrap_or(0),
+            severity: if g.corrected {
+                MemoryErrorSeverity::Ce
+            } else {
+                MemoryErrorSeverity::Ue
+            },
+            count: 1,
+            location: g.dimm.or(g.fru).or(g.node_line),
+            message: g.error_type,
+        })
+    } else if section.contains("processor error") {
+        EventData::HostMce(Mce {
+            cpu: None,
+            bank: None,
+            message: format!(
+                "{} {section}",
+                if g.corrected {
+                    "corrected"
+                } else {
+                    "uncorrected"
+                }
+            ),
+        })
+    } else {
+        return None;
+    };
+    Some(Finding {
+        data,
+        gpu: None,
+        line: g.line,
+    })
 }
 
 /// A network link change as the drivers print it (the formats of their
@@ -423,6 +773,17 @@ fn xid(x: &str, line: u64) -> Option<Finding> {
     // "PCI:0000:2b:00): 79, pid=1234, name=python, message" or "0000:2b:00): 79, ..."
     let (tag, rest) = x.split_once("): ")?;
     let tag = tag.strip_prefix("PCI:").unwrap_or(tag);
+    // MIG: "PCI:0000:07:00 GPU-I:01 GPU-CI:00" names the instances too.
+    let mut words = tag.split(' ');
+    let tag = words.next().unwrap_or("");
+    let (mut gpu_instance, mut compute_instance) = (None, None);
+    for w in words {
+        if let Some(n) = w.strip_prefix("GPU-I:") {
+            gpu_instance = n.parse().ok();
+        } else if let Some(n) = w.strip_prefix("GPU-CI:") {
+            compute_instance = n.parse().ok();
+        }
+    }
     // The tag is a PCI address in every driver we know; anything else is
     // kept as the GPU's identifier rather than dropping the Xid.
     let gpu = match PciAddress::parse(tag) {
@@ -469,6 +830,8 @@ fn xid(x: &str, line: u64) -> Option<Finding> {
             process,
             message: (!message.is_empty()).then(|| message.to_owned()),
             recovery_action,
+            gpu_instance,
+            compute_instance,
         }),
         gpu: Some(gpu),
         line,
@@ -505,12 +868,7 @@ fn aer_header(device: PciAddress, header: &str) -> Aer {
                 AerSeverity::UncorrectedFatal
             };
         } else if let Some(t) = part.strip_prefix("type=") {
-            layer = match t {
-                "Physical Layer" => Some(PcieLayer::Physical),
-                "Data Link Layer" => Some(PcieLayer::DataLink),
-                "Transaction Layer" => Some(PcieLayer::Transaction),
-                _ => None,
-            };
+            layer = pcie_layer(t);
         } else if let Some(open) = part.find('(') {
             let a = part[open + 1..].trim_end_matches(')');
             if !a.is_empty() {
@@ -528,6 +886,15 @@ fn aer_header(device: PciAddress, header: &str) -> Aer {
         mask: None,
         errors: Vec::new(),
         first: None,
+    }
+}
+
+fn pcie_layer(t: &str) -> Option<PcieLayer> {
+    match t {
+        "Physical Layer" => Some(PcieLayer::Physical),
+        "Data Link Layer" => Some(PcieLayer::DataLink),
+        "Transaction Layer" => Some(PcieLayer::Transaction),
+        _ => None,
     }
 }
 
@@ -617,15 +984,20 @@ fn dpc_source(port: PciAddress, s: &str) -> Option<PciAddress> {
     })
 }
 
-/// "pciehp: Slot(400): Link Down" or "Slot(400): Link Down"
+/// pciehp's link-down notice (drivers/pci/hotplug/pciehp_ctrl.c and
+/// _hpc.c): "pciehp: Slot(400): Link Down" (4.19+), "Slot(4): Link Down"
+/// (4.x, service device), "slot(6): Link Down event" (3.x).
 fn link_down(body: &str) -> Option<Option<String>> {
     let b = body.strip_prefix("pciehp: ").unwrap_or(body);
-    let rest = b.strip_prefix("Slot(")?;
+    let rest = b
+        .strip_prefix("Slot(")
+        .or_else(|| b.strip_prefix("slot("))?;
     let (slot, tail) = rest.split_once("): ")?;
-    if tail.trim() != "Link Down" {
+    let tail = tail.trim();
+    if tail != "Link Down" && tail != "Link Down event" {
         return None;
     }
-    Some(Some(slot.to_owned()))
+    Some(Some(bounded(slot)))
 }
 
 /// Findings that stand on one line and name no PCI device.
@@ -634,8 +1006,16 @@ fn standalone(text: &str) -> Option<EventData> {
     match b[0] {
         b'n' if text.starts_with("nvidia-nvswitch") => sxid(text),
         b'E' if text.starts_with("EDAC MC") => edac(text),
+        b'm' if text.starts_with("mce: CPU") => cpu_thermal(&text[5..]),
         b'm' | b'M' | b'[' => mce(text),
         b'C' if text.starts_with("CPU") => cpu_thermal(text),
+        b'K' if text.starts_with("Kernel panic - not syncing: Fatal machine check") => {
+            Some(EventData::HostMce(Mce {
+                cpu: None,
+                bank: None,
+                message: bounded(text),
+            }))
+        }
         _ => None,
     }
 }
@@ -647,7 +1027,18 @@ fn sxid(text: &str) -> Option<EventData> {
     let pci = PciAddress::parse(tag.strip_prefix("PCI:").unwrap_or(tag)).ok()?;
     let mut parts = rest.splitn(3, ", ");
     let code: u32 = parts.next()?.trim().parse().ok()?;
+    // One SXid is several lines ("Data {...}", "Severity 0 Engine ...");
+    // the one with the severity and message is the event.
     let severity = parts.next().unwrap_or("");
+    let fatal = if severity.eq_ignore_ascii_case("fatal") {
+        true
+    } else if severity.eq_ignore_ascii_case("non-fatal")
+        || severity.eq_ignore_ascii_case("nonfatal")
+    {
+        false
+    } else {
+        return None;
+    };
     let message = parts.next().unwrap_or("").trim();
     let link = message
         .strip_prefix("Link ")
@@ -657,7 +1048,7 @@ fn sxid(text: &str) -> Option<EventData> {
         switch: switch.to_owned(),
         pci,
         code,
-        fatal: severity.eq_ignore_ascii_case("fatal"),
+        fatal,
         link,
         message: (!message.is_empty()).then(|| message.to_owned()),
     }))
@@ -693,12 +1084,31 @@ fn edac(text: &str) -> Option<EventData> {
 /// "mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 7: ..."
 fn mce(text: &str) -> Option<EventData> {
     let rest = text.strip_prefix("mce: ").unwrap_or(text);
-    let rest = rest.strip_prefix("[Hardware Error]: ")?;
-    if rest.starts_with("Machine check events logged") {
+    if rest.starts_with("Uncorrected hardware memory error in user-access") {
         return Some(EventData::HostMce(Mce {
             cpu: None,
             bank: None,
-            message: rest.to_owned(),
+            message: bounded(rest),
+        }));
+    }
+    let rest = rest.strip_prefix("[Hardware Error]: ")?;
+    if rest.starts_with("Machine check events logged") || rest.starts_with("Machine check: ") {
+        return Some(EventData::HostMce(Mce {
+            cpu: None,
+            bank: None,
+            message: bounded(rest),
+        }));
+    }
+    // AMD's decoder (drivers/edac/mce_amd.c):
+    // "CPU:2 (17:71:0) MC27_STATUS[-|CE|MiscV|-|-|-|SyndV|-|-|-]: 0x98..."
+    if let Some(amd) = rest.strip_prefix("CPU:") {
+        let (cpu, after) = amd.split_once(' ')?;
+        let (_, after) = after.split_once(") MC")?;
+        let (bank, _) = after.split_once("_STATUS")?;
+        return Some(EventData::HostMce(Mce {
+            cpu: cpu.parse().ok(),
+            bank: bank.parse().ok(),
+            message: bounded(rest),
         }));
     }
     let cpu_rest = rest.strip_prefix("CPU ")?;
@@ -727,15 +1137,24 @@ fn cpu_thermal(text: &str) -> Option<EventData> {
         (ThermalScope::Core, r)
     } else if let Some(r) = rest.strip_prefix("Package ") {
         (ThermalScope::Package, r)
+    } else if rest.starts_with("Temperature") {
+        // 2.6 kernels: one sensor per CPU, "CPU0: Temperature above
+        // threshold, cpu clock throttled".
+        (ThermalScope::Core, rest)
     } else {
         return None;
     };
-    let (state, total_events) = if rest.starts_with("temperature above threshold") {
+    let lower = |s: &str| s.eq_ignore_ascii_case("temperature");
+    let (word, rest) = rest.split_at(rest.find(['/', ' ']).unwrap_or(rest.len()));
+    if !lower(word) {
+        return None;
+    }
+    let (state, total_events) = if rest.starts_with(" above threshold") {
         let total = rest
             .split_once("total events = ")
             .and_then(|(_, n)| n.trim_end_matches(')').trim().parse().ok());
         (ThermalState::Throttled, total)
-    } else if rest.starts_with("temperature/speed normal") {
+    } else if rest.starts_with("/speed normal") {
         (ThermalState::Normal, None)
     } else {
         return None;

@@ -33,9 +33,19 @@ fn corrected_aer_in_the_old_spelling_is_one_event_per_record() {
         "../../testdata/kmsg/aer-corrected-old-spelling.log"
     ));
     let a = aers(&ev);
-    assert_eq!(ev.len(), 2, "{ev:#?}");
-    assert_eq!(a.len(), 2);
-    for r in a {
+    // Two records with their details, then the port's announcement of a
+    // third whose details the quote cut off: a header-only record.
+    assert_eq!(ev.len(), 3, "{ev:#?}");
+    assert_eq!(a.len(), 3);
+    let last = a[2];
+    assert_eq!(
+        last.device.to_string(),
+        "0000:00:1d.0",
+        "id=00e8 is 00:1d.0"
+    );
+    assert_eq!(last.severity, AerSeverity::Corrected);
+    assert_eq!((last.layer, last.vendor_device.as_ref()), (None, None));
+    for r in &a[..2] {
         assert_eq!(r.device.to_string(), "0000:00:1d.0");
         assert_eq!(r.severity, AerSeverity::Corrected);
         assert_eq!(r.layer, Some(PcieLayer::Physical));
@@ -91,7 +101,10 @@ fn data_link_layer_timeout() {
         "../../testdata/kmsg/aer-data-link-timeout.log"
     ));
     let a = aers(&ev);
-    assert_eq!(a.len(), 1);
+    // The announced record with its details, then one announced only.
+    assert_eq!(a.len(), 2);
+    assert!(a[1].errors.is_empty() && a[1].layer.is_none());
+    assert_eq!(ev[1].time, BOOT.add_nanos(51_871_339_000));
     assert_eq!(a[0].layer, Some(PcieLayer::DataLink));
     assert_eq!(a[0].agent.as_deref(), Some("Transmitter ID"));
     assert_eq!(a[0].errors, ["Timeout"]);
@@ -398,4 +411,174 @@ fn events_carry_the_lines_own_time_not_the_time_they_were_read() {
             NOW.unix_millis(),
         ]
     );
+}
+
+#[test]
+fn a_record_whose_details_never_come_is_an_event_from_its_header() {
+    // 4.x: the source id is bus/devfn on the port's domain; the details
+    // never come when the device cannot be found (or are rate-limited).
+    let ev = run(" pcieport 0000:00:1c.0: AER: Corrected error received: id=00e0\n pcieport 0000:00:1c.0: can't find device of ID00e0\n");
+    let a = aers(&ev);
+    assert_eq!(a.len(), 1, "{ev:#?}");
+    assert_eq!(a[0].device.to_string(), "0000:00:1c.0");
+    assert_eq!(a[0].severity, AerSeverity::Corrected);
+    // 6.16: "error message received from", details lost.
+    let ev = run("pcieport 0002:00:01.0: AER: Uncorrectable (Fatal) error message received from 0002:03:00.0 (no details found)\n");
+    let a = aers(&ev);
+    assert_eq!(a.len(), 1, "{ev:#?}");
+    assert_eq!(
+        a[0].device.to_string(),
+        "0002:03:00.0",
+        "the source, not the port"
+    );
+    assert_eq!(a[0].severity, AerSeverity::UncorrectedFatal);
+    // The details, when they come, complete the announced record.
+    let ev = run("pcieport 0000:00:01.0: AER: Multiple Uncorrected (Non-Fatal) error received: 0000:01:00.0\nnvidia 0000:01:00.0: PCIe Bus Error: severity=Uncorrected (Non-Fatal), type=Transaction Layer, (Completer ID)\nnvidia 0000:01:00.0:   device [10de:2330] error status/mask=00004000/00000000\nnvidia 0000:01:00.0:    [14] CmpltTO                (First)\n");
+    let a = aers(&ev);
+    assert_eq!(a.len(), 1, "{ev:#?}");
+    assert_eq!(a[0].vendor_device.as_deref(), Some("10de:2330"));
+    assert_eq!(a[0].first.as_deref(), Some("CmpltTO"));
+}
+
+#[test]
+fn firmware_first_aer_registers_are_a_record() {
+    // APEI (pci_print_aer): registers, bits, layer and agent, and for an
+    // uncorrectable error the severity register.
+    let ev = run("pcieport 0000:80:03.0: aer_status: 0x00004000, aer_mask: 0x00000000\npcieport 0000:80:03.0:    [14] CmpltTO                (First)\npcieport 0000:80:03.0: aer_layer=Transaction Layer, aer_agent=Requester ID\npcieport 0000:80:03.0: aer_uncor_severity: 0x00062030\n");
+    let a = aers(&ev);
+    assert_eq!(a.len(), 1, "{ev:#?}");
+    assert_eq!(
+        a[0].severity,
+        AerSeverity::UncorrectedNonFatal,
+        "bit 14 is not in the severity mask"
+    );
+    assert_eq!(a[0].layer, Some(PcieLayer::Transaction));
+    assert_eq!(a[0].agent.as_deref(), Some("Requester ID"));
+    assert_eq!(a[0].status, Some(0x4000));
+    let ev = run("pcieport 0000:00:02.0: aer_status: 0x00000001, aer_mask: 0x00002000\npcieport 0000:00:02.0:    [ 0] RxErr\npcieport 0000:00:02.0: aer_layer=Physical Layer, aer_agent=Receiver ID\n");
+    assert_eq!(aers(&ev)[0].severity, AerSeverity::Corrected);
+}
+
+#[test]
+fn dpc_in_every_kernels_words() {
+    let dpcs = |ev: &[Event]| -> Vec<pitcrew_contract::Dpc> {
+        ev.iter()
+            .filter_map(|e| match &e.data {
+                EventData::PcieDpc(d) => Some(d.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // 4.x service device, two lines, ERR_FATAL: the source is valid.
+    let ev = run("dpc 0000:00:1d.0:pcie010: DPC containment event, status:0x1f05 source:0x0300\ndpc 0000:00:1d.0:pcie010: DPC ERR_FATAL detected\n");
+    let d = dpcs(&ev);
+    assert_eq!(d.len(), 1, "{ev:#?}");
+    assert_eq!(d[0].reason.as_deref(), Some("ERR_FATAL"));
+    assert_eq!(
+        d[0].source.map(|s| s.to_string()).as_deref(),
+        Some("0000:03:00.0")
+    );
+    // 5.x: the reason line alone completes it; a software trigger's
+    // source register is not an error source.
+    let ev = run("pcieport 0000:00:1d.0: DPC: containment event, status:0x1f21 source:0x0300\npcieport 0000:00:1d.0: DPC: software trigger detected\n");
+    let d = dpcs(&ev);
+    assert_eq!(
+        (d[0].reason.as_deref(), d[0].source),
+        (Some("software trigger"), None)
+    );
+    // Nothing follows: the event stands without a reason.
+    let ev = run("pcieport 0000:00:1d.0: DPC: containment event, status:0x1f01 source:0x0000\n");
+    assert_eq!(dpcs(&ev).len(), 1);
+    // 6.16: one line.
+    let ev = run("pcieport 0000:00:1d.0: DPC: containment event, status:0x0005, ERR_NONFATAL received from 0000:04:00.1\n");
+    let d = dpcs(&ev);
+    assert_eq!(d[0].reason.as_deref(), Some("ERR_NONFATAL"));
+    assert_eq!(
+        d[0].source.map(|s| s.to_string()).as_deref(),
+        Some("0000:04:00.1")
+    );
+}
+
+#[test]
+fn xid_on_a_mig_instance_and_the_gpus_uuid() {
+    let ev = run("NVRM: GPU at PCI:0000:07:00: GPU-0898a861-78ae-cdaf-4f1a-68992223505a\nNVRM: Xid (PCI:0000:07:00 GPU-I:05 GPU-CI:01): 43, pid=2211, name=python3, Ch 00000010\nNVRM: Xid (PCI:0000:08:00 GPU-I:02): 31, pid=10, name=x, Ch 00000001\n");
+    assert_eq!(ev.len(), 2, "{ev:#?}");
+    let EventData::GpuXid(x) = &ev[0].data else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        (x.code, x.gpu_instance, x.compute_instance),
+        (43, Some(5), Some(1))
+    );
+    let gpu = ev[0].gpu.as_ref().unwrap();
+    assert_eq!(
+        gpu.pci.map(|p| p.to_string()).as_deref(),
+        Some("0000:07:00.0")
+    );
+    assert_eq!(
+        gpu.uuid.as_deref(),
+        Some("GPU-0898a861-78ae-cdaf-4f1a-68992223505a")
+    );
+    let EventData::GpuXid(x) = &ev[1].data else {
+        panic!("{ev:?}")
+    };
+    assert_eq!((x.gpu_instance, x.compute_instance), (Some(2), None));
+    assert_eq!(ev[1].gpu.as_ref().unwrap().uuid, None, "another GPU");
+}
+
+#[test]
+fn host_lines_of_older_kernels_and_other_vendors() {
+    let ev = run("<133>Mar 11 08:44:43 precision kernel: [765135.424096] mce: CPU6: Package temperature/speed normal\n[    2.119004] CPU1: Temperature above threshold, cpu clock throttled (total events = 1)\n[    2.119010] CPU0: Temperature/speed normal\n[Hardware Error]: CPU:2 (17:71:0) MC27_STATUS[-|CE|MiscV|-|-|-|SyndV|-|-|-]: 0x982000000002080b\nmce: Uncorrected hardware memory error in user-access at 3c7b1b040\nKernel panic - not syncing: Fatal machine check\n");
+    let kinds: Vec<&str> = ev.iter().map(|e| e.data.kind().as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "host.thermal",
+            "host.thermal",
+            "host.thermal",
+            "host.mce",
+            "host.mce",
+            "host.mce"
+        ],
+        "{ev:#?}"
+    );
+    let EventData::HostMce(m) = &ev[3].data else {
+        panic!()
+    };
+    assert_eq!((m.cpu, m.bank), (Some(2), Some(27)));
+    let EventData::HostThermal(t) = &ev[1].data else {
+        panic!()
+    };
+    assert_eq!(
+        (t.cpu, t.state, t.total_events),
+        (1, ThermalState::Throttled, Some(1))
+    );
+}
+
+#[test]
+fn a_ghes_memory_record_is_one_memory_error() {
+    let ev = run("{3}[Hardware Error]: Hardware error from APEI Generic Hardware Error Source: 4\n{3}[Hardware Error]: event severity: recoverable\n{3}[Hardware Error]:  Error 0, type: recoverable\n{3}[Hardware Error]:   section_type: memory error\n{3}[Hardware Error]:   node: 1 card: 4 module: 0 rank: 0 bank: 1 device: 14 row: 58165 column: 816\n{3}[Hardware Error]:   error_type: 3, multi-bit ECC\n{3}[Hardware Error]:   DIMM location: CPU 2 DIMM 30\nEDAC skx MC0: HANDLING MCE MEMORY ERROR\n");
+    assert_eq!(ev.len(), 1, "{ev:#?}");
+    let EventData::HostEdac(e) = &ev[0].data else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        (e.controller, e.severity, e.count),
+        (1, MemoryErrorSeverity::Ue, 1)
+    );
+    assert_eq!(e.location.as_deref(), Some("CPU 2 DIMM 30"));
+}
+
+#[test]
+fn prefixes_of_dmesg_x_printk_caller_and_rfc5424() {
+    for raw in [
+        "kern  :err   : 2025-01-25T10:34:54,859532+00:00 nvidia-nvswitch1: SXid (PCI:0000:84:00.0): 12028, Fatal, Link 32 egress non-posted PRIV error",
+        "[   36.1][  T291] nvidia-nvswitch1: SXid (PCI:0000:84:00.0): 12028, Fatal, Link 32 egress non-posted PRIV error",
+        "<3>1 2025-01-25T10:34:54.859Z gpu-7 kernel - - - nvidia-nvswitch1: SXid (PCI:0000:84:00.0): 12028, Fatal, Link 32 egress non-posted PRIV error",
+    ] {
+        let ev = run(raw);
+        assert_eq!(ev.len(), 1, "{raw}: {ev:#?}");
+        let EventData::NvswitchSxid(x) = &ev[0].data else { panic!() };
+        assert!(x.fatal && x.link == Some(32), "{raw}");
+    }
 }
