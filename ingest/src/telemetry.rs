@@ -23,12 +23,16 @@ use prometheus_client::registry::Registry;
 pub struct GpuLabel {
     pub node: String,
     pub gpu: String,
+    /// The GPU's UUID (empty until an event names it).
+    pub uuid: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GpuKindLabel {
     pub node: String,
     pub gpu: String,
+    /// The GPU's UUID (empty until an event names it).
+    pub uuid: String,
     pub kind: String,
 }
 
@@ -36,6 +40,8 @@ pub struct GpuKindLabel {
 pub struct XidLabel {
     pub node: String,
     pub gpu: String,
+    /// The GPU's UUID (empty until an event names it).
+    pub uuid: String,
     pub code: String,
 }
 
@@ -82,6 +88,9 @@ pub struct TelemetryMetrics {
     pub throttle: Family<GpuKindLabel, Gauge>,
     pub ib: Family<IbLabel, Counter>,
     active_throttles: Arc<Mutex<HashMap<GpuLabel, Vec<String>>>>,
+    /// The UUID of each (node, GPU index) an event has named, so events
+    /// that give the index alone keep the same series.
+    uuids: Arc<Mutex<HashMap<(String, String), String>>>,
 }
 
 /// A value's serde name (`uncorrected_fatal`, `hw_thermal`...).
@@ -145,6 +154,26 @@ impl TelemetryMetrics {
         r.register("ib_errors", "InfiniBand port counters", self.ib.clone());
     }
 
+    /// The UUID for a GPU index: the event's own, remembered, or the one
+    /// an earlier event gave. Bounded by the node's GPUs (the agent) or the
+    /// simulated fleet's (the demo).
+    fn uuid_of(&self, node: &str, gpu: &str, given: Option<&str>) -> String {
+        let Ok(mut known) = self.uuids.lock() else {
+            return given.unwrap_or_default().to_owned();
+        };
+        let key = (node.to_owned(), gpu.to_owned());
+        match given {
+            Some(u) if !gpu.is_empty() => {
+                if known.get(&key).map(String::as_str) != Some(u) {
+                    known.insert(key, u.to_owned());
+                }
+                u.to_owned()
+            }
+            Some(u) => u.to_owned(),
+            None => known.get(&key).cloned().unwrap_or_default(),
+        }
+    }
+
     /// Counts or gauges one event.
     pub fn record(&self, ev: &Event) {
         let node = ev.node.clone();
@@ -154,13 +183,16 @@ impl TelemetryMetrics {
             .and_then(|g| g.index)
             .map(|i| i.to_string())
             .unwrap_or_default();
+        let uuid = self.uuid_of(&node, &gpu, ev.gpu.as_ref().and_then(|g| g.uuid.as_deref()));
         let g = || GpuLabel {
             node: node.clone(),
             gpu: gpu.clone(),
+            uuid: uuid.clone(),
         };
         let gk = |kind: &str| GpuKindLabel {
             node: node.clone(),
             gpu: gpu.clone(),
+            uuid: uuid.clone(),
             kind: kind.to_owned(),
         };
         match &ev.data {
@@ -169,6 +201,7 @@ impl TelemetryMetrics {
                     .get_or_create(&XidLabel {
                         node: node.clone(),
                         gpu: gpu.clone(),
+                        uuid: uuid.clone(),
                         code: x.code.to_string(),
                     })
                     .inc();
@@ -278,11 +311,31 @@ mod tests {
         });
         m.record(&hot);
         let t = text(&m);
+        const UUID: &str = "GPU-5a3c1f0e-8d2b-4c1e-9f4a-2b7d6e8c0a11";
         assert!(
-            t.contains("pitcrew_node_gpu_xid_total{node=\"n17\",gpu=\"3\",code=\"79\"} 2"),
+            t.contains(&format!(
+                "pitcrew_node_gpu_xid_total{{node=\"n17\",gpu=\"3\",uuid=\"{UUID}\",code=\"79\"}} 2"
+            )),
             "{t}"
         );
-        assert!(t.contains("pitcrew_node_gpu_temperature_celsius{node=\"n17\",gpu=\"3\"} 91"));
+        assert!(t.contains(&format!(
+            "pitcrew_node_gpu_temperature_celsius{{node=\"n17\",gpu=\"3\",uuid=\"{UUID}\"}} 91"
+        )));
+        // An event that gives the index alone stays on the GPU's series.
+        let mut bare = hot.clone();
+        bare.gpu.as_mut().unwrap().uuid = None;
+        if let EventData::GpuThermal(th) = &mut bare.data {
+            th.gpu_temp_c = Some(88.0);
+        }
+        m.record(&bare);
+        let t = text(&m);
+        assert!(
+            t.contains(&format!(
+                "pitcrew_node_gpu_temperature_celsius{{node=\"n17\",gpu=\"3\",uuid=\"{UUID}\"}} 88"
+            )),
+            "{t}"
+        );
+        assert!(!t.contains("uuid=\"\""), "{t}");
         assert!(t.contains("kind=\"hw_thermal\"} 1"), "{t}");
         // The slowdown ends: the reason reads 0, not a stale 1.
         if let EventData::GpuThermal(th) = &mut hot.data {

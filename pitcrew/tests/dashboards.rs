@@ -217,3 +217,130 @@ fn the_alert_rules_check_and_pass_their_promtool_tests() {
     assert!(test.status.success(), "{out}");
     assert!(out.contains("SUCCESS"), "{out}");
 }
+
+/// Metrics the dcgm-exporter recording rules provide under pitcrew's names.
+const FROM_DCGM: &[&str] = &[
+    "pitcrew_node_gpu_temperature_celsius",
+    "pitcrew_node_gpu_power_watts",
+    "pitcrew_node_gpu_remapped_rows",
+    "pitcrew_node_gpu_remap_failure",
+    "pitcrew_node_gpu_remap_pending",
+    "pitcrew_node_gpu_ecc_errors_total",
+    "pitcrew_node_gpu_pcie_replays_total",
+    "pitcrew_node_gpu_nvlink_errors_total",
+    "pitcrew_node_gpu_throttle_active",
+    "pitcrew_node_gpu_xid_total",
+    "pitcrew_node_gpu_xid_recent",
+];
+
+#[test]
+fn fleet_health_works_on_dcgm_exporter_metrics() {
+    // A dcgm-exporter endpoint: the real capture of an H100 node
+    // (ingest/testdata), plus the fields a default dcgm-exporter config
+    // also exports that this capture lacks, in the same label set.
+    let capture =
+        std::fs::read_to_string(root().join("ingest/testdata/dcgm-exporter.txt")).unwrap();
+    let labels = |gpu: u32, uuid: &str| {
+        format!(
+            "gpu=\"{gpu}\",UUID=\"{uuid}\",pci_bus_id=\"00000000:18:00.0\",device=\"nvidia{gpu}\",modelName=\"NVIDIA H100 80GB HBM3\",Hostname=\"n17\",DCGM_FI_DRIVER_VERSION=\"580.159.04\""
+        )
+    };
+    let l0 = labels(0, "GPU-2ffc797b-a610-12f0-d426-6e49156750b9");
+    let extra = format!(
+        "# TYPE DCGM_FI_DEV_ECC_SBE_VOL_TOTAL counter\nDCGM_FI_DEV_ECC_SBE_VOL_TOTAL{{{l0}}} 12\n\
+         # TYPE DCGM_FI_DEV_ECC_DBE_VOL_TOTAL counter\nDCGM_FI_DEV_ECC_DBE_VOL_TOTAL{{{l0}}} 0\n\
+         # TYPE DCGM_FI_DEV_ROW_REMAP_PENDING gauge\nDCGM_FI_DEV_ROW_REMAP_PENDING{{{l0}}} 0\n\
+         # TYPE DCGM_EXP_XID_ERRORS_COUNT gauge\nDCGM_EXP_XID_ERRORS_COUNT{{{l0},window_size_in_ms=\"300000\",xid=\"79\"}} 1\n"
+    );
+    let docs = pitcrew_harness::docserver::DocServer::start().unwrap();
+    docs.set("/metrics", 200, format!("{capture}{extra}"));
+    let rules =
+        std::fs::read_to_string(root().join("deploy/prometheus/dcgm-exporter.rules.yml")).unwrap();
+    // Two scrapes of it: as is (node from Hostname), and as a Kubernetes
+    // scrape that relabels the node name into `node`.
+    let prom = Prometheus::start(
+        &format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{{dir}}/rules.yml']\nscrape_configs:\n\
+             \x20 - job_name: dcgm-exporter\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n\
+             \x20 - job_name: dcgm-exporter-k8s\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n        labels:\n          node: k8s-node-7\n",
+            port = docs.port()
+        ),
+        &rules,
+    )
+    .unwrap();
+
+    // Rates want a few scrapes and rule evaluations.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = query(&prom, "pitcrew_node_gpu_temperature_celsius");
+        if r["data"]["result"].as_array().is_some_and(|a| a.len() >= 4) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recorded series: {r}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(8));
+
+    let r = query(
+        &prom,
+        "pitcrew_node_gpu_temperature_celsius{node=\"n17\", gpu=\"0\"}",
+    );
+    let series = &r["data"]["result"][0];
+    assert_eq!(
+        series["metric"]["uuid"], "GPU-2ffc797b-a610-12f0-d426-6e49156750b9",
+        "{r}"
+    );
+    assert_eq!(series["value"][1], "36", "{r}");
+    let r = query(
+        &prom,
+        "count(pitcrew_node_gpu_temperature_celsius{node=\"k8s-node-7\"})",
+    );
+    assert_eq!(
+        r["data"]["result"][0]["value"][1], "2",
+        "the scrape's node label wins over Hostname: {r}"
+    );
+    let r = query(
+        &prom,
+        "pitcrew_node_gpu_throttle_active{node=\"n17\", gpu=\"0\", kind=\"sw_power_cap\"}",
+    );
+    assert!(r["data"]["result"][0]["value"][1].is_string(), "{r}");
+
+    // Every fleet-health panel over GPU metrics returns data from
+    // dcgm-exporter alone; the rest read what only pitcrew's agent and
+    // rules stage know (AER, InfiniBand, the inventory's racks).
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("dashboards/fleet-health.json")).unwrap(),
+    )
+    .unwrap();
+    let mut checked = Vec::new();
+    let mut empty = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let gpu_only = expr.contains("pitcrew_node_gpu_")
+                && !expr.contains("pitcrew_node_info")
+                && expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("pitcrew_node_"))
+                    .all(|w| FROM_DCGM.contains(&w));
+            if !gpu_only {
+                continue;
+            }
+            let r = query(&prom, &expand(expr));
+            checked.push(p["title"].as_str().unwrap_or("").to_owned());
+            if r["data"]["result"].as_array().is_none_or(Vec::is_empty) {
+                empty.push(format!("{}: {expr}", p["title"]));
+            }
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "panels without data:\n{}",
+        empty.join("\n")
+    );
+    assert!(checked.len() >= 9, "{checked:?}");
+    assert!(
+        checked.iter().any(|t| t.to_lowercase().contains("xid")),
+        "the Xid panel reads dcgm-exporter's Xid counts: {checked:?}"
+    );
+}
