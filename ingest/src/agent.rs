@@ -40,6 +40,8 @@ pub struct AgentConfig {
     pub simulated_gpus: Option<u32>,
     /// The node's BMC, polled for SEL entries and sensors.
     pub bmc: Option<crate::ipmi::BmcEndpoint>,
+    /// The node's BMC over Redfish, for BMCs without IPMI over LAN.
+    pub redfish: Option<crate::redfish::RedfishTarget>,
     /// Read this node's conditions from the Kubernetes API: the access and
     /// the node's Kubernetes name.
     pub kubernetes: Option<(crate::k8s::KubeAccess, String)>,
@@ -52,6 +54,8 @@ pub enum CollectorError {
     HostFacts(#[from] crate::heartbeat::HostFactsError),
     #[error(transparent)]
     Kubernetes(#[from] crate::k8s::K8sError),
+    #[error(transparent)]
+    Redfish(#[from] crate::redfish::RedfishError),
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -146,6 +150,7 @@ pub struct Collector {
     coalescer: Coalescer,
     links: crate::links::LinkStates,
     bmc: Option<BmcPoller>,
+    redfish: Option<RedfishPoller>,
     kubernetes: Option<(
         crate::k8s::NodeReader,
         String,
@@ -277,6 +282,10 @@ impl Collector {
             .bmc
             .clone()
             .map(|target| BmcPoller::new(target, &cfg, &facts));
+        let redfish = match cfg.redfish.clone() {
+            Some(target) => Some(RedfishPoller::new(target, &cfg, &facts)?),
+            None => None,
+        };
         let kubernetes = match cfg.kubernetes.clone() {
             Some((access, name)) => Some((
                 crate::k8s::NodeReader::new(access)?,
@@ -301,6 +310,7 @@ impl Collector {
             coalescer: Coalescer::new(COALESCE_WINDOW, 4096),
             links: crate::links::LinkStates::new(LINK_DEDUP_WINDOW),
             bmc,
+            redfish,
             kubernetes,
             next_sample: Instant::now(),
             stop,
@@ -465,6 +475,22 @@ impl Collector {
                 }
             }
         }
+        if let Some(redfish) = self.redfish.as_mut() {
+            match redfish.poll(now) {
+                Ok(Some(evs)) => {
+                    self.metrics.ok("redfish", evs.len(), now);
+                    events.extend(evs);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.metrics.emit(SourceFailed {
+                        source: "redfish",
+                        what: "bmc poll failed",
+                        error: &e,
+                    });
+                }
+            }
+        }
         if let Some((access, name, conditions, next)) = self.kubernetes.as_mut() {
             if Instant::now() >= *next {
                 *next = Instant::now() + K8S_INTERVAL;
@@ -611,5 +637,60 @@ impl BmcPoller {
             }
         }
         Ok(events)
+    }
+}
+
+/// The Redfish BMC side of the agent: log positions saved across restarts
+/// (`<state dir>/redfish-log-positions`, one `<log path> <last id>` per
+/// line).
+struct RedfishPoller {
+    bmc: crate::redfish::RedfishBmc,
+    source: crate::redfish::RedfishSource,
+    position_file: PathBuf,
+    next: Instant,
+}
+
+impl RedfishPoller {
+    fn new(
+        target: crate::redfish::RedfishTarget,
+        cfg: &AgentConfig,
+        facts: &HostFacts,
+    ) -> Result<RedfishPoller, crate::redfish::RedfishError> {
+        let position_file = cfg.state_dir.join("redfish-log-positions");
+        let saved = std::fs::read_to_string(&position_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (log, id) = l.rsplit_once(' ')?;
+                Some((log.to_owned(), id.parse().ok()?))
+            })
+            .collect();
+        Ok(RedfishPoller {
+            bmc: crate::redfish::RedfishBmc::new(target, Duration::from_secs(10))?,
+            source: crate::redfish::RedfishSource::new(&cfg.node, &facts.boot_id, saved),
+            position_file,
+            next: Instant::now(),
+        })
+    }
+
+    fn poll(&mut self, now: Timestamp) -> Result<Option<Vec<Event>>, crate::redfish::RedfishError> {
+        if Instant::now() < self.next {
+            return Ok(None);
+        }
+        self.next = Instant::now() + BMC_INTERVAL;
+        let entries = self.bmc.log_entries()?;
+        let sensors = self.bmc.sensors()?;
+        let mut events = self.source.log_events(&entries, now);
+        events.extend(self.source.sensor_events(&sensors, now));
+        let saved: String = self
+            .source
+            .positions()
+            .iter()
+            .map(|(log, id)| format!("{log} {id}\n"))
+            .collect();
+        if let Err(e) = std::fs::write(&self.position_file, saved) {
+            tracing::warn!(source = "redfish", error = %e, "cannot save the log positions");
+        }
+        Ok(Some(events))
     }
 }

@@ -20,6 +20,7 @@ pub mod k8s;
 pub mod kmsg;
 pub mod links;
 pub mod nvml;
+pub mod redfish;
 pub mod spool;
 pub mod sysfs;
 pub mod telemetry;

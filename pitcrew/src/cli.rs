@@ -135,6 +135,11 @@ pub(crate) struct CollectArgs {
     /// Read the node's own BMC through this IPMI device (e.g. /dev/ipmi0).
     #[arg(long)]
     pub(crate) bmc_device: Option<PathBuf>,
+    /// The node's BMC over Redfish (https://bmc-host): its System's log
+    /// services as bmc.sel and its chassis sensors as bmc.sensor, beside
+    /// or instead of IPMI. Same user and password flags.
+    #[arg(long)]
+    pub(crate) bmc_redfish_url: Option<String>,
     /// BMC user.
     #[arg(long, default_value = "admin")]
     pub(crate) bmc_user: String,

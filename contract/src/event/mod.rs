@@ -35,6 +35,8 @@ pub enum Source {
     Simulator,
     /// `pitcrew facility`, the poller of PDUs, UPSes and cooling units.
     Facility,
+    /// The node agent's Redfish BMC reader.
+    Redfish,
     /// Any other producer: anything that writes this schema can feed pitcrew.
     Other(String),
 }
@@ -53,6 +55,7 @@ impl Source {
             Source::Job => "job",
             Source::Simulator => "simulator",
             Source::Facility => "facility",
+            Source::Redfish => "redfish",
             Source::Other(s) => s,
         }
     }
@@ -70,6 +73,7 @@ impl Source {
             "job" => Source::Job,
             "simulator" => Source::Simulator,
             "facility" => Source::Facility,
+            "redfish" => Source::Redfish,
             other => Source::Other(other.to_owned()),
         }
     }

@@ -174,6 +174,7 @@ pub(crate) async fn agent(
             nvml: !args.no_nvml,
             simulated_gpus: args.simulate_gpus,
             bmc: bmc_target(args)?,
+            redfish: redfish_target(args)?,
             kubernetes: if args.k8s_node_conditions {
                 Some((
                     pitcrew_ingest::k8s::KubeAccess::in_cluster()?,
@@ -217,6 +218,28 @@ pub(crate) async fn agent(
     let _ = collector_thread.join();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A Redfish BMC from flags, the password from a file or the environment.
+fn redfish_target(
+    args: &CollectArgs,
+) -> anyhow::Result<Option<pitcrew_ingest::redfish::RedfishTarget>> {
+    let Some(base) = &args.bmc_redfish_url else {
+        return Ok(None);
+    };
+    let password = pitcrew_ingest::ipmi::Secret::load(
+        "bmc password",
+        args.bmc_password_file.as_deref(),
+        Some("PITCREW_BMC_PASSWORD"),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!("--bmc-redfish-url needs --bmc-password-file or PITCREW_BMC_PASSWORD ({e})")
+    })?;
+    Ok(Some(pitcrew_ingest::redfish::RedfishTarget {
+        base: base.clone(),
+        username: args.bmc_user.clone(),
+        password,
+    }))
 }
 
 /// The BMC from flags: a local IPMI device, or lanplus with the password
