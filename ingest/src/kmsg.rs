@@ -5,8 +5,12 @@
 //! their node, time and stable id.
 
 mod follow;
+mod host;
 mod line;
+mod net;
+mod nvidia;
 mod parse;
+mod pcie;
 
 pub use follow::{KmsgFollower, SeqFile};
 pub use line::{Line, Wall};
