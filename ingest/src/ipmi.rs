@@ -14,7 +14,6 @@
 //! Credentials are held in [`BmcTarget`], whose Debug hides the password;
 //! nothing here logs or formats it.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -29,9 +28,9 @@ use ipmi_rs::storage::sdr::SensorType;
 use ipmi_rs::storage::sel::{Entry, EventDirection, GetSelEntry, RecordId};
 use ipmi_rs::Ipmi;
 pub use pitcrew_config::Secret;
-use pitcrew_contract::{
-    deterministic_id, Event, EventData, SelEntry, Sensor, SensorState, Source, Timestamp,
-};
+use pitcrew_contract::{Event, EventData, SelEntry, SensorState, Source, Timestamp};
+
+use crate::bmc::BmcEvents;
 
 /// Where a BMC is and how to log in.
 #[derive(Clone, Debug)]
@@ -105,14 +104,7 @@ pub struct SelRecord {
     pub asserted: bool,
 }
 
-/// One threshold sensor's reading.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SensorRead {
-    pub name: String,
-    pub value: Option<f64>,
-    pub unit: Option<String>,
-    pub state: SensorState,
-}
+pub use crate::bmc::SensorRead;
 
 /// An open session to one BMC: RMCP+ over the network (the default), or
 /// the local `/dev/ipmi0` of the node the agent runs on.
@@ -347,41 +339,22 @@ impl<C: IpmiConnection> BmcConnection<C> {
 /// Turns BMC reads into events for one node.
 #[derive(Debug)]
 pub struct IpmiSource {
-    node: String,
-    boot_id: String,
+    events: BmcEvents,
     last_sel: Option<u16>,
-    sensor_state: HashMap<String, SensorState>,
 }
 
 impl IpmiSource {
     /// `last_sel`: the last SEL record id handled, if saved.
     pub fn new(node: &str, boot_id: &str, last_sel: Option<u16>) -> IpmiSource {
         IpmiSource {
-            node: node.to_owned(),
-            boot_id: boot_id.to_owned(),
+            events: BmcEvents::new(node, boot_id, Source::Ipmi),
             last_sel,
-            sensor_state: HashMap::new(),
         }
     }
 
     /// The last SEL record id handled (to save across restarts).
     pub fn last_sel(&self) -> Option<u16> {
         self.last_sel
-    }
-
-    fn event(&self, now: Timestamp, id_parts: &[&str], data: EventData) -> Event {
-        let mut parts: Vec<&str> = vec![&self.node, data.kind().as_str()];
-        parts.extend_from_slice(id_parts);
-        Event {
-            id: deterministic_id("ipmi", &parts),
-            node: self.node.clone(),
-            time: now,
-            source: Source::Ipmi,
-            gpu: None,
-            count: 1,
-            labels: Default::default(),
-            data,
-        }
     }
 
     /// Events for one read of the SEL.
@@ -403,10 +376,10 @@ impl IpmiSource {
             .map(|e| {
                 // The SEL's own ids repeat after a clear: the id includes the
                 // boot and the text so a new entry never looks like an old one.
-                self.event(
+                self.events.event(
                     now,
                     &[
-                        &self.boot_id,
+                        self.events.boot_id(),
                         &e.id.to_string(),
                         &e.description,
                         &e.asserted.to_string(),
@@ -425,27 +398,7 @@ impl IpmiSource {
 
     /// Events for one read of the sensors.
     pub fn sensor_events(&mut self, sensors: &[SensorRead], now: Timestamp) -> Vec<Event> {
-        let mut out = Vec::new();
-        for s in sensors {
-            if self.sensor_state.insert(s.name.clone(), s.state) == Some(s.state) {
-                continue;
-            }
-            out.push(self.event(
-                now,
-                &[
-                    &s.name,
-                    &format!("{:?}", s.state),
-                    &now.unix_nanos().to_string(),
-                ],
-                EventData::BmcSensor(Sensor {
-                    sensor: s.name.clone(),
-                    value: s.value,
-                    unit: s.unit.clone(),
-                    state: s.state,
-                }),
-            ));
-        }
-        out
+        self.events.sensor_events(sensors, now)
     }
 }
 

@@ -11,6 +11,7 @@
 //! [`heartbeat`].
 
 pub mod agent;
+pub mod bmc;
 pub mod coalesce;
 pub mod counters;
 pub mod dcgm;

@@ -14,14 +14,15 @@
 //! The password is held in a [`Secret`]; errors and logs carry the URL
 //! path only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pitcrew_config::Secret;
-use pitcrew_contract::{
-    deterministic_id, Event, EventData, SelEntry, Sensor, SensorState, Source, Timestamp,
-};
+use pitcrew_contract::{Event, EventData, SelEntry, SensorState, Source, Timestamp};
 use serde_json::Value as Json;
+
+use crate::bmc::BmcEvents;
+pub use crate::bmc::SensorRead;
 
 /// At most this many entries read per log and poll (newest pages are not
 /// guaranteed first; a BMC with a huge log is read over several polls).
@@ -57,15 +58,6 @@ pub struct LogRecord {
     pub sensor: String,
     pub message: String,
     pub asserted: bool,
-}
-
-/// One sensor as read.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SensorRecord {
-    pub name: String,
-    pub value: Option<f64>,
-    pub unit: Option<String>,
-    pub state: SensorState,
 }
 
 /// A Redfish service.
@@ -162,7 +154,7 @@ impl RedfishBmc {
     }
 
     /// Every sensor of every chassis.
-    pub fn sensors(&self) -> Result<Vec<SensorRecord>, RedfishError> {
+    pub fn sensors(&self) -> Result<Vec<SensorRead>, RedfishError> {
         let mut out = Vec::new();
         for chassis in self.members("/redfish/v1/Chassis")? {
             let doc = self.get(&chassis)?;
@@ -286,7 +278,7 @@ fn absent(doc: &Json) -> bool {
 }
 
 /// A `Sensor` resource: `Reading`, `ReadingUnits`, `Thresholds`.
-pub fn decode_sensor(doc: &Json) -> Option<SensorRecord> {
+pub fn decode_sensor(doc: &Json) -> Option<SensorRead> {
     if absent(doc) {
         return None;
     }
@@ -325,7 +317,7 @@ pub fn decode_sensor(doc: &Json) -> Option<SensorRecord> {
             SensorState::NonRecoverable,
         ),
     ];
-    Some(SensorRecord {
+    Some(SensorRead {
         name,
         value,
         unit: text(doc, "ReadingUnits"),
@@ -333,7 +325,7 @@ pub fn decode_sensor(doc: &Json) -> Option<SensorRecord> {
     })
 }
 
-fn legacy(item: &Json, reading: &str, unit: Option<&str>, prefix: &str) -> Option<SensorRecord> {
+fn legacy(item: &Json, reading: &str, unit: Option<&str>, prefix: &str) -> Option<SensorRead> {
     if absent(item) {
         return None;
     }
@@ -371,7 +363,7 @@ fn legacy(item: &Json, reading: &str, unit: Option<&str>, prefix: &str) -> Optio
             SensorState::NonRecoverable,
         ),
     ];
-    Some(SensorRecord {
+    Some(SensorRead {
         name: format!("{prefix}{name}"),
         value,
         unit: unit
@@ -382,8 +374,8 @@ fn legacy(item: &Json, reading: &str, unit: Option<&str>, prefix: &str) -> Optio
 }
 
 /// The legacy `Thermal` resource: temperatures and fans.
-pub fn decode_thermal(doc: &Json) -> Vec<SensorRecord> {
-    let mut out: Vec<SensorRecord> = doc["Temperatures"]
+pub fn decode_thermal(doc: &Json) -> Vec<SensorRead> {
+    let mut out: Vec<SensorRead> = doc["Temperatures"]
         .as_array()
         .into_iter()
         .flatten()
@@ -402,8 +394,8 @@ pub fn decode_thermal(doc: &Json) -> Vec<SensorRecord> {
 }
 
 /// The legacy `Power` resource: voltages and power supplies (health only).
-pub fn decode_power(doc: &Json) -> Vec<SensorRecord> {
-    let mut out: Vec<SensorRecord> = doc["Voltages"]
+pub fn decode_power(doc: &Json) -> Vec<SensorRead> {
+    let mut out: Vec<SensorRead> = doc["Voltages"]
         .as_array()
         .into_iter()
         .flatten()
@@ -424,44 +416,24 @@ pub fn decode_power(doc: &Json) -> Vec<SensorRecord> {
 /// Turns Redfish reads into events for one node.
 #[derive(Debug)]
 pub struct RedfishSource {
-    node: String,
-    boot_id: String,
-    /// The last entry id handled, per log service.
+    events: BmcEvents,
+    /// The last entry id handled, per log service; a log without one reads
+    /// a baseline first.
     positions: BTreeMap<String, u64>,
-    /// Whether positions were given (saved): without them the first read
-    /// of each log is a baseline.
-    sensor_state: HashMap<String, SensorState>,
 }
 
 impl RedfishSource {
     /// `positions`: as saved by [`RedfishSource::positions`].
     pub fn new(node: &str, boot_id: &str, positions: BTreeMap<String, u64>) -> RedfishSource {
         RedfishSource {
-            node: node.to_owned(),
-            boot_id: boot_id.to_owned(),
+            events: BmcEvents::new(node, boot_id, Source::Redfish),
             positions,
-            sensor_state: HashMap::new(),
         }
     }
 
     /// The positions to save across restarts.
     pub fn positions(&self) -> &BTreeMap<String, u64> {
         &self.positions
-    }
-
-    fn event(&self, now: Timestamp, id_parts: &[&str], data: EventData) -> Event {
-        let mut parts: Vec<&str> = vec![&self.node, data.kind().as_str()];
-        parts.extend_from_slice(id_parts);
-        Event {
-            id: deterministic_id("redfish", &parts),
-            node: self.node.clone(),
-            time: now,
-            source: Source::Redfish,
-            gpu: None,
-            count: 1,
-            labels: Default::default(),
-            data,
-        }
     }
 
     /// Events for one read of the logs.
@@ -481,10 +453,10 @@ impl RedfishSource {
             self.positions
                 .insert(log.to_owned(), if cleared { max } else { max.max(last) });
             for r in records.into_iter().filter(|r| cleared || r.id > last) {
-                out.push(self.event(
+                out.push(self.events.event(
                     now,
                     &[
-                        &self.boot_id,
+                        self.events.boot_id(),
                         &r.log,
                         &r.id.to_string(),
                         &r.message,
@@ -504,28 +476,8 @@ impl RedfishSource {
     }
 
     /// Events for one read of the sensors: first readings and changes.
-    pub fn sensor_events(&mut self, sensors: &[SensorRecord], now: Timestamp) -> Vec<Event> {
-        let mut out = Vec::new();
-        for s in sensors {
-            if self.sensor_state.insert(s.name.clone(), s.state) == Some(s.state) {
-                continue;
-            }
-            out.push(self.event(
-                now,
-                &[
-                    &s.name,
-                    &format!("{:?}", s.state),
-                    &now.unix_nanos().to_string(),
-                ],
-                EventData::BmcSensor(Sensor {
-                    sensor: s.name.clone(),
-                    value: s.value,
-                    unit: s.unit.clone(),
-                    state: s.state,
-                }),
-            ));
-        }
-        out
+    pub fn sensor_events(&mut self, sensors: &[SensorRead], now: Timestamp) -> Vec<Event> {
+        self.events.sensor_events(sensors, now)
     }
 }
 

@@ -159,6 +159,11 @@ fn a_refused_login_is_an_error_without_the_password() {
     let err = bmc(&docs, PASSWORD).log_entries().unwrap_err().to_string();
     assert!(err.contains("401"), "{err}");
     assert!(!err.contains(PASSWORD), "{err}");
-    // A BMC that does not answer: an error, not a hang.
+    // A BMC that is gone: an error within the timeout, not a hang.
+    let gone = bmc(&docs, PASSWORD);
     drop(docs);
+    let started = std::time::Instant::now();
+    let err = gone.sensors().unwrap_err().to_string();
+    assert!(started.elapsed() < Duration::from_secs(6), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
 }

@@ -220,6 +220,17 @@ pub(crate) async fn agent(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The BMC password, from `--bmc-password-file` or the environment, never
+/// argv; `flag` names what needs it.
+fn bmc_password(args: &CollectArgs, flag: &str) -> anyhow::Result<pitcrew_ingest::ipmi::Secret> {
+    pitcrew_ingest::ipmi::Secret::load(
+        "bmc password",
+        args.bmc_password_file.as_deref(),
+        Some("PITCREW_BMC_PASSWORD"),
+    )
+    .map_err(|e| anyhow::anyhow!("{flag} needs --bmc-password-file or PITCREW_BMC_PASSWORD ({e})"))
+}
+
 /// A Redfish BMC from flags, the password from a file or the environment.
 fn redfish_target(
     args: &CollectArgs,
@@ -227,14 +238,7 @@ fn redfish_target(
     let Some(base) = &args.bmc_redfish_url else {
         return Ok(None);
     };
-    let password = pitcrew_ingest::ipmi::Secret::load(
-        "bmc password",
-        args.bmc_password_file.as_deref(),
-        Some("PITCREW_BMC_PASSWORD"),
-    )
-    .map_err(|e| {
-        anyhow::anyhow!("--bmc-redfish-url needs --bmc-password-file or PITCREW_BMC_PASSWORD ({e})")
-    })?;
+    let password = bmc_password(args, "--bmc-redfish-url")?;
     Ok(Some(pitcrew_ingest::redfish::RedfishTarget {
         base: base.clone(),
         username: args.bmc_user.clone(),
@@ -253,14 +257,7 @@ fn bmc_target(args: &CollectArgs) -> anyhow::Result<Option<pitcrew_ingest::ipmi:
     let Some(address) = &args.bmc_address else {
         return Ok(None);
     };
-    let password = pitcrew_ingest::ipmi::Secret::load(
-        "bmc password",
-        args.bmc_password_file.as_deref(),
-        Some("PITCREW_BMC_PASSWORD"),
-    )
-    .map_err(|e| {
-        anyhow::anyhow!("--bmc-address needs --bmc-password-file or PITCREW_BMC_PASSWORD ({e})")
-    })?;
+    let password = bmc_password(args, "--bmc-address")?;
     Ok(Some(pitcrew_ingest::ipmi::BmcEndpoint::Lan(
         pitcrew_ingest::ipmi::BmcTarget {
             address: address.clone(),
