@@ -18,6 +18,22 @@ pub struct Subject {
     pub labels: BTreeMap<String, String>,
 }
 
+impl Subject {
+    /// An event about this device: its name as the node, its labels.
+    fn event(&self, id: String, time: Timestamp, data: EventData) -> Event {
+        Event {
+            id,
+            node: self.name.clone(),
+            time,
+            source: Source::Facility,
+            gpu: None,
+            count: 1,
+            labels: self.labels.clone(),
+            data,
+        }
+    }
+}
+
 /// The previous value of every meter, to turn meters into deltas.
 #[derive(Clone, Debug, Default)]
 pub struct Meters {
@@ -164,16 +180,11 @@ pub fn events(
             }
         };
         match data {
-            Ok(data) => out.push(Event {
-                id: event_id(&subject.name, kind.as_str(), &r, time),
-                node: subject.name.clone(),
+            Ok(data) => out.push(subject.event(
+                event_id(&subject.name, kind.as_str(), &r, time),
                 time,
-                source: Source::Facility,
-                gpu: None,
-                count: 1,
-                labels: subject.labels.clone(),
                 data,
-            }),
+            )),
             Err(e) => problems.push(Problem {
                 reason: "incomplete_reading",
                 oid: r.scope.clone().unwrap_or_else(|| kind.as_str().to_owned()),
@@ -194,15 +205,10 @@ pub fn reachability(
     time: Timestamp,
 ) -> Event {
     let up = error.is_none();
-    Event {
-        id: format!("fac-{}-device-{}", subject.name, time.unix_millis()),
-        node: subject.name.clone(),
+    subject.event(
+        format!("fac-{}-device-{}", subject.name, time.unix_millis()),
         time,
-        source: Source::Facility,
-        gpu: None,
-        count: 1,
-        labels: subject.labels.clone(),
-        data: EventData::FacilityDevice(pitcrew_contract::DeviceReachability {
+        EventData::FacilityDevice(pitcrew_contract::DeviceReachability {
             racks: subject.racks.clone(),
             up,
             protocol,
@@ -210,7 +216,7 @@ pub fn reachability(
             failures,
             error,
         }),
-    }
+    )
 }
 
 #[cfg(test)]

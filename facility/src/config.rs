@@ -376,6 +376,28 @@ pub struct Device {
     pub labels: BTreeMap<String, String>,
 }
 
+impl Device {
+    /// A device with the poller's default settings, no racks, loop,
+    /// profile, credentials or labels.
+    pub fn new(name: &str, kind: DeviceKind, address: Address) -> Device {
+        let d = PollerSettings::default();
+        Device {
+            name: name.to_owned(),
+            kind,
+            racks: Vec::new(),
+            cooling_loop: None,
+            address,
+            profile: None,
+            interval: d.interval,
+            timeout: d.timeout,
+            retries: d.retries,
+            max_backoff: d.max_backoff,
+            credentials: Credentials::default(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
 /// The whole configuration, resolved.
 #[derive(Clone, Debug, Default)]
 pub struct FacilityConfig {

@@ -459,18 +459,15 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_cap() {
         let d = Device {
-            name: "x".into(),
-            kind: profile::DeviceKind::Pdu,
-            racks: vec![],
-            cooling_loop: None,
-            address: Address::parse("snmp://h").unwrap(),
-            profile: None,
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(1),
             retries: 0,
             max_backoff: Duration::from_secs(60),
-            credentials: Default::default(),
-            labels: Default::default(),
+            ..Device::new(
+                "x",
+                profile::DeviceKind::Pdu,
+                Address::parse("snmp://h").unwrap(),
+            )
         };
         let mut st = DeviceState::new(d);
         let mut delays = Vec::new();

@@ -119,18 +119,17 @@ async fn bench_500_pdus_of_24_outlets_every_10_s() {
     let port = sim.port;
     let list: Vec<Device> = (0..devices)
         .map(|i| Device {
-            name: format!("pdu-{i}"),
-            kind: DeviceKind::Pdu,
             racks: vec![format!("r{}", i + 1)],
-            cooling_loop: None,
-            address: Address::parse(&format!("snmp://pdu-{i}@127.0.0.1:{port}")).unwrap(),
             profile: Some("apc-rpdu2".into()),
             interval,
             timeout: Duration::from_secs(5),
             retries: 1,
             max_backoff: Duration::from_secs(60),
-            credentials: Default::default(),
-            labels: Default::default(),
+            ..Device::new(
+                &format!("pdu-{i}"),
+                DeviceKind::Pdu,
+                Address::parse(&format!("snmp://pdu-{i}@127.0.0.1:{port}")).unwrap(),
+            )
         })
         .collect();
     let metrics = FacilityMetrics::default();

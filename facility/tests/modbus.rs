@@ -16,18 +16,13 @@ use pitcrew_harness::snmpsim::ModbusSim;
 
 fn device(url: &str) -> Device {
     Device {
-        name: "cdu-l2".into(),
-        kind: DeviceKind::Cooling,
         racks: vec!["r1".into(), "r2".into()],
         cooling_loop: Some("L2".into()),
-        address: Address::parse(url).unwrap(),
-        profile: None,
         interval: Duration::from_secs(5),
         timeout: Duration::from_millis(800),
         retries: 0,
         max_backoff: Duration::from_secs(60),
-        credentials: Default::default(),
-        labels: Default::default(),
+        ..Device::new("cdu-l2", DeviceKind::Cooling, Address::parse(url).unwrap())
     }
 }
 

@@ -48,18 +48,13 @@ async fn a_redfish_cdu_and_its_leak_detector() {
     serve_cdu(&s, 42.0, "OK");
     let url = format!("redfish+http://127.0.0.1:{}", s.port());
     let device = Device {
-        name: "cdu-r3".into(),
-        kind: DeviceKind::Cooling,
         racks: vec!["r3".into()],
         cooling_loop: Some("L3".into()),
-        address: Address::parse(&url).unwrap(),
-        profile: None,
         interval: Duration::from_secs(5),
         timeout: Duration::from_millis(800),
         retries: 0,
         max_backoff: Duration::from_secs(60),
-        credentials: Default::default(),
-        labels: Default::default(),
+        ..Device::new("cdu-r3", DeviceKind::Cooling, Address::parse(&url).unwrap())
     };
     let poller = Poller::new(Library::load(&[]).unwrap(), FacilityMetrics::default(), 4);
     let mut st = DeviceState::new(device);

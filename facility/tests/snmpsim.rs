@@ -25,18 +25,13 @@ fn recording(name: &str) -> String {
 
 fn device(name: &str, url: &str, kind: DeviceKind, profile: Option<&str>) -> Device {
     Device {
-        name: name.into(),
-        kind,
         racks: vec!["r3".into()],
-        cooling_loop: None,
-        address: Address::parse(url).unwrap(),
         profile: profile.map(str::to_owned),
         interval: Duration::from_secs(5),
         timeout: Duration::from_millis(800),
         retries: 0,
         max_backoff: Duration::from_secs(60),
-        credentials: Default::default(),
-        labels: Default::default(),
+        ..Device::new(name, kind, Address::parse(url).unwrap())
     }
 }
 
