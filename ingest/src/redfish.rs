@@ -37,6 +37,21 @@ pub struct RedfishTarget {
     pub base: String,
     pub username: String,
     pub password: Secret,
+    pub tls: RedfishTls,
+}
+
+/// How the BMC's certificate is checked. The password goes in every
+/// request, so a certificate is never accepted unchecked unless asked.
+#[derive(Clone, Debug, Default)]
+pub enum RedfishTls {
+    /// Against the system's trusted roots.
+    #[default]
+    System,
+    /// Against this CA (PEM): the site's BMC certificate authority.
+    Ca(std::path::PathBuf),
+    /// Not checked (self-signed BMCs on an isolated management network):
+    /// an explicit choice, logged at start.
+    Insecure,
 }
 
 /// Why the BMC could not be read. Retryable: the BMC may be rebooting.
@@ -70,15 +85,31 @@ pub struct RedfishBmc {
 
 impl RedfishBmc {
     pub fn new(target: RedfishTarget, timeout: Duration) -> Result<RedfishBmc, RedfishError> {
-        let client = reqwest::blocking::Client::builder()
-            // BMCs ship self-signed certificates as a rule; the management
-            // network is the trust boundary, as for IPMI.
-            .danger_accept_invalid_certs(true)
+        let failed = |reason: String| RedfishError::Request {
+            path: "/".into(),
+            reason,
+        };
+        let mut builder = reqwest::blocking::Client::builder();
+        match &target.tls {
+            RedfishTls::System => {}
+            RedfishTls::Ca(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| failed(format!("ca file {}: {e}", path.display())))?;
+                let ca = reqwest::Certificate::from_pem(&pem)
+                    .map_err(|e| failed(format!("ca file {}: {e}", path.display())))?;
+                builder = builder.add_root_certificate(ca);
+            }
+            RedfishTls::Insecure => {
+                tracing::warn!(
+                    source = "redfish",
+                    "the bmc's certificate is not checked (--bmc-redfish-insecure)"
+                );
+                builder = builder.danger_accept_invalid_certs(true);
+            }
+        }
+        let client = builder
             .build()
-            .map_err(|e| RedfishError::Request {
-                path: "/".into(),
-                reason: e.without_url().to_string(),
-            })?;
+            .map_err(|e| failed(e.without_url().to_string()))?;
         Ok(RedfishBmc {
             target,
             client,
@@ -513,6 +544,27 @@ mod tests {
             .is_empty());
         // Cleared: ids went down.
         assert_eq!(again.log_events(&[rec("/sel", 1)], t).len(), 1);
+    }
+
+    #[test]
+    fn a_ca_that_cannot_be_read_is_a_clear_error() {
+        let target = |tls| RedfishTarget {
+            base: "https://bmc".into(),
+            username: "root".into(),
+            password: Secret::new("pw"),
+            tls,
+        };
+        let missing = std::env::temp_dir().join("pitcrew-no-such-ca.pem");
+        let err = RedfishBmc::new(target(RedfishTls::Ca(missing)), Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pitcrew-no-such-ca.pem"), "{err}");
+        let bad = std::env::temp_dir().join(format!("pitcrew-bad-ca-{}.pem", std::process::id()));
+        std::fs::write(&bad, "not a certificate").unwrap();
+        let err = RedfishBmc::new(target(RedfishTls::Ca(bad.clone())), Duration::from_secs(1));
+        let _ = std::fs::remove_file(&bad);
+        assert!(err.is_err(), "garbage is not a CA");
+        assert!(RedfishBmc::new(target(RedfishTls::System), Duration::from_secs(1)).is_ok());
     }
 
     #[test]

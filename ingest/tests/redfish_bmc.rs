@@ -81,6 +81,7 @@ fn bmc(docs: &DocServer, password: &str) -> RedfishBmc {
             base: docs.base(),
             username: "root".into(),
             password: pitcrew_config::Secret::new(password),
+            tls: Default::default(),
         },
         Duration::from_secs(5),
     )

@@ -140,6 +140,18 @@ pub(crate) struct CollectArgs {
     /// or instead of IPMI. Same user and password flags.
     #[arg(long)]
     pub(crate) bmc_redfish_url: Option<String>,
+    /// The CA (PEM) that signed the BMCs' certificates. Without it the
+    /// system's roots are used.
+    #[arg(
+        long,
+        requires = "bmc_redfish_url",
+        conflicts_with = "bmc_redfish_insecure"
+    )]
+    pub(crate) bmc_redfish_ca: Option<PathBuf>,
+    /// Do not check the BMC's certificate (self-signed BMCs on an isolated
+    /// management network). The password is sent in every request.
+    #[arg(long, requires = "bmc_redfish_url")]
+    pub(crate) bmc_redfish_insecure: bool,
     /// BMC user.
     #[arg(long, default_value = "admin")]
     pub(crate) bmc_user: String,

@@ -303,7 +303,10 @@ impl Parser {
                 out.push(finish_aer(done));
             }
         }
-        if let Some(p) = self.dpc.remove(&device) {
+        if let Some(p) = (!self.dpc.is_empty())
+            .then(|| self.dpc.remove(&device))
+            .flatten()
+        {
             // "DPC: <reason> detected" completes the containment event.
             match dpc_reason(body) {
                 Some(reason) => {

@@ -239,10 +239,17 @@ fn redfish_target(
         return Ok(None);
     };
     let password = bmc_password(args, "--bmc-redfish-url")?;
+    use pitcrew_ingest::redfish::RedfishTls;
+    let tls = match (&args.bmc_redfish_ca, args.bmc_redfish_insecure) {
+        (Some(ca), _) => RedfishTls::Ca(ca.clone()),
+        (None, true) => RedfishTls::Insecure,
+        (None, false) => RedfishTls::System,
+    };
     Ok(Some(pitcrew_ingest::redfish::RedfishTarget {
         base: base.clone(),
         username: args.bmc_user.clone(),
         password,
+        tls,
     }))
 }
 
