@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod kube;
 mod process;
 pub mod prometheus;
+pub mod redfish;
 pub mod slurm;
 pub mod snmpsim;
 pub mod webhook;

@@ -30,8 +30,19 @@ const VENV_VERSION: &str = "facility-sims-1";
 
 /// The venv with snmpsim and pymodbus, built if missing.
 pub fn venv() -> Result<PathBuf, HarnessError> {
+    build_venv(VENV_VERSION, PACKAGES, false)
+}
+
+/// A venv of Debian's Python with `packages` from PyPI, in the cache folder
+/// under `version`, built if missing (`system_site`: it also sees Debian's
+/// Python packages, e.g. python3-libvirt).
+pub(crate) fn build_venv(
+    version: &str,
+    packages: &[&str],
+    system_site: bool,
+) -> Result<PathBuf, HarnessError> {
     let _guard = crate::build_lock();
-    let dir = crate::cache_dir().join(VENV_VERSION);
+    let dir = crate::cache_dir().join(version);
     // A venv cannot be moved (its scripts name their own path), so it is
     // built in place and marked complete last; a half-built one is redone.
     let done = dir.join(".complete");
@@ -44,22 +55,23 @@ pub fn venv() -> Result<PathBuf, HarnessError> {
     } else {
         "python3"
     };
-    crate::process::run(
-        std::process::Command::new(python)
-            .args(["-m", "venv"])
-            .arg(&dir),
-    )?;
+    let mut create = std::process::Command::new(python);
+    create.args(["-m", "venv"]);
+    if system_site {
+        create.arg("--system-site-packages");
+    }
+    crate::process::run(create.arg(&dir))?;
     crate::process::run(
         std::process::Command::new(dir.join("bin/pip"))
             .args(["install", "-q", "--disable-pip-version-check"])
-            .args(PACKAGES),
+            .args(packages),
     )?;
     let _ = crate::process::run(
         std::process::Command::new("chmod")
             .args(["-R", "a+rX"])
             .arg(&dir),
     );
-    std::fs::write(&done, PACKAGES.join("\n")).map_err(|e| HarnessError::io("mark venv", e))?;
+    std::fs::write(&done, packages.join("\n")).map_err(|e| HarnessError::io("mark venv", e))?;
     Ok(dir)
 }
 

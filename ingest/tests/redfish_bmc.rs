@@ -4,8 +4,9 @@
 //! Members@odata.nextLink; Chassis with the legacy Thermal and Power
 //! resources and one with the Sensors collection): new log entries only,
 //! position kept across a restart, a cleared log, sensor state changes,
-//! and a refused login that names no password.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! and a refused login that names no password. Then a real Redfish
+//! service: the sushy-tools emulator (PyPI) on libvirt's test driver.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
@@ -167,4 +168,49 @@ fn a_refused_login_is_an_error_without_the_password() {
     let err = gone.sensors().unwrap_err().to_string();
     assert!(started.elapsed() < Duration::from_secs(6), "{err}");
     assert!(!err.contains(PASSWORD), "{err}");
+}
+
+#[test]
+fn a_real_redfish_service_sushy_tools() {
+    // sushy-tools on libvirt's test driver: a System without LogServices
+    // (read as no log, not an error) and a Chassis with the legacy Thermal
+    // resource, thresholds included.
+    let sushy = pitcrew_harness::redfish::SushyEmulator::start().unwrap();
+    let b = RedfishBmc::new(
+        RedfishTarget {
+            base: sushy.base(),
+            username: "admin".into(),
+            password: pitcrew_config::Secret::new(PASSWORD),
+            tls: Default::default(),
+        },
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let logs = b
+        .log_entries()
+        .unwrap_or_else(|e| panic!("{e}\n{}", sushy.log()));
+    assert!(logs.is_empty(), "{logs:#?}");
+    let sensors = b
+        .sensors()
+        .unwrap_or_else(|e| panic!("{e}\n{}", sushy.log()));
+    let cpu = sensors
+        .iter()
+        .find(|s| s.name == "CPU Temp")
+        .unwrap_or_else(|| panic!("{sensors:#?}"));
+    // 41 °C under its non-critical threshold of 42.
+    assert_eq!(
+        (cpu.value, cpu.unit.as_deref(), cpu.state),
+        (Some(41.0), Some("Cel"), SensorState::Ok)
+    );
+    assert!(
+        sensors.iter().any(|s| s.unit.as_deref() == Some("RPM")),
+        "{sensors:#?}"
+    );
+    let mut src = RedfishSource::new("n17", "boot-1", Default::default());
+    let t = Timestamp::EPOCH;
+    assert_eq!(src.sensor_events(&sensors, t).len(), sensors.len());
+    assert!(
+        src.sensor_events(&b.sensors().unwrap(), t).is_empty(),
+        "no change, no event"
+    );
 }

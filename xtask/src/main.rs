@@ -39,6 +39,8 @@ const DEBIAN_PACKAGES: &[(&str, Probe)] = &[
     ("procps", Probe::Command("kill")),
     // The facility simulators' venv (snmpsim, pymodbus) uses Debian's Python.
     ("python3-venv", Probe::Package),
+    // The Redfish emulator (sushy-tools) runs on libvirt's test driver.
+    ("python3-libvirt", Probe::Package),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +152,10 @@ fn provision() -> Result<()> {
     let t = step("provision: snmpsim and pymodbus (a Python venv from PyPI, cached)");
     let venv =
         pitcrew_harness::snmpsim::venv().context("building the facility simulators' venv")?;
+    println!("    {}", venv.display());
+    done(t);
+    let t = step("provision: sushy-tools, the Redfish emulator (a Python venv from PyPI, cached)");
+    let venv = pitcrew_harness::redfish::venv().context("building the Redfish emulator's venv")?;
     println!("    {}", venv.display());
     done(t);
     Ok(())
