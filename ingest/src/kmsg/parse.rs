@@ -52,8 +52,8 @@ pub struct Parser {
 /// more is garbage input).
 const MAX_GPU_UUIDS: usize = 64;
 
-/// At most this many AER records open at once (one per device); more is
-/// garbage input, and the oldest are completed early.
+/// At most this many AER (or DPC) records open at once (one per device);
+/// more is garbage input, and the open ones are completed early.
 const MAX_OPEN_AER: usize = 256;
 
 impl Parser {
@@ -325,6 +325,9 @@ impl Parser {
             if complete {
                 out.push(finish_dpc(pending));
             } else {
+                if self.dpc.len() >= MAX_OPEN_AER {
+                    self.flush(out);
+                }
                 self.dpc.insert(device, pending);
             }
             return true;

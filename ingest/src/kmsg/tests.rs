@@ -582,3 +582,20 @@ fn prefixes_of_dmesg_x_printk_caller_and_rfc5424() {
         assert!(x.fatal && x.link == Some(32), "{raw}");
     }
 }
+
+#[test]
+fn open_records_stay_bounded_on_garbage() {
+    let mut p = Parser::new();
+    let mut out = Vec::new();
+    for i in 0..2000u32 {
+        let line = format!(
+            "pcieport {:04x}:{:02x}:00.0: DPC: containment event, status:0x1f01 source:0x0000",
+            i >> 8,
+            i & 0xff
+        );
+        p.push(&line, &mut out);
+        assert!(p.open_records() <= 256, "{}", p.open_records());
+    }
+    p.flush(&mut out);
+    assert_eq!(out.len(), 2000, "every containment event comes out once");
+}
